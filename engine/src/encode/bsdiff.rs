@@ -1,0 +1,316 @@
+//! A bsdiff-style coder (after Colin Percival's bsdiff 4) on a bounded window.
+//!
+//! The window is indexed with a suffix array (libsais); the new data is scanned for
+//! long approximate matches, and each match becomes an *add* run (new minus old,
+//! byte-wise, mostly zeros on relocated code) followed by an *extra* run (literal
+//! bytes). The three streams (controls, add bytes, extra bytes) are laid out one
+//! after another and compressed with zstd.
+//!
+//! Decoded payload layout (all integers little-endian, varints LEB128):
+//!
+//! | field | size |
+//! |---|---|
+//! | control length C | u32 |
+//! | add length A | u32 |
+//! | extra length E | u32 |
+//! | controls | C bytes: (add uvarint, extra uvarint, seek zigzag varint) each |
+//! | add bytes | A |
+//! | extra bytes | E |
+//!
+//! A + E equals the frame's output length, C is at most output length + 64.
+
+use super::{zstd_decode, zstd_encode, ZstdSettings};
+
+const HEADER: usize = 12;
+
+/// Largest decoded payload for a frame of `target_len` bytes.
+pub fn max_decoded_len(target_len: u64) -> u64 {
+    HEADER as u64 + 64 + target_len.saturating_mul(2)
+}
+
+fn max_control_len(target_len: usize) -> usize {
+    target_len + 64
+}
+
+fn matchlen(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Longest match of `new` among the suffixes of `old` (binary search on the suffix array).
+fn search(sa: &[i32], old: &[u8], new: &[u8]) -> (usize, usize) {
+    let (mut st, mut en) = (0usize, sa.len() - 1);
+    while en - st >= 2 {
+        let x = st + (en - st) / 2;
+        let p = sa[x] as usize;
+        let n = (old.len() - p).min(new.len());
+        if old[p..p + n] < new[..n] {
+            st = x;
+        } else {
+            en = x;
+        }
+    }
+    let (a, b) = (sa[st] as usize, sa[en] as usize);
+    let (x, y) = (matchlen(&old[a..], new), matchlen(&old[b..], new));
+    if x > y {
+        (a, x)
+    } else {
+        (b, y)
+    }
+}
+
+fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_uvarint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Encodes `new` against `old`. Returns `None` when the control stream would exceed
+/// the format's bound (the caller then keeps the plain zstd coder's result).
+pub fn encode(old: &[u8], new: &[u8], zstd: ZstdSettings) -> Result<Option<Vec<u8>>, &'static str> {
+    let (ctrl, add, extra) = if old.len() < 2 {
+        let mut ctrl = Vec::new();
+        if !new.is_empty() {
+            put_uvarint(&mut ctrl, 0);
+            put_uvarint(&mut ctrl, new.len() as u64);
+            put_uvarint(&mut ctrl, 0);
+        }
+        (ctrl, Vec::new(), new.to_vec())
+    } else {
+        if old.len() > i32::MAX as usize {
+            return Err("window too large for the suffix array");
+        }
+        let sa: Vec<i32> = libsais::SuffixArrayConstruction::for_text(old)
+            .in_owned_buffer32()
+            .single_threaded()
+            .run()
+            .map_err(|_| "suffix array construction failed")?
+            .into_vec();
+        diff(&sa, old, new)
+    };
+    if ctrl.len() > max_control_len(new.len()) {
+        return Ok(None);
+    }
+    let mut blob = Vec::with_capacity(HEADER + ctrl.len() + add.len() + extra.len());
+    for n in [ctrl.len(), add.len(), extra.len()] {
+        blob.extend_from_slice(&(n as u32).to_le_bytes());
+    }
+    blob.extend_from_slice(&ctrl);
+    blob.extend_from_slice(&add);
+    blob.extend_from_slice(&extra);
+    zstd_encode(&[], &blob, zstd).map(Some)
+}
+
+/// The bsdiff scan: returns (controls, add bytes, extra bytes).
+fn diff(sa: &[i32], old: &[u8], new: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let (oldsize, newsize) = (old.len() as i64, new.len() as i64);
+    let at_old = |i: i64| old[i as usize];
+    let at_new = |i: i64| new[i as usize];
+    let mut ctrl = Vec::new();
+    let mut add = Vec::with_capacity(new.len());
+    let mut extra = Vec::new();
+    let (mut scan, mut len, mut pos) = (0i64, 0i64, 0i64);
+    let (mut lastscan, mut lastpos, mut lastoffset) = (0i64, 0i64, 0i64);
+    while scan < newsize {
+        let mut oldscore = 0i64;
+        scan += len;
+        let mut scsc = scan;
+        while scan < newsize {
+            let (p, l) = search(sa, old, &new[scan as usize..]);
+            pos = p as i64;
+            len = l as i64;
+            while scsc < scan + len {
+                if scsc + lastoffset < oldsize && at_old(scsc + lastoffset) == at_new(scsc) {
+                    oldscore += 1;
+                }
+                scsc += 1;
+            }
+            if (len == oldscore && len != 0) || len > oldscore + 8 {
+                break;
+            }
+            if scan + lastoffset < oldsize && at_old(scan + lastoffset) == at_new(scan) {
+                oldscore -= 1;
+            }
+            scan += 1;
+        }
+        if len != oldscore || scan == newsize {
+            let (mut s, mut sf, mut lenf) = (0i64, 0i64, 0i64);
+            let mut i = 0i64;
+            while lastscan + i < scan && lastpos + i < oldsize {
+                if at_old(lastpos + i) == at_new(lastscan + i) {
+                    s += 1;
+                }
+                i += 1;
+                if s * 2 - i > sf * 2 - lenf {
+                    sf = s;
+                    lenf = i;
+                }
+            }
+            let mut lenb = 0i64;
+            if scan < newsize {
+                let (mut s, mut sb) = (0i64, 0i64);
+                let mut i = 1i64;
+                while scan >= lastscan + i && pos >= i {
+                    if at_old(pos - i) == at_new(scan - i) {
+                        s += 1;
+                    }
+                    if s * 2 - i > sb * 2 - lenb {
+                        sb = s;
+                        lenb = i;
+                    }
+                    i += 1;
+                }
+            }
+            if lastscan + lenf > scan - lenb {
+                let overlap = (lastscan + lenf) - (scan - lenb);
+                let (mut s, mut ss, mut lens) = (0i64, 0i64, 0i64);
+                for i in 0..overlap {
+                    if at_new(lastscan + lenf - overlap + i) == at_old(lastpos + lenf - overlap + i) {
+                        s += 1;
+                    }
+                    if at_new(scan - lenb + i) == at_old(pos - lenb + i) {
+                        s -= 1;
+                    }
+                    if s > ss {
+                        ss = s;
+                        lens = i + 1;
+                    }
+                }
+                lenf += lens - overlap;
+                lenb -= lens;
+            }
+            for i in 0..lenf {
+                add.push(at_new(lastscan + i).wrapping_sub(at_old(lastpos + i)));
+            }
+            let extra_len = (scan - lenb) - (lastscan + lenf);
+            extra.extend_from_slice(&new[(lastscan + lenf) as usize..(scan - lenb) as usize]);
+            let seek = (pos - lenb) - (lastpos + lenf);
+            if lenf + extra_len > 0 || seek != 0 {
+                put_uvarint(&mut ctrl, lenf as u64);
+                put_uvarint(&mut ctrl, extra_len as u64);
+                put_uvarint(&mut ctrl, ((seek << 1) ^ (seek >> 63)) as u64);
+            }
+            lastscan = scan - lenb;
+            lastpos = pos - lenb;
+            lastoffset = pos - scan;
+        }
+    }
+    (ctrl, add, extra)
+}
+
+/// Decodes a payload made by [`encode`] against `old` into `out` (exactly the
+/// frame's output length). Every length and position is checked.
+pub fn decode(old: &[u8], payload: &[u8], out: &mut [u8]) -> Result<(), &'static str> {
+    let cap = max_decoded_len(out.len() as u64);
+    let declared = match zstd_safe::get_frame_content_size(payload) {
+        Ok(Some(n)) if n <= cap => n as usize,
+        Ok(Some(_)) => return Err("decoded streams larger than the frame allows"),
+        _ => return Err("zstd frame header is missing or unreadable"),
+    };
+    let mut blob = vec![0u8; declared];
+    zstd_decode(&[], payload, &mut blob)?;
+    let field = |i: usize| -> Result<usize, &'static str> {
+        let b = blob.get(i * 4..i * 4 + 4).ok_or("stream header truncated")?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let (clen, alen, elen) = (field(0)?, field(1)?, field(2)?);
+    if clen > max_control_len(out.len())
+        || alen.checked_add(elen) != Some(out.len())
+        || HEADER + clen + alen + elen != blob.len()
+    {
+        return Err("stream lengths disagree with the frame");
+    }
+    let ctrl = &blob[HEADER..HEADER + clen];
+    let add = &blob[HEADER + clen..HEADER + clen + alen];
+    let extra = &blob[HEADER + clen + alen..];
+    let (mut cpos, mut apos, mut epos, mut npos) = (0usize, 0usize, 0usize, 0usize);
+    let mut opos: i64 = 0;
+    while cpos < ctrl.len() {
+        let a = get_uvarint(ctrl, &mut cpos).ok_or("control truncated")?;
+        let e = get_uvarint(ctrl, &mut cpos).ok_or("control truncated")?;
+        let z = get_uvarint(ctrl, &mut cpos).ok_or("control truncated")?;
+        let seek = ((z >> 1) as i64) ^ -((z & 1) as i64);
+        let a = usize::try_from(a).map_err(|_| "add run too long")?;
+        let e = usize::try_from(e).map_err(|_| "extra run too long")?;
+        let o = usize::try_from(opos).map_err(|_| "add run starts before the window")?;
+        let src = old.get(o..o.checked_add(a).ok_or("add run overflows")?).ok_or("add run leaves the window")?;
+        let diff = add.get(apos..apos + a).ok_or("add stream exhausted")?;
+        let dst = out.get_mut(npos..npos.checked_add(a).ok_or("add run overflows")?).ok_or("add run past the frame end")?;
+        for ((d, s), x) in dst.iter_mut().zip(src).zip(diff) {
+            *d = s.wrapping_add(*x);
+        }
+        apos += a;
+        npos += a;
+        let lit = extra.get(epos..epos + e).ok_or("extra stream exhausted")?;
+        out.get_mut(npos..npos + e).ok_or("extra run past the frame end")?.copy_from_slice(lit);
+        epos += e;
+        npos += e;
+        opos = opos
+            .checked_add(a as i64)
+            .and_then(|p| p.checked_add(seek))
+            .ok_or("seek overflows")?;
+    }
+    if npos != out.len() || apos != add.len() || epos != extra.len() {
+        return Err("streams do not fill the frame exactly");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const Z: ZstdSettings = ZstdSettings {
+        level: 3,
+        long_distance: false,
+    };
+
+    fn round_trip(old: &[u8], new: &[u8]) -> usize {
+        let payload = encode(old, new, Z).expect("encode").expect("within bounds");
+        let mut out = vec![0u8; new.len()];
+        decode(old, &payload, &mut out).expect("decode");
+        assert_eq!(out, new);
+        payload.len()
+    }
+
+    #[test]
+    fn relocated_words_compress_well() {
+        // A table of little-endian offsets, all shifted by 0x40: bsdiff's home ground.
+        let old: Vec<u8> = (0..20_000u32).flat_map(|i| (i * 37 + 0x1000).to_le_bytes()).collect();
+        let new: Vec<u8> = (0..20_000u32).flat_map(|i| (i * 37 + 0x1040).to_le_bytes()).collect();
+        let n = round_trip(&old, &new);
+        assert!(n < 2_000, "bsdiff payload {n} bytes for 80 KB of shifted offsets");
+    }
+
+    #[test]
+    fn edge_cases_round_trip() {
+        round_trip(b"", b"");
+        round_trip(b"", b"abc");
+        round_trip(b"abc", b"");
+        round_trip(b"a", b"aaaa");
+        round_trip(&[0u8; 5000], &[0u8; 7000]);
+        round_trip(b"hello world, hello world", b"hello there world");
+    }
+
+    #[test]
+    fn corrupt_control_is_rejected_not_panicking() {
+        let old = vec![7u8; 1000];
+        let payload = encode(&old, &[8u8; 900], Z).expect("encode").expect("bounds");
+        let mut out = vec![0u8; 901];
+        assert!(decode(&old, &payload, &mut out).is_err());
+    }
+}

@@ -1,0 +1,575 @@
+#![doc = include_str!("../FORMAT.md")]
+
+use crate::error::{Digest, FormatError};
+
+/// Magic bytes at the start of every patch file.
+pub const MAGIC: [u8; 8] = *b"DELTAWRD";
+/// Magic bytes at the start of the signed manifest.
+pub const MANIFEST_MAGIC: [u8; 8] = *b"DWMANIFS";
+/// The format version this build writes and reads.
+pub const VERSION: u16 = 1;
+/// Length of the fixed header.
+pub const HEADER_LEN: usize = 32;
+/// Length of the manifest's fixed part, before the two text fields.
+pub const MANIFEST_FIXED_LEN: usize = 128;
+/// Length of one frame entry in the manifest.
+pub const FRAME_ENTRY_LEN: usize = 120;
+/// Largest manifest accepted (64 MiB, about 550 000 frames).
+pub const MAX_MANIFEST_LEN: u32 = 64 << 20;
+/// Largest signature text accepted.
+pub const MAX_SIGNATURE_LEN: u32 = 4096;
+/// Largest output of one frame.
+pub const MAX_FRAME_LEN: u64 = 256 << 20;
+/// Largest reference window of one frame.
+pub const MAX_WINDOW: u64 = 1 << 30;
+/// Largest text field (tool name or build options).
+pub const MAX_TEXT_LEN: usize = 1024;
+
+/// How a frame produces its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameKind {
+    /// Copy `target_len` bytes from the source image at `source_offset`. No payload.
+    Copy = 0,
+    /// Write `target_len` zero bytes. No payload.
+    Zero = 1,
+    /// A zstd frame that decodes with the source window as its reference prefix.
+    Zstd = 2,
+    /// A bsdiff-style add/extra stream against the source window, zstd-compressed.
+    Bsdiff = 3,
+}
+
+impl FrameKind {
+    /// Parses the kind byte.
+    pub fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(Self::Copy),
+            1 => Some(Self::Zero),
+            2 => Some(Self::Zstd),
+            3 => Some(Self::Bsdiff),
+            _ => None,
+        }
+    }
+
+    /// Name used in `inspect` output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Copy => "copy",
+            Self::Zero => "zero",
+            Self::Zstd => "zstd",
+            Self::Bsdiff => "bsdiff",
+        }
+    }
+
+    /// Whether the frame carries payload bytes.
+    pub fn has_payload(self) -> bool {
+        matches!(self, Self::Zstd | Self::Bsdiff)
+    }
+}
+
+/// One frame entry of the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// How the output is produced.
+    pub kind: FrameKind,
+    /// Where the output goes in the target image.
+    pub target_offset: u64,
+    /// Length of the output.
+    pub target_len: u64,
+    /// Start of the source range (copy source or reference window).
+    pub source_offset: u64,
+    /// Length of the source range (0 for zero frames).
+    pub source_len: u64,
+    /// Offset of the payload, counted from the start of the payload section.
+    pub payload_offset: u64,
+    /// Length of the payload.
+    pub payload_len: u64,
+    /// BLAKE3 of the payload bytes (BLAKE3 of nothing for frames without payload).
+    pub payload_hash: Digest,
+    /// BLAKE3 of the output.
+    pub output_hash: Digest,
+}
+
+impl Frame {
+    /// Working memory needed to apply this frame, in bytes: what the applier holds at
+    /// once (window, payload, decoded streams and output).
+    pub fn apply_memory(&self) -> u64 {
+        match self.kind {
+            FrameKind::Copy | FrameKind::Zero => crate::apply::COPY_BUFFER as u64,
+            FrameKind::Zstd => self.source_len + self.payload_len + self.target_len,
+            FrameKind::Bsdiff => {
+                self.source_len
+                    + self.payload_len
+                    + self.target_len
+                    + crate::encode::bsdiff::max_decoded_len(self.target_len)
+            }
+        }
+    }
+}
+
+/// The fixed header that locates the manifest, signature and payloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Length of the manifest.
+    pub manifest_len: u32,
+    /// Length of the signature text.
+    pub signature_len: u32,
+    /// Total length of all payloads.
+    pub payload_len: u64,
+}
+
+impl Header {
+    /// Encodes the header.
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0..8].copy_from_slice(&MAGIC);
+        b[8..10].copy_from_slice(&VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&self.manifest_len.to_le_bytes());
+        b[16..20].copy_from_slice(&self.signature_len.to_le_bytes());
+        b[24..32].copy_from_slice(&self.payload_len.to_le_bytes());
+        b
+    }
+
+    /// Parses and bounds-checks a header.
+    pub fn parse(b: &[u8]) -> Result<Self, FormatError> {
+        let mut r = Reader::new(b, "header");
+        if r.bytes(8)? != MAGIC {
+            return Err(FormatError::BadMagic);
+        }
+        let version = r.u16()?;
+        if version != VERSION {
+            return Err(FormatError::UnsupportedVersion {
+                found: version,
+                supported: VERSION,
+            });
+        }
+        if r.u16()? != 0 {
+            return Err(FormatError::Reserved { field: "header flags" });
+        }
+        let manifest_len = r.u32()?;
+        let signature_len = r.u32()?;
+        if r.u32()? != 0 {
+            return Err(FormatError::Reserved { field: "header reserved" });
+        }
+        let payload_len = r.u64()?;
+        limit("manifest length", manifest_len.into(), MAX_MANIFEST_LEN.into())?;
+        limit("signature length", signature_len.into(), MAX_SIGNATURE_LEN.into())?;
+        if (manifest_len as usize) < MANIFEST_FIXED_LEN {
+            return Err(FormatError::Truncated {
+                region: "manifest",
+                offset: manifest_len.into(),
+            });
+        }
+        Ok(Self {
+            manifest_len,
+            signature_len,
+            payload_len,
+        })
+    }
+}
+
+/// The signed description of a patch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// Size of the source (old) image.
+    pub source_size: u64,
+    /// BLAKE3 of the source image.
+    pub source_hash: Digest,
+    /// Size of the target (new) image.
+    pub target_size: u64,
+    /// BLAKE3 of the target image.
+    pub target_hash: Digest,
+    /// Block size of the index used to build the patch.
+    pub block_size: u32,
+    /// Largest `source_len` of any delta frame.
+    pub max_window: u64,
+    /// Largest `target_len` of any frame.
+    pub max_frame_len: u64,
+    /// Total payload length.
+    pub payload_len: u64,
+    /// Tool name and version that built the patch.
+    pub tool: String,
+    /// Build options, as `key=value` pairs separated by spaces.
+    pub options: String,
+    /// The frames, in target order, covering the target exactly once.
+    pub frames: Vec<Frame>,
+}
+
+impl Manifest {
+    /// Encodes the manifest (the bytes that are signed).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(
+            MANIFEST_FIXED_LEN + self.tool.len() + self.options.len() + 4 + self.frames.len() * FRAME_ENTRY_LEN,
+        );
+        b.extend_from_slice(&MANIFEST_MAGIC);
+        b.extend_from_slice(&VERSION.to_le_bytes());
+        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(&(self.frames.len() as u32).to_le_bytes());
+        b.extend_from_slice(&self.source_size.to_le_bytes());
+        b.extend_from_slice(&self.source_hash);
+        b.extend_from_slice(&self.target_size.to_le_bytes());
+        b.extend_from_slice(&self.target_hash);
+        b.extend_from_slice(&self.block_size.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&self.max_window.to_le_bytes());
+        b.extend_from_slice(&self.max_frame_len.to_le_bytes());
+        b.extend_from_slice(&self.payload_len.to_le_bytes());
+        debug_assert_eq!(b.len(), MANIFEST_FIXED_LEN);
+        for text in [&self.tool, &self.options] {
+            b.extend_from_slice(&(text.len() as u16).to_le_bytes());
+            b.extend_from_slice(text.as_bytes());
+        }
+        for f in &self.frames {
+            b.push(f.kind as u8);
+            b.extend_from_slice(&[0u8; 7]);
+            for v in [
+                f.target_offset,
+                f.target_len,
+                f.source_offset,
+                f.source_len,
+                f.payload_offset,
+                f.payload_len,
+            ] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+            b.extend_from_slice(&f.payload_hash);
+            b.extend_from_slice(&f.output_hash);
+        }
+        b
+    }
+
+    /// Parses a manifest and checks every invariant the applier relies on: frames
+    /// contiguous and in order, every range inside its image, payloads contiguous,
+    /// lengths within the format limits and the declared maxima exact.
+    pub fn parse(b: &[u8]) -> Result<Self, FormatError> {
+        let mut r = Reader::new(b, "manifest");
+        if r.bytes(8)? != MANIFEST_MAGIC {
+            return Err(FormatError::BadMagic);
+        }
+        let version = r.u16()?;
+        if version != VERSION {
+            return Err(FormatError::UnsupportedVersion {
+                found: version,
+                supported: VERSION,
+            });
+        }
+        if r.u16()? != 0 {
+            return Err(FormatError::Reserved { field: "manifest flags" });
+        }
+        let frame_count = r.u32()?;
+        let source_size = r.u64()?;
+        let source_hash = r.digest()?;
+        let target_size = r.u64()?;
+        let target_hash = r.digest()?;
+        let block_size = r.u32()?;
+        if r.u32()? != 0 {
+            return Err(FormatError::Reserved { field: "manifest reserved" });
+        }
+        let max_window = r.u64()?;
+        let max_frame_len = r.u64()?;
+        let payload_len = r.u64()?;
+        let tool = r.text("tool")?;
+        let options = r.text("options")?;
+        limit("max window", max_window, MAX_WINDOW)?;
+        limit("max frame length", max_frame_len, MAX_FRAME_LEN)?;
+        let entries = (frame_count as usize)
+            .checked_mul(FRAME_ENTRY_LEN)
+            .ok_or(FormatError::Inconsistent("frame count overflows"))?;
+        if r.remaining() != entries {
+            return if r.remaining() < entries {
+                Err(FormatError::Truncated {
+                    region: "frame table",
+                    offset: b.len() as u64,
+                })
+            } else {
+                Err(FormatError::Inconsistent("bytes after the frame table"))
+            };
+        }
+        let mut frames = Vec::with_capacity(frame_count as usize);
+        let (mut next_target, mut next_payload) = (0u64, 0u64);
+        let (mut seen_window, mut seen_frame) = (0u64, 0u64);
+        for i in 0..frame_count {
+            let kind_byte = r.u8()?;
+            let kind = FrameKind::from_byte(kind_byte).ok_or(FormatError::UnknownFrameKind {
+                frame: i,
+                kind: kind_byte,
+            })?;
+            if r.bytes(7)?.iter().any(|&x| x != 0) {
+                return Err(FormatError::Reserved { field: "frame reserved" });
+            }
+            let f = Frame {
+                kind,
+                target_offset: r.u64()?,
+                target_len: r.u64()?,
+                source_offset: r.u64()?,
+                source_len: r.u64()?,
+                payload_offset: r.u64()?,
+                payload_len: r.u64()?,
+                payload_hash: r.digest()?,
+                output_hash: r.digest()?,
+            };
+            let bad = |problem| FormatError::BadFrame { frame: i, problem };
+            if f.target_offset != next_target {
+                return Err(bad("does not start where the previous frame ended"));
+            }
+            if f.target_len == 0 {
+                return Err(bad("is empty"));
+            }
+            if f.target_len > max_frame_len {
+                return Err(bad("is longer than the declared maximum frame length"));
+            }
+            next_target = f
+                .target_offset
+                .checked_add(f.target_len)
+                .ok_or(bad("target range overflows"))?;
+            let source_end = f
+                .source_offset
+                .checked_add(f.source_len)
+                .ok_or(bad("source range overflows"))?;
+            if source_end > source_size {
+                return Err(bad("source range ends past the source image"));
+            }
+            match kind {
+                FrameKind::Copy => {
+                    if f.source_len != f.target_len {
+                        return Err(bad("copy source and target lengths differ"));
+                    }
+                }
+                FrameKind::Zero => {
+                    if f.source_len != 0 || f.source_offset != 0 {
+                        return Err(bad("zero frame names a source range"));
+                    }
+                }
+                FrameKind::Zstd | FrameKind::Bsdiff => {
+                    if f.source_len > max_window {
+                        return Err(bad("window is larger than the declared maximum"));
+                    }
+                    seen_window = seen_window.max(f.source_len);
+                }
+            }
+            if kind.has_payload() {
+                if f.payload_offset != next_payload || f.payload_len == 0 {
+                    return Err(bad("payload is not contiguous with the previous one"));
+                }
+                next_payload = next_payload
+                    .checked_add(f.payload_len)
+                    .ok_or(bad("payload range overflows"))?;
+                if f.payload_len > f.target_len.saturating_add(f.target_len / 8).saturating_add(1 << 16) {
+                    return Err(bad("payload is larger than its output could need"));
+                }
+            } else if f.payload_offset != 0 || f.payload_len != 0 || f.payload_hash != empty_hash() {
+                return Err(bad("frame without payload names one"));
+            }
+            seen_frame = seen_frame.max(f.target_len);
+            frames.push(f);
+        }
+        if next_target != target_size {
+            return Err(FormatError::Inconsistent("frames do not cover the target size exactly"));
+        }
+        if next_payload != payload_len {
+            return Err(FormatError::Inconsistent("frame payloads do not add up to the payload length"));
+        }
+        if seen_window != max_window || seen_frame != max_frame_len {
+            return Err(FormatError::Inconsistent("declared maxima differ from the frames"));
+        }
+        Ok(Self {
+            source_size,
+            source_hash,
+            target_size,
+            target_hash,
+            block_size,
+            max_window,
+            max_frame_len,
+            payload_len,
+            tool,
+            options,
+            frames,
+        })
+    }
+
+    /// Working memory the applier needs for the most demanding frame.
+    pub fn apply_memory(&self) -> u64 {
+        self.frames.iter().map(Frame::apply_memory).max().unwrap_or(0)
+    }
+
+    /// The trusted comment that a signature over this manifest must carry.
+    pub fn trusted_comment(&self) -> String {
+        format!(
+            "deltaward-patch v{VERSION} role=patch source={} target={} size={}",
+            crate::error::hex(&self.source_hash),
+            crate::error::hex(&self.target_hash),
+            self.target_size
+        )
+    }
+}
+
+/// BLAKE3 of the empty string, the payload hash of frames without payload.
+pub fn empty_hash() -> Digest {
+    *blake3::hash(&[]).as_bytes()
+}
+
+fn limit(field: &'static str, value: u64, limit: u64) -> Result<(), FormatError> {
+    if value > limit {
+        Err(FormatError::LimitExceeded { field, value, limit })
+    } else {
+        Ok(())
+    }
+}
+
+/// A bounds-checked little-endian reader over untrusted bytes.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    region: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8], region: &'static str) -> Self {
+        Self { buf, pos: 0, region }
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
+        let end = self.pos.checked_add(n);
+        let out = end.and_then(|end| self.buf.get(self.pos..end)).ok_or(FormatError::Truncated {
+            region: self.region,
+            offset: self.buf.len() as u64,
+        })?;
+        self.pos += n;
+        Ok(out)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], FormatError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.bytes(N)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8, FormatError> {
+        Ok(self.array::<1>()?[0])
+    }
+    fn u16(&mut self) -> Result<u16, FormatError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<u32, FormatError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, FormatError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    fn digest(&mut self) -> Result<Digest, FormatError> {
+        self.array()
+    }
+    fn text(&mut self, field: &'static str) -> Result<String, FormatError> {
+        let len = self.u16()? as usize;
+        limit(field, len as u64, MAX_TEXT_LEN as u64)?;
+        let bytes = self.bytes(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| FormatError::NotUtf8(field))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        let payload = b"abc";
+        Manifest {
+            source_size: 100,
+            source_hash: [1; 32],
+            target_size: 30,
+            target_hash: [2; 32],
+            block_size: 4096,
+            max_window: 50,
+            max_frame_len: 10,
+            payload_len: 3,
+            tool: "deltaward test".into(),
+            options: "level=default".into(),
+            frames: vec![
+                Frame {
+                    kind: FrameKind::Copy,
+                    target_offset: 0,
+                    target_len: 10,
+                    source_offset: 90,
+                    source_len: 10,
+                    payload_offset: 0,
+                    payload_len: 0,
+                    payload_hash: empty_hash(),
+                    output_hash: [3; 32],
+                },
+                Frame {
+                    kind: FrameKind::Zero,
+                    target_offset: 10,
+                    target_len: 10,
+                    source_offset: 0,
+                    source_len: 0,
+                    payload_offset: 0,
+                    payload_len: 0,
+                    payload_hash: empty_hash(),
+                    output_hash: [4; 32],
+                },
+                Frame {
+                    kind: FrameKind::Zstd,
+                    target_offset: 20,
+                    target_len: 10,
+                    source_offset: 0,
+                    source_len: 50,
+                    payload_offset: 0,
+                    payload_len: 3,
+                    payload_hash: *blake3::hash(payload).as_bytes(),
+                    output_hash: [5; 32],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn manifest_round_trips() {
+        let m = sample();
+        assert_eq!(Manifest::parse(&m.to_bytes()), Ok(m));
+    }
+
+    #[test]
+    fn every_truncation_is_rejected() {
+        let bytes = sample().to_bytes();
+        for n in 0..bytes.len() {
+            assert!(Manifest::parse(&bytes[..n]).is_err(), "prefix of {n} bytes accepted");
+        }
+    }
+
+    #[test]
+    fn frame_past_source_is_rejected() {
+        let mut m = sample();
+        m.frames[0].source_offset = 95;
+        assert!(matches!(
+            Manifest::parse(&m.to_bytes()),
+            Err(FormatError::BadFrame { frame: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn absurd_window_is_rejected() {
+        let mut m = sample();
+        m.max_window = u64::MAX;
+        assert!(matches!(
+            Manifest::parse(&m.to_bytes()),
+            Err(FormatError::LimitExceeded { field: "max window", .. })
+        ));
+    }
+
+    #[test]
+    fn header_round_trips_and_rejects_bad_magic() {
+        let h = Header {
+            manifest_len: 200,
+            signature_len: 300,
+            payload_len: 7,
+        };
+        let mut b = h.to_bytes();
+        assert_eq!(Header::parse(&b), Ok(h));
+        b[0] ^= 1;
+        assert_eq!(Header::parse(&b), Err(FormatError::BadMagic));
+    }
+}

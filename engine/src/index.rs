@@ -1,0 +1,173 @@
+//! Indexes of the old image: a BLAKE3 block index for exact block matches, and a
+//! content-defined anchor index for locating where changed data came from.
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+
+/// Segment length for parallel anchor scanning. Fixed, so the anchors (and with them
+/// the patch bytes) do not depend on the number of threads.
+const ANCHOR_SEGMENT: usize = 4 << 20;
+/// Anchors are positions where the rolling hash has these bits clear (one in 256).
+const ANCHOR_MASK: u64 = 0xff << 56;
+/// Minimum distance between two anchors, so runs of repeated bytes do not flood the index.
+const ANCHOR_MIN_GAP: usize = 48;
+/// Bytes of history that determine the rolling hash.
+const GEAR_HISTORY: usize = 64;
+
+/// The 128-bit key of a block: the first half of its BLAKE3 hash.
+fn block_key(block: &[u8]) -> u128 {
+    let h = blake3::hash(block);
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&h.as_bytes()[..16]);
+    u128::from_le_bytes(k)
+}
+
+/// Where each distinct full block of the old image first occurs.
+#[derive(Debug)]
+pub struct BlockIndex {
+    block_size: usize,
+    first: HashMap<u128, u64>,
+}
+
+impl BlockIndex {
+    /// Hashes every full block of `old` with BLAKE3, in parallel.
+    pub fn build(old: &[u8], block_size: usize) -> Self {
+        let keys: Vec<u128> = old.par_chunks_exact(block_size).map(block_key).collect();
+        let mut first = HashMap::with_capacity(keys.len());
+        for (i, k) in keys.into_iter().enumerate() {
+            first.entry(k).or_insert((i * block_size) as u64);
+        }
+        Self { block_size, first }
+    }
+
+    /// An old offset holding a block with the same BLAKE3 key as `block`, if any.
+    /// The caller confirms the bytes.
+    pub fn lookup(&self, block: &[u8]) -> Option<u64> {
+        debug_assert_eq!(block.len(), self.block_size);
+        self.first.get(&block_key(block)).copied()
+    }
+}
+
+/// A table of 256 pseudo-random words for the gear rolling hash.
+const GEAR: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut i = 0;
+    while i < 256 {
+        // splitmix64
+        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        t[i] = z ^ (z >> 31);
+        i += 1;
+    }
+    t
+};
+
+/// Calls `f(position, key)` for each anchor of `data[from..to]`, where the rolling
+/// hash sees the `GEAR_HISTORY` bytes before each position. Positions are absolute
+/// indexes into `data`; the key identifies the 64 bytes ending there.
+pub fn scan_anchors(data: &[u8], from: usize, to: usize, mut f: impl FnMut(usize, u64)) {
+    let to = to.min(data.len());
+    let start = from.saturating_sub(GEAR_HISTORY);
+    let mut h: u64 = 0;
+    let mut last = 0usize;
+    let mut have_last = false;
+    for (i, &b) in data.iter().enumerate().take(to).skip(start) {
+        h = (h << 1).wrapping_add(GEAR[b as usize]);
+        if i >= from && h & ANCHOR_MASK == 0 && i + 1 - start >= GEAR_HISTORY {
+            if !have_last || i - last >= ANCHOR_MIN_GAP {
+                f(i, h);
+                last = i;
+                have_last = true;
+            }
+        }
+    }
+}
+
+/// Anchors of the old image, sorted by key, one position per key.
+#[derive(Debug)]
+pub struct AnchorIndex {
+    entries: Vec<(u64, u64)>,
+}
+
+impl AnchorIndex {
+    /// Scans `old` for anchors in parallel.
+    pub fn build(old: &[u8]) -> Self {
+        let mut entries: Vec<(u64, u64)> = (0..old.len().div_ceil(ANCHOR_SEGMENT))
+            .into_par_iter()
+            .flat_map_iter(|seg| {
+                let from = seg * ANCHOR_SEGMENT;
+                let mut v = Vec::with_capacity(ANCHOR_SEGMENT / 200);
+                scan_anchors(old, from, from + ANCHOR_SEGMENT, |pos, key| v.push((key, pos as u64)));
+                v
+            })
+            .collect();
+        entries.par_sort_unstable();
+        entries.dedup_by_key(|e| e.0);
+        Self { entries }
+    }
+
+    /// The old position of an anchor with this key.
+    pub fn get(&self, key: u64) -> Option<u64> {
+        self.entries
+            .binary_search_by_key(&key, |e| e.0)
+            .ok()
+            .and_then(|i| self.entries.get(i))
+            .map(|e| e.1)
+    }
+
+    /// Number of distinct anchors.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the index is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shifted_data_has_the_same_anchors() {
+        let data = noise(1 << 16, 7);
+        let mut shifted = vec![0xAAu8; 333];
+        shifted.extend_from_slice(&data);
+        let idx = AnchorIndex::build(&data);
+        assert!(idx.len() > 50, "too few anchors: {}", idx.len());
+        let mut hits = 0;
+        scan_anchors(&shifted, 0, shifted.len(), |pos, key| {
+            if let Some(old) = idx.get(key) {
+                assert_eq!(old as usize + 333, pos);
+                hits += 1;
+            }
+        });
+        assert!(hits * 10 >= idx.len() * 9, "only {hits} of {} anchors found", idx.len());
+    }
+
+    #[test]
+    fn block_index_finds_moved_blocks() {
+        let data = noise(4096 * 8, 3);
+        let idx = BlockIndex::build(&data, 4096);
+        assert_eq!(idx.lookup(&data[4096 * 5..4096 * 6]), Some(4096 * 5));
+        assert_eq!(idx.lookup(&[1u8; 4096]), None);
+    }
+}

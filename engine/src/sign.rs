@@ -1,0 +1,259 @@
+//! Keys and signatures in minisign's format (Ed25519, prehashed `ED` signatures).
+//!
+//! Signing uses the `minisign` crate; verification uses `minisign-verify`. Key files
+//! are the ones the reference `minisign` program reads and writes: deltaward's keys
+//! work with `minisign -S`/`-V`, and keys made by `minisign -G` work with deltaward.
+//! Legacy `Ed` signatures (non-prehashed) are refused.
+
+use ct_codecs::{Base64, Decoder, Encoder};
+
+use crate::error::{KeyError, SignatureError};
+
+/// Offset of the two-byte KDF algorithm in a decoded minisign secret key.
+const KDF_ALG_OFFSET: usize = 2;
+
+/// A freshly generated key pair, as the text of the two key files.
+#[derive(Debug, Clone)]
+pub struct KeyPairText {
+    /// Public key file contents.
+    pub public: String,
+    /// Secret key file contents.
+    pub secret: String,
+    /// Key id as minisign prints it.
+    pub key_id: String,
+}
+
+/// Generates a key pair. With `password` `None` the secret key is stored
+/// unencrypted, marked the way `minisign -G -W` marks it so that the reference
+/// program uses it without asking for a password.
+pub fn generate_keypair(password: Option<&str>) -> Result<KeyPairText, KeyError> {
+    let gen_err = |e: minisign::PError| KeyError::Generate(e.to_string());
+    let kp = match password {
+        Some(pw) if !pw.is_empty() => minisign::KeyPair::generate_encrypted_keypair(Some(pw.to_owned())),
+        // An empty password writes the checksum but leaves the key in clear.
+        _ => minisign::KeyPair::generate_encrypted_keypair(Some(String::new())),
+    }
+    .map_err(gen_err)?;
+    let key_id = format_key_id(kp.pk.keynum());
+    let public = kp
+        .pk
+        .to_box()
+        .map_err(gen_err)?
+        .into_string();
+    let mut secret = kp
+        .sk
+        .to_box(Some(&format!("deltaward secret key {key_id}")))
+        .map_err(gen_err)?
+        .into_string();
+    if password.is_none_or(str::is_empty) {
+        secret = mark_unencrypted(&secret)?;
+    }
+    Ok(KeyPairText {
+        public,
+        secret,
+        key_id,
+    })
+}
+
+/// Rewrites the KDF algorithm of an unencrypted secret key box to "none" (two zero bytes).
+fn mark_unencrypted(secret_box: &str) -> Result<String, KeyError> {
+    let mut lines = secret_box.lines();
+    let comment = lines.next().ok_or(KeyError::Malformed("secret"))?;
+    let mut raw = decode_b64(lines.next().ok_or(KeyError::Malformed("secret"))?)
+        .ok_or(KeyError::Malformed("secret"))?;
+    let kdf = raw
+        .get_mut(KDF_ALG_OFFSET..KDF_ALG_OFFSET + 2)
+        .ok_or(KeyError::Malformed("secret"))?;
+    kdf.copy_from_slice(&[0, 0]);
+    let b64 = Base64::encode_to_string(&raw).map_err(|_| KeyError::Malformed("secret"))?;
+    Ok(format!("{comment}\n{b64}\n"))
+}
+
+fn decode_b64(s: &str) -> Option<Vec<u8>> {
+    Base64::decode_to_vec(s.trim(), None).ok()
+}
+
+/// Formats an 8-byte key number the way minisign prints key ids.
+pub fn format_key_id(keynum: &[u8]) -> String {
+    let mut id = [0u8; 8];
+    for (d, s) in id.iter_mut().zip(keynum) {
+        *d = *s;
+    }
+    format!("{:016X}", u64::from_le_bytes(id))
+}
+
+/// A secret key, ready to sign.
+pub struct SecretKey {
+    sk: minisign::SecretKey,
+    pk: Option<minisign::PublicKey>,
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretKey").field("key_id", &self.key_id()).finish_non_exhaustive()
+    }
+}
+
+impl SecretKey {
+    /// Whether a secret key file's text is encrypted with a password.
+    pub fn is_encrypted(text: &str) -> Result<bool, KeyError> {
+        let line = text.lines().nth(1).ok_or(KeyError::Malformed("secret"))?;
+        let raw = decode_b64(line).ok_or(KeyError::Malformed("secret"))?;
+        let kdf = raw
+            .get(KDF_ALG_OFFSET..KDF_ALG_OFFSET + 2)
+            .ok_or(KeyError::Malformed("secret"))?;
+        Ok(kdf != [0, 0])
+    }
+
+    /// Reads a secret key from the text of a minisign secret key file. `password` is
+    /// required for encrypted keys and ignored for unencrypted ones.
+    pub fn from_text(text: &str, password: Option<&str>) -> Result<Self, KeyError> {
+        let password = if Self::is_encrypted(text)? {
+            match password {
+                Some(p) if !p.is_empty() => p.to_owned(),
+                _ => return Err(KeyError::PasswordRequired),
+            }
+        } else {
+            String::new()
+        };
+        let sk_box = minisign::SecretKeyBox::from_string(text).map_err(|_| KeyError::Malformed("secret"))?;
+        // minisign's error kind is private; its checksum failure names the password.
+        let sk = sk_box.into_secret_key(Some(password)).map_err(|e| {
+            if e.to_string().contains("password") {
+                KeyError::WrongPassword
+            } else {
+                KeyError::Malformed("secret")
+            }
+        })?;
+        let pk = minisign::PublicKey::from_secret_key(&sk).ok();
+        Ok(Self { sk, pk })
+    }
+
+    /// Key id as minisign prints it.
+    pub fn key_id(&self) -> String {
+        format_key_id(self.sk.keynum())
+    }
+
+    /// Signs `message`, returning the text of a minisign signature file whose trusted
+    /// comment is `trusted_comment`.
+    pub fn sign(&self, message: &[u8], trusted_comment: &str) -> Result<String, KeyError> {
+        let untrusted = format!("signature from deltaward secret key {}", self.key_id());
+        minisign::sign(self.pk.as_ref(), &self.sk, message, Some(trusted_comment), Some(&untrusted))
+            .map(|b| b.into_string())
+            .map_err(|e| KeyError::Generate(e.to_string()))
+    }
+}
+
+/// The set of public keys a verifier trusts.
+#[derive(Clone, Default)]
+pub struct TrustedKeys {
+    keys: Vec<(String, minisign_verify::PublicKey)>,
+}
+
+impl std::fmt::Debug for TrustedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.keys.iter().map(|(id, _)| id)).finish()
+    }
+}
+
+impl TrustedKeys {
+    /// An empty set (verifies nothing).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a key from the text of a minisign public key file, or from its bare
+    /// base64 line. Returns the key id.
+    pub fn add_text(&mut self, text: &str) -> Result<String, KeyError> {
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
+            .ok_or(KeyError::Malformed("public"))?;
+        let raw = decode_b64(line).ok_or(KeyError::Malformed("public"))?;
+        let key = minisign_verify::PublicKey::from_base64(line).map_err(|_| KeyError::Malformed("public"))?;
+        let id = format_key_id(raw.get(2..10).ok_or(KeyError::Malformed("public"))?);
+        self.keys.push((id.clone(), key));
+        Ok(id)
+    }
+
+    /// Key ids of the trusted keys.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|(id, _)| id.as_str())
+    }
+
+    /// Verifies a minisign signature over `message` and returns its trusted comment.
+    /// Legacy signatures are refused; the signing key must be trusted.
+    pub fn verify(&self, message: &[u8], signature: &str) -> Result<String, SignatureError> {
+        let (key_id, prehashed) = signature_key(signature)?;
+        if !prehashed {
+            return Err(SignatureError::Legacy);
+        }
+        let sig = minisign_verify::Signature::decode(signature).map_err(|_| SignatureError::Malformed)?;
+        let (_, key) = self
+            .keys
+            .iter()
+            .find(|(id, _)| *id == key_id)
+            .ok_or(SignatureError::UntrustedKey { key_id })?;
+        key.verify(message, &sig, false).map_err(|e| match e {
+            minisign_verify::Error::UnexpectedAlgorithm => SignatureError::Legacy,
+            _ => SignatureError::Invalid,
+        })?;
+        Ok(sig.trusted_comment().to_owned())
+    }
+}
+
+/// The key id and prehash flag named by a signature's text.
+fn signature_key(signature: &str) -> Result<(String, bool), SignatureError> {
+    let line = signature.lines().nth(1).ok_or(SignatureError::Malformed)?;
+    let raw = decode_b64(line).ok_or(SignatureError::Malformed)?;
+    let alg = raw.get(0..2).ok_or(SignatureError::Malformed)?;
+    let prehashed = match alg {
+        b"ED" => true,
+        b"Ed" => false,
+        _ => return Err(SignatureError::Malformed),
+    };
+    let id = format_key_id(raw.get(2..10).ok_or(SignatureError::Malformed)?);
+    Ok((id, prehashed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_and_verify_round_trip() {
+        let kp = generate_keypair(None).expect("keygen");
+        let sk = SecretKey::from_text(&kp.secret, None).expect("secret");
+        let sig = sk.sign(b"hello", "role=test").expect("sign");
+        let mut keys = TrustedKeys::new();
+        assert_eq!(keys.add_text(&kp.public).expect("pub"), kp.key_id);
+        assert_eq!(keys.verify(b"hello", &sig).expect("verify"), "role=test");
+        assert_eq!(keys.verify(b"hellO", &sig), Err(SignatureError::Invalid));
+    }
+
+    #[test]
+    fn unknown_key_is_untrusted() {
+        let a = generate_keypair(None).expect("keygen");
+        let b = generate_keypair(None).expect("keygen");
+        let sig = SecretKey::from_text(&a.secret, None).expect("sk").sign(b"x", "c").expect("sign");
+        let mut keys = TrustedKeys::new();
+        keys.add_text(&b.public).expect("pub");
+        assert_eq!(
+            keys.verify(b"x", &sig),
+            Err(SignatureError::UntrustedKey { key_id: a.key_id })
+        );
+    }
+
+    #[test]
+    fn encrypted_key_needs_its_password() {
+        let kp = generate_keypair(Some("correct horse")).expect("keygen");
+        assert!(SecretKey::is_encrypted(&kp.secret).expect("parse"));
+        assert!(matches!(SecretKey::from_text(&kp.secret, None), Err(KeyError::PasswordRequired)));
+        assert!(matches!(
+            SecretKey::from_text(&kp.secret, Some("wrong")),
+            Err(KeyError::WrongPassword)
+        ));
+        SecretKey::from_text(&kp.secret, Some("correct horse")).expect("right password");
+    }
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Builds real device-image pairs (old -> new) for deltaward's tests and benchmarks.
+#
+#   scripts/make-pairs.sh [DIR]     DIR defaults to $DELTAWARD_PAIRS or ~/.cache/deltaward-pairs
+#
+# The pairs come from Debian's kernel package: the oldest and the newest
+# linux-image-amd64 the package index offers (usually a point release and its
+# security update). For each side it writes:
+#   DIR/kernel-ext4.{old,new}  600 MiB ext4 images of the unpacked package, built with a
+#                              fixed UUID, hash seed, clock and inode times so that only
+#                              the content differs and every machine makes the same bytes;
+#   DIR/kernel-tar.{old,new}   the same trees as sorted, mtime-normalised tar files;
+#   DIR/vmlinuz.{old,new}      the compressed kernels alone (small, delta-hostile).
+# DIR/VERSIONS names the packages used, DIR/SHA256SUMS the outputs. A finished DIR
+# (DIR/DONE present) is left alone. Needs apt-get, dpkg-deb, e2fsprogs (installed
+# when missing, as root) and GNU tar.
+set -euo pipefail
+
+out=${1:-${DELTAWARD_PAIRS:-$HOME/.cache/deltaward-pairs}}
+mkdir -p "$out"
+if [ -f "$out/DONE" ]; then
+  echo "pairs ready in $out"
+  exit 0
+fi
+
+if ! command -v mkfs.ext4 >/dev/null || ! command -v debugfs >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq e2fsprogs
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+pick_versions() {
+  apt-cache madison linux-image-amd64 2>/dev/null | awk '{print $3}' | sort -uV | sed -n '1p;$p'
+}
+mapfile -t versions < <(pick_versions)
+if [ "${#versions[@]}" -lt 2 ]; then
+  apt-get update -qq >/dev/null 2>&1 || true
+  mapfile -t versions < <(pick_versions)
+fi
+if [ "${#versions[@]}" -ne 2 ] || [ "${versions[0]}" = "${versions[1]}" ]; then
+  echo "make-pairs: the package index must offer two versions of linux-image-amd64 (see apt-cache madison linux-image-amd64)" >&2
+  exit 1
+fi
+
+# Fixed inode times: 2023-11-14T22:13:20Z.
+stamp=0x6553f100
+side=old
+for version in "${versions[@]}"; do
+  # linux-image-amd64 is a metapackage; its first dependency is the real image package.
+  pkg=$(apt-cache show "linux-image-amd64=$version" | sed -n 's/^Depends: \([^ ,]*\).*/\1/p' | head -n1)
+  (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null 2>&1)
+  tree="$tmp/tree-$side"
+  mkdir -p "$tree"
+  dpkg-deb -x "$tmp/${pkg}"_*.deb "$tree"
+  echo "$side $pkg $version" >>"$tmp/VERSIONS"
+
+  img="$out/kernel-ext4.$side.partial"
+  E2FSPROGS_FAKE_TIME=1700000000 mkfs.ext4 -q -F -b 4096 \
+    -E root_owner=0:0,hash_seed=01234567-89ab-cdef-0123-456789abcdef,lazy_itable_init=0 \
+    -U 11111111-2222-3333-4444-555555555555 -L devimg -d "$tree" "$img" 600M >/dev/null
+  # mkfs -d copies atime and ctime from the extracted files (now): pin them.
+  {
+    echo "sif / atime $stamp"
+    echo "sif / ctime $stamp"
+    (cd "$tree" && find . -mindepth 1 | sed 's|^\.||') |
+      awk -v t="$stamp" '{printf "sif \"%s\" atime %s\nsif \"%s\" ctime %s\n", $0, t, $0, t}'
+  } >"$tmp/pin-times"
+  E2FSPROGS_FAKE_TIME=1700000000 debugfs -w -f "$tmp/pin-times" "$img" >/dev/null 2>&1
+  mv "$img" "$out/kernel-ext4.$side"
+
+  (cd "$tree" && tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$out/kernel-tar.$side.partial" .)
+  mv "$out/kernel-tar.$side.partial" "$out/kernel-tar.$side"
+  cp "$tree"/boot/vmlinuz-* "$out/vmlinuz.$side"
+  side=new
+done
+
+cp "$tmp/VERSIONS" "$out/VERSIONS"
+(cd "$out" && sha256sum kernel-ext4.* kernel-tar.* vmlinuz.* >SHA256SUMS)
+touch "$out/DONE"
+ls -l "$out"
