@@ -14,9 +14,10 @@ use crate::{
 
 /// Copy and zero runs longer than this are split, so no single frame is huge.
 const MAX_RUN: u64 = 64 << 20;
-/// Zero runs shorter than this many blocks inside changed data are left to the delta
-/// coder (they cost it nothing) rather than becoming frames of their own.
-const ABSORB_ZERO_BLOCKS: usize = 4;
+/// Zero and copy runs shorter than this many blocks inside changed data are left to
+/// the delta coder (it finds them in the window for a few bytes) rather than becoming
+/// frames of their own: fewer, longer frames cost less manifest and window setup.
+const ABSORB_BLOCKS: u64 = 16;
 /// Margin added around the old data an anchor cluster points at.
 const WINDOW_PAD: u64 = 256 << 10;
 
@@ -106,10 +107,10 @@ fn plan(blocks: &[Block], bs: u64, new_len: u64, frame_len: u64) -> Vec<Planned>
         }
         runs.push(Planned { kind, start, len });
     }
-    // Short zero runs between changed data join the delta.
+    // Short runs between changed data join the delta.
     for i in 1..runs.len().saturating_sub(1) {
-        if runs[i].kind == Planned2::Zero
-            && runs[i].len <= ABSORB_ZERO_BLOCKS as u64 * bs
+        if runs[i].kind != Planned2::Delta
+            && runs[i].len <= ABSORB_BLOCKS * bs
             && runs[i - 1].kind == Planned2::Delta
             && runs[i + 1].kind == Planned2::Delta
         {
@@ -160,6 +161,10 @@ fn select_window(anchors: &AnchorIndex, old_len: u64, new: &[u8], t0: usize, t1:
         return (0, 0);
     }
     hits.sort_unstable();
+    // The data of one frame rarely comes from an old range much longer than the frame:
+    // bound the window by the frame's length too, so small frames get small windows.
+    let frame = (t1 - t0) as u64;
+    let max_window = max_window.min(2 * frame + 2 * WINDOW_PAD);
     let span = max_window.saturating_sub(2 * WINDOW_PAD).max(1);
     let (mut best_i, mut best_j, mut j) = (0usize, 0usize, 0usize);
     for i in 0..hits.len() {
@@ -201,25 +206,40 @@ fn encode_delta(
         long_distance: params.long_distance,
     };
     let enc_err = |reason| Error::Encode { frame, reason };
-    let zstd = encode::zstd_encode(window, data, settings).map_err(enc_err)?;
-    let mut best = Encoded {
-        kind: FrameKind::Zstd,
-        source_offset: ws,
-        source_len: wl,
-        payload: zstd,
-    };
+    // bsdiff first: on changed executables and file systems it usually wins. zstd with
+    // the window as prefix runs when bsdiff is off or did poorly (new content).
+    let mut best: Option<Encoded> = None;
     if params.bsdiff && !window.is_empty() {
         let bs_settings = ZstdSettings {
             level: params.bsdiff_zstd_level,
             long_distance: false,
         };
         if let Some(b) = bsdiff::encode(window, data, bs_settings).map_err(enc_err)? {
-            if b.len() < best.payload.len() {
-                best.kind = FrameKind::Bsdiff;
-                best.payload = b;
-            }
+            best = Some(Encoded {
+                kind: FrameKind::Bsdiff,
+                source_offset: ws,
+                source_len: wl,
+                payload: b,
+            });
         }
     }
+    let good_enough = best
+        .as_ref()
+        .is_some_and(|b| (b.payload.len() as u64) * params.zstd_retry_ratio < data.len() as u64);
+    if !good_enough {
+        let zstd = encode::zstd_encode(window, data, settings).map_err(enc_err)?;
+        if best.as_ref().is_none_or(|b| zstd.len() < b.payload.len()) {
+            best = Some(Encoded {
+                kind: FrameKind::Zstd,
+                source_offset: ws,
+                source_len: wl,
+                payload: zstd,
+            });
+        }
+    }
+    let Some(mut best) = best else {
+        unreachable!("the zstd coder always runs when bsdiff gave nothing")
+    };
     if best.source_len == 0 {
         best.source_offset = 0;
     }

@@ -141,17 +141,19 @@ impl BuildOptions {
         let mut p = match self.level {
             Level::Fast => LevelParams {
                 zstd_level: 3,
-                long_distance: false,
+                long_distance: true,
                 bsdiff: false,
                 bsdiff_zstd_level: 3,
+                zstd_retry_ratio: 1,
                 max_window: 16 << 20,
                 frame_len: 4 << 20,
             },
             Level::Default => LevelParams {
                 zstd_level: 9,
-                long_distance: false,
+                long_distance: true,
                 bsdiff: true,
                 bsdiff_zstd_level: 9,
+                zstd_retry_ratio: 12,
                 max_window: 32 << 20,
                 frame_len: 4 << 20,
             },
@@ -160,6 +162,7 @@ impl BuildOptions {
                 long_distance: true,
                 bsdiff: true,
                 bsdiff_zstd_level: 19,
+                zstd_retry_ratio: u64::MAX,
                 max_window: 64 << 20,
                 frame_len: 8 << 20,
             },
@@ -195,6 +198,8 @@ pub(crate) struct LevelParams {
     long_distance: bool,
     bsdiff: bool,
     bsdiff_zstd_level: i32,
+    /// zstd also runs when bsdiff's payload is above 1/ratio of the frame.
+    zstd_retry_ratio: u64,
     max_window: u64,
     frame_len: u64,
 }

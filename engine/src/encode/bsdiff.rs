@@ -36,13 +36,18 @@ fn matchlen(a: &[u8], b: &[u8]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-/// Longest match of `new` among the suffixes of `old` (binary search on the suffix array).
+/// Bytes compared per step of the binary search. Capping the comparison keeps a
+/// search cheap on long matches; suffixes equal over this prefix are treated as
+/// equal, so the match found may fall short of the longest by a little.
+const SEARCH_PREFIX: usize = 96;
+
+/// A long match of `new` among the suffixes of `old` (binary search on the suffix array).
 fn search(sa: &[i32], old: &[u8], new: &[u8]) -> (usize, usize) {
     let (mut st, mut en) = (0usize, sa.len() - 1);
     while en - st >= 2 {
         let x = st + (en - st) / 2;
         let p = sa[x] as usize;
-        let n = (old.len() - p).min(new.len());
+        let n = (old.len() - p).min(new.len()).min(SEARCH_PREFIX);
         if old[p..p + n] < new[..n] {
             st = x;
         } else {
@@ -115,8 +120,45 @@ pub fn encode(old: &[u8], new: &[u8], zstd: ZstdSettings) -> Result<Option<Vec<u
     zstd_encode(&[], &blob, zstd).map(Some)
 }
 
+/// Length of the byte strings the presence filter records.
+const GRAM: usize = 8;
+/// log2 of the presence filter's size in bits.
+const FILTER_BITS: u32 = 24;
+
+fn gram_hash(g: &[u8]) -> usize {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&g[..GRAM]);
+    (u64::from_le_bytes(w).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - FILTER_BITS)) as usize
+}
+
+/// A bitmap of the 8-byte strings that occur in the window. A position whose next 8
+/// bytes are absent cannot start a match of 8 bytes or more, which is all the scan
+/// acts on, so the suffix-array search is skipped there (most of the work in
+/// regions with no counterpart in the window).
+struct Presence(Vec<u64>);
+
+impl Presence {
+    fn build(old: &[u8]) -> Self {
+        let mut bits = vec![0u64; 1 << (FILTER_BITS - 6)];
+        for g in old.windows(GRAM) {
+            let h = gram_hash(g);
+            bits[h >> 6] |= 1 << (h & 63);
+        }
+        Self(bits)
+    }
+
+    fn may_match(&self, new: &[u8]) -> bool {
+        if new.len() < GRAM {
+            return true;
+        }
+        let h = gram_hash(new);
+        self.0[h >> 6] & (1 << (h & 63)) != 0
+    }
+}
+
 /// The bsdiff scan: returns (controls, add bytes, extra bytes).
 fn diff(sa: &[i32], old: &[u8], new: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let presence = Presence::build(old);
     let (oldsize, newsize) = (old.len() as i64, new.len() as i64);
     let at_old = |i: i64| old[i as usize];
     let at_new = |i: i64| new[i as usize];
@@ -130,9 +172,13 @@ fn diff(sa: &[i32], old: &[u8], new: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         scan += len;
         let mut scsc = scan;
         while scan < newsize {
-            let (p, l) = search(sa, old, &new[scan as usize..]);
-            pos = p as i64;
-            len = l as i64;
+            if presence.may_match(&new[scan as usize..]) {
+                let (p, l) = search(sa, old, &new[scan as usize..]);
+                pos = p as i64;
+                len = l as i64;
+            } else {
+                len = 0;
+            }
             while scsc < scan + len {
                 if scsc + lastoffset < oldsize && at_old(scsc + lastoffset) == at_new(scsc) {
                     oldscore += 1;

@@ -1,0 +1,51 @@
+//! Reading key files and passwords.
+
+use std::{io::IsTerminal, path::Path};
+
+use anyhow::{bail, Context, Result};
+use deltaward_engine::sign::{SecretKey, TrustedKeys};
+
+/// Reads a password from `file` (first line), or asks on the terminal.
+pub fn password(file: Option<&Path>, prompt: &str, confirm: bool) -> Result<String> {
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading password file {}", f.display()))?;
+        return Ok(text.lines().next().unwrap_or_default().to_owned());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("a password is needed but there is no terminal to ask on: pass --password-file FILE");
+    }
+    let pw = rpassword::prompt_password(prompt).context("reading password")?;
+    if confirm {
+        let again = rpassword::prompt_password("Password (again): ").context("reading password")?;
+        if again != pw {
+            bail!("the two passwords differ");
+        }
+    }
+    if pw.is_empty() {
+        bail!("empty password; use --unencrypted for a key without one");
+    }
+    Ok(pw)
+}
+
+/// Loads a secret key, asking for its password only when it is encrypted.
+pub fn secret(path: &Path, password_file: Option<&Path>) -> Result<SecretKey> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading secret key {}", path.display()))?;
+    let encrypted = SecretKey::is_encrypted(&text).with_context(|| format!("secret key {}", path.display()))?;
+    let pw = if encrypted {
+        Some(password(password_file, &format!("Password for {}: ", path.display()), false)?)
+    } else {
+        None
+    };
+    SecretKey::from_text(&text, pw.as_deref()).with_context(|| format!("secret key {}", path.display()))
+}
+
+/// Loads the trusted public keys.
+pub fn trusted(paths: &[impl AsRef<Path>]) -> Result<TrustedKeys> {
+    let mut keys = TrustedKeys::new();
+    for p in paths {
+        let p = p.as_ref();
+        let text = std::fs::read_to_string(p).with_context(|| format!("reading public key {}", p.display()))?;
+        keys.add_text(&text).with_context(|| format!("public key {}", p.display()))?;
+    }
+    Ok(keys)
+}
