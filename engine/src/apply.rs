@@ -137,7 +137,7 @@ pub fn read_unverified<R: Read>(r: &mut R) -> Result<(Header, Vec<u8>, String)> 
 /// Reads and verifies the start of a patch: signature first, then the manifest.
 pub fn read_head<R: Read>(r: &mut R, keys: &TrustedKeys) -> Result<VerifiedHead> {
     let (header, manifest_bytes, signature) = read_unverified(r)?;
-    let comment = keys.verify(&manifest_bytes, &signature)?;
+    let comment = keys.verify_canonical(&manifest_bytes, &signature)?;
     let manifest = Manifest::parse(&manifest_bytes)?;
     let expected = manifest.trusted_comment();
     if comment != expected {

@@ -206,6 +206,10 @@ pub enum SignatureError {
     /// The Ed25519 check failed: the manifest or trusted comment was altered.
     #[error("signature does not match the manifest (altered patch or wrong key)")]
     Invalid,
+    /// The signature verifies but its text was altered outside the signed parts
+    /// (untrusted comment, encoding or line layout).
+    #[error("signature text is not in the form deltaward writes (altered outside its signed parts)")]
+    NotCanonical,
     /// The trusted comment does not describe this manifest.
     #[error("trusted comment {found:?} does not match the manifest (expected {expected:?})")]
     CommentMismatch {

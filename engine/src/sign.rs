@@ -137,7 +137,11 @@ impl SecretKey {
     /// Signs `message`, returning the text of a minisign signature file whose trusted
     /// comment is `trusted_comment`.
     pub fn sign(&self, message: &[u8], trusted_comment: &str) -> Result<String, KeyError> {
-        let untrusted = format!("signature from deltaward secret key {}", self.key_id());
+        let untrusted = format!(
+            "{}{}",
+            UNTRUSTED_PREFIX.trim_start_matches("untrusted comment: "),
+            self.key_id()
+        );
         minisign::sign(self.pk.as_ref(), &self.sk, message, Some(trusted_comment), Some(&untrusted))
             .map(|b| b.into_string())
             .map_err(|e| KeyError::Generate(e.to_string()))
@@ -201,7 +205,34 @@ impl TrustedKeys {
         })?;
         Ok(sig.trusted_comment().to_owned())
     }
+
+    /// Like [`verify`](Self::verify), and also requires the signature text to be
+    /// exactly as deltaward writes it, so that no byte of a patch can change
+    /// unnoticed (minisign does not sign the untrusted comment or the encoding).
+    pub fn verify_canonical(&self, message: &[u8], signature: &str) -> Result<String, SignatureError> {
+        let comment = self.verify(message, signature)?;
+        let (key_id, _) = signature_key(signature)?;
+        let lines: Vec<&str> = signature.split('\n').collect();
+        let reencode = |i: usize| -> Option<String> {
+            let line = lines.get(i)?;
+            let raw = Base64::decode_to_vec(line, None).ok()?;
+            Base64::encode_to_string(raw).ok()
+        };
+        let canonical = format!(
+            "{}{key_id}\n{}\ntrusted comment: {comment}\n{}\n",
+            UNTRUSTED_PREFIX,
+            reencode(1).ok_or(SignatureError::NotCanonical)?,
+            reencode(3).ok_or(SignatureError::NotCanonical)?,
+        );
+        if canonical != signature {
+            return Err(SignatureError::NotCanonical);
+        }
+        Ok(comment)
+    }
 }
+
+/// The untrusted comment deltaward writes, followed by the key id.
+const UNTRUSTED_PREFIX: &str = "untrusted comment: signature from deltaward secret key ";
 
 /// The key id and prehash flag named by a signature's text.
 fn signature_key(signature: &str) -> Result<(String, bool), SignatureError> {
