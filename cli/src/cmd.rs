@@ -25,14 +25,16 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if let Some(err) = cause.downcast_ref::<Error>() {
             return match err {
                 Error::Signature(_) => exit::SIGNATURE,
-                Error::Format(_) | Error::FrameHash { .. } | Error::Decode { .. } | Error::TargetMismatch { .. } => {
-                    match err {
-                        Error::Format(deltaward_engine::FormatError::LimitExceeded { field: "target size", .. }) => {
-                            exit::LIMIT
-                        }
-                        _ => exit::CORRUPT,
-                    }
-                }
+                Error::Format(_)
+                | Error::FrameHash { .. }
+                | Error::Decode { .. }
+                | Error::TargetMismatch { .. } => match err {
+                    Error::Format(deltaward_engine::FormatError::LimitExceeded {
+                        field: "target size",
+                        ..
+                    }) => exit::LIMIT,
+                    _ => exit::CORRUPT,
+                },
                 Error::SourceMismatch { .. } => exit::WRONG_BASE,
                 Error::MemoryLimit { .. } => exit::LIMIT,
                 Error::Key(_) => exit::KEY,
@@ -54,7 +56,13 @@ pub fn run(cmd: Command) -> Result<()> {
             unencrypted,
             password_file,
             force,
-        } => keygen(&secret, &public, unencrypted, password_file.as_deref(), force),
+        } => keygen(
+            &secret,
+            &public,
+            unencrypted,
+            password_file.as_deref(),
+            force,
+        ),
         Command::Diff {
             old,
             new,
@@ -92,11 +100,15 @@ pub fn run(cmd: Command) -> Result<()> {
             public,
             resume,
             memory_limit,
+            checkpoint_mib,
             json,
             crash_after_frames,
         } => {
             let trusted = keys::trusted(&public)?;
-            let opts = ApplyOptions::default().memory_limit(memory_limit << 20).resume(resume);
+            let opts = ApplyOptions::default()
+                .memory_limit(memory_limit << 20)
+                .resume(resume)
+                .checkpoint_bytes(checkpoint_mib << 20);
             let summary = apply_cmd(&old, &patch, &output, &trusted, &opts, crash_after_frames)?;
             report(json, &summary);
             Ok(())
@@ -105,15 +117,24 @@ pub fn run(cmd: Command) -> Result<()> {
             let trusted = keys::trusted(&public)?;
             let mut reader = open_patch(&patch)?;
             let source = old.as_deref().map(FileSource::open).transpose()?;
-            let head = apply::verify_patch(&mut reader, &trusted, source.as_ref(), &ApplyOptions::default())
-                .with_context(|| format!("verifying {}", patch.display()))?;
+            let head = apply::verify_patch(
+                &mut reader,
+                &trusted,
+                source.as_ref(),
+                &ApplyOptions::default(),
+            )
+            .with_context(|| format!("verifying {}", patch.display()))?;
             println!(
                 "ok: {} signed by key {}; target {} bytes, BLAKE3 {}{}",
                 patch.display(),
                 head.key_id,
                 head.manifest.target_size,
                 hex(&head.manifest.target_hash),
-                if old.is_some() { "; old image and every frame verified" } else { "" }
+                if old.is_some() {
+                    "; old image and every frame verified"
+                } else {
+                    ""
+                }
             );
             Ok(())
         }
@@ -122,8 +143,18 @@ pub fn run(cmd: Command) -> Result<()> {
             json,
             extract_manifest,
             extract_signature,
-        } => inspect(&patch, json, extract_manifest.as_deref(), extract_signature.as_deref()),
-        Command::Demo { dir, size, old, new } => crate::demo::run(dir.as_deref(), size, old.as_deref(), new.as_deref()),
+        } => inspect(
+            &patch,
+            json,
+            extract_manifest.as_deref(),
+            extract_signature.as_deref(),
+        ),
+        Command::Demo {
+            dir,
+            size,
+            old,
+            new,
+        } => crate::demo::run(dir.as_deref(), size, old.as_deref(), new.as_deref()),
     }
 }
 
@@ -143,7 +174,13 @@ fn open_patch(path: &Path) -> Result<BufReader<File>> {
     Ok(BufReader::with_capacity(1 << 16, f))
 }
 
-fn keygen(secret: &Path, public: &Path, unencrypted: bool, password_file: Option<&Path>, force: bool) -> Result<()> {
+fn keygen(
+    secret: &Path,
+    public: &Path,
+    unencrypted: bool,
+    password_file: Option<&Path>,
+    force: bool,
+) -> Result<()> {
     if !force {
         for p in [secret, public] {
             if p.exists() {
@@ -154,7 +191,11 @@ fn keygen(secret: &Path, public: &Path, unencrypted: bool, password_file: Option
     let pw = if unencrypted {
         None
     } else {
-        Some(keys::password(password_file, "Password for the new secret key: ", true)?)
+        Some(keys::password(
+            password_file,
+            "Password for the new secret key: ",
+            true,
+        )?)
     };
     let kp = sign::generate_keypair(pw.as_deref())?;
     atomic::write_file(secret, kp.secret.as_bytes()).context("writing secret key")?;
@@ -169,7 +210,11 @@ fn keygen(secret: &Path, public: &Path, unencrypted: bool, password_file: Option
         "key {} written: secret {} ({}), public {}",
         kp.key_id,
         secret.display(),
-        if unencrypted { "unencrypted" } else { "password-protected" },
+        if unencrypted {
+            "unencrypted"
+        } else {
+            "password-protected"
+        },
         public.display()
     );
     Ok(())
@@ -185,7 +230,13 @@ pub struct DiffSummary {
     pub manifest: Manifest,
 }
 
-pub fn diff(old: &Path, new: &Path, output: &Path, key: &sign::SecretKey, opts: &BuildOptions) -> Result<DiffSummary> {
+pub fn diff(
+    old: &Path,
+    new: &Path,
+    output: &Path,
+    key: &sign::SecretKey,
+    opts: &BuildOptions,
+) -> Result<DiffSummary> {
     let start = Instant::now();
     let old_img = Image::open(old)?;
     let new_img = Image::open(new)?;
@@ -315,15 +366,21 @@ pub fn apply_cmd(
     })
 }
 
-fn inspect(path: &Path, json: bool, manifest_out: Option<&Path>, sig_out: Option<&Path>) -> Result<()> {
+fn inspect(
+    path: &Path,
+    json: bool,
+    manifest_out: Option<&Path>,
+    sig_out: Option<&Path>,
+) -> Result<()> {
     let mut reader = open_patch(path)?;
-    let (header, manifest_bytes, signature) =
-        apply::read_unverified(&mut reader).with_context(|| format!("reading {}", path.display()))?;
+    let (header, manifest_bytes, signature) = apply::read_unverified(&mut reader)
+        .with_context(|| format!("reading {}", path.display()))?;
     if let (Some(m), Some(s)) = (manifest_out, sig_out) {
         atomic::write_file(m, &manifest_bytes)?;
         atomic::write_file(s, signature.as_bytes())?;
     }
-    let m = Manifest::parse(&manifest_bytes).with_context(|| format!("parsing the manifest of {}", path.display()))?;
+    let m = Manifest::parse(&manifest_bytes)
+        .with_context(|| format!("parsing the manifest of {}", path.display()))?;
     let comment = signature
         .lines()
         .find_map(|l| l.strip_prefix("trusted comment: "))
@@ -374,17 +431,44 @@ fn inspect(path: &Path, json: bool, manifest_out: Option<&Path>, sig_out: Option
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "patch       {} (format v{}, not verified: use `deltaward verify`)", path.display(), deltaward_engine::format::VERSION)?;
+    writeln!(
+        out,
+        "patch       {} (format v{}, not verified: use `deltaward verify`)",
+        path.display(),
+        deltaward_engine::format::VERSION
+    )?;
     writeln!(out, "tool        {}", m.tool)?;
     writeln!(out, "options     {}", m.options)?;
-    writeln!(out, "source      {} bytes, BLAKE3 {}", m.source_size, hex(&m.source_hash))?;
-    writeln!(out, "target      {} bytes, BLAKE3 {}", m.target_size, hex(&m.target_hash))?;
+    writeln!(
+        out,
+        "source      {} bytes, BLAKE3 {}",
+        m.source_size,
+        hex(&m.source_hash)
+    )?;
+    writeln!(
+        out,
+        "target      {} bytes, BLAKE3 {}",
+        m.target_size,
+        hex(&m.target_hash)
+    )?;
     writeln!(out, "signature   {comment}")?;
-    writeln!(out, "manifest    {} bytes, payload {} bytes", header.manifest_len, m.payload_len)?;
-    writeln!(out, "apply needs {} bytes of working memory (largest window {})", m.apply_memory(), m.max_window)?;
+    writeln!(
+        out,
+        "manifest    {} bytes, payload {} bytes",
+        header.manifest_len, m.payload_len
+    )?;
+    writeln!(
+        out,
+        "apply needs {} bytes of working memory (largest window {})",
+        m.apply_memory(),
+        m.max_window
+    )?;
     writeln!(out, "frames      {}", m.frames.len())?;
     for (kind, (n, out_len, payload)) in kinds {
-        writeln!(out, "  {kind:<8} {n:>7} frames {out_len:>14} bytes out {payload:>12} bytes payload")?;
+        writeln!(
+            out,
+            "  {kind:<8} {n:>7} frames {out_len:>14} bytes out {payload:>12} bytes payload"
+        )?;
     }
     Ok(())
 }

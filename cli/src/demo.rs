@@ -36,8 +36,26 @@ enum Content {
 }
 
 const WORDS: &[&str] = &[
-    "pump", "rate", "alarm", "threshold", "infusion", "channel", "enable", "disable", "limit", "ml/h",
-    "sensor", "calibration", "firmware", "version", "0x1f", "true", "false", "timeout", "retry", "log",
+    "pump",
+    "rate",
+    "alarm",
+    "threshold",
+    "infusion",
+    "channel",
+    "enable",
+    "disable",
+    "limit",
+    "ml/h",
+    "sensor",
+    "calibration",
+    "firmware",
+    "version",
+    "0x1f",
+    "true",
+    "false",
+    "timeout",
+    "retry",
+    "log",
 ];
 
 impl Content {
@@ -54,7 +72,11 @@ impl Content {
                     out.push(r.below(16) as u8);
                     let addr = base + (r.below(1 << 16) as u32) * 4;
                     // The new version relinks: addresses move, a few instructions change.
-                    let addr = if edit.is_some() && e.below(100) == 0 { addr ^ 0x5a5a } else { addr + shift };
+                    let addr = if edit.is_some() && e.below(100) == 0 {
+                        addr ^ 0x5a5a
+                    } else {
+                        addr + shift
+                    };
                     out.extend_from_slice(&addr.to_le_bytes());
                     if edit.is_some() && e.below(2000) == 0 {
                         out.extend_from_slice(b"\x90\x90\x90\x90\x90\x90\x90\x90");
@@ -139,7 +161,14 @@ pub fn images(size: usize) -> (Vec<u8>, Vec<u8>) {
     }
     // A new file in the middle shifts everything after it; two files swap places.
     let at = new_files.len() / 2;
-    new_files.insert(at, Content::Text { seed: 99, len: 10_000 }.render(None));
+    new_files.insert(
+        at,
+        Content::Text {
+            seed: 99,
+            len: 10_000,
+        }
+        .render(None),
+    );
     let n = new_files.len();
     if n > 8 {
         new_files.swap(3, n - 3);
@@ -149,7 +178,12 @@ pub fn images(size: usize) -> (Vec<u8>, Vec<u8>) {
     (old, new)
 }
 
-pub fn run(dir: Option<&Path>, size_mib: u64, old: Option<&Path>, new: Option<&Path>) -> Result<()> {
+pub fn run(
+    dir: Option<&Path>,
+    size_mib: u64,
+    old: Option<&Path>,
+    new: Option<&Path>,
+) -> Result<()> {
     let tmp;
     let dir: PathBuf = match dir {
         Some(d) => {
@@ -167,7 +201,12 @@ pub fn run(dir: Option<&Path>, size_mib: u64, old: Option<&Path>, new: Option<&P
     let (sk_path, pk_path) = (dir.join("demo.key"), dir.join("demo.pub"));
     atomic::write_file(&sk_path, kp.secret.as_bytes())?;
     atomic::write_file(&pk_path, kp.public.as_bytes())?;
-    println!("1. key pair {} (minisign format): {}, {}", kp.key_id, sk_path.display(), pk_path.display());
+    println!(
+        "1. key pair {} (minisign format): {}, {}",
+        kp.key_id,
+        sk_path.display(),
+        pk_path.display()
+    );
 
     let (old_path, new_path) = match (old, new) {
         (Some(o), Some(n)) => (o.to_path_buf(), n.to_path_buf()),
@@ -195,8 +234,17 @@ pub fn run(dir: Option<&Path>, size_mib: u64, old: Option<&Path>, new: Option<&P
     let d = rayon::ThreadPoolBuilder::new()
         .build()
         .context("starting worker threads")?
-        .install(|| cmd::diff(&old_path, &new_path, &patch_path, &key, &BuildOptions::default()))?;
-    let kinds = |k: deltaward_engine::FrameKind| d.manifest.frames.iter().filter(|f| f.kind == k).count();
+        .install(|| {
+            cmd::diff(
+                &old_path,
+                &new_path,
+                &patch_path,
+                &key,
+                &BuildOptions::default(),
+            )
+        })?;
+    let kinds =
+        |k: deltaward_engine::FrameKind| d.manifest.frames.iter().filter(|f| f.kind == k).count();
     println!(
         "3. diff: patch {} bytes = {:.2}% of the new image, {} frames (copy {}, zero {}, zstd {}, bsdiff {}), {:.2} s",
         d.patch_size,
@@ -211,7 +259,14 @@ pub fn run(dir: Option<&Path>, size_mib: u64, old: Option<&Path>, new: Option<&P
 
     let trusted = crate::keys::trusted(&[&pk_path])?;
     let out_path = dir.join("firmware-2.1.rebuilt.img");
-    let a = cmd::apply_cmd(&old_path, &patch_path, &out_path, &trusted, &ApplyOptions::default(), None)?;
+    let a = cmd::apply_cmd(
+        &old_path,
+        &patch_path,
+        &out_path,
+        &trusted,
+        &ApplyOptions::default(),
+        None,
+    )?;
     println!(
         "4. apply: signature by {} verified, old image verified, {} frames verified, {} bytes written in {:.2} s (working memory bound {} bytes)",
         a.report.key_id,
@@ -233,11 +288,21 @@ pub fn run(dir: Option<&Path>, size_mib: u64, old: Option<&Path>, new: Option<&P
     let bad_path = dir.join("tampered.dwp");
     atomic::write_file(&bad_path, &tampered)?;
     let bad_out = dir.join("must-not-exist.img");
-    match cmd::apply_cmd(&old_path, &bad_path, &bad_out, &trusted, &ApplyOptions::default(), None) {
+    match cmd::apply_cmd(
+        &old_path,
+        &bad_path,
+        &bad_out,
+        &trusted,
+        &ApplyOptions::default(),
+        None,
+    ) {
         Ok(_) => anyhow::bail!("a tampered patch was accepted"),
         Err(e) => {
             anyhow::ensure!(!bad_out.exists(), "a tampered patch left an output behind");
-            println!("6. tampered patch (one byte flipped at {mid}) refused: {:#}", e.root_cause());
+            println!(
+                "6. tampered patch (one byte flipped at {mid}) refused: {:#}",
+                e.root_cause()
+            );
         }
     }
     println!("demo complete");

@@ -8,7 +8,8 @@ use deltaward_engine::sign::{SecretKey, TrustedKeys};
 /// Reads a password from `file` (first line), or asks on the terminal.
 pub fn password(file: Option<&Path>, prompt: &str, confirm: bool) -> Result<String> {
     if let Some(f) = file {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading password file {}", f.display()))?;
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading password file {}", f.display()))?;
         return Ok(text.lines().next().unwrap_or_default().to_owned());
     }
     if !std::io::stdin().is_terminal() {
@@ -29,14 +30,21 @@ pub fn password(file: Option<&Path>, prompt: &str, confirm: bool) -> Result<Stri
 
 /// Loads a secret key, asking for its password only when it is encrypted.
 pub fn secret(path: &Path, password_file: Option<&Path>) -> Result<SecretKey> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading secret key {}", path.display()))?;
-    let encrypted = SecretKey::is_encrypted(&text).with_context(|| format!("secret key {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading secret key {}", path.display()))?;
+    let encrypted =
+        SecretKey::is_encrypted(&text).with_context(|| format!("secret key {}", path.display()))?;
     let pw = if encrypted {
-        Some(password(password_file, &format!("Password for {}: ", path.display()), false)?)
+        Some(password(
+            password_file,
+            &format!("Password for {}: ", path.display()),
+            false,
+        )?)
     } else {
         None
     };
-    SecretKey::from_text(&text, pw.as_deref()).with_context(|| format!("secret key {}", path.display()))
+    SecretKey::from_text(&text, pw.as_deref())
+        .with_context(|| format!("secret key {}", path.display()))
 }
 
 /// Loads the trusted public keys.
@@ -44,8 +52,10 @@ pub fn trusted(paths: &[impl AsRef<Path>]) -> Result<TrustedKeys> {
     let mut keys = TrustedKeys::new();
     for p in paths {
         let p = p.as_ref();
-        let text = std::fs::read_to_string(p).with_context(|| format!("reading public key {}", p.display()))?;
-        keys.add_text(&text).with_context(|| format!("public key {}", p.display()))?;
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("reading public key {}", p.display()))?;
+        keys.add_text(&text)
+            .with_context(|| format!("public key {}", p.display()))?;
     }
     Ok(keys)
 }

@@ -118,7 +118,12 @@ enum Command {
         #[arg(short, long, value_name = "OUT")]
         output: PathBuf,
         /// Trusted public key (repeat for several).
-        #[arg(short = 'p', long = "public-key", value_name = "KEY.pub", required = true)]
+        #[arg(
+            short = 'p',
+            long = "public-key",
+            value_name = "KEY.pub",
+            required = true
+        )]
         public: Vec<PathBuf>,
         /// Continue an interrupted apply from its last verified frame.
         #[arg(long)]
@@ -126,6 +131,9 @@ enum Command {
         /// Refuse patches needing more working memory than this, in MiB.
         #[arg(long, default_value_t = 256, value_name = "MIB")]
         memory_limit: u64,
+        /// Checkpoint progress for --resume every this many MiB of output.
+        #[arg(long, default_value_t = 32, value_name = "MIB")]
+        checkpoint_mib: u64,
         /// Print a JSON summary on stdout.
         #[arg(long)]
         json: bool,
@@ -138,7 +146,12 @@ enum Command {
         /// The patch.
         patch: PathBuf,
         /// Trusted public key (repeat for several).
-        #[arg(short = 'p', long = "public-key", value_name = "KEY.pub", required = true)]
+        #[arg(
+            short = 'p',
+            long = "public-key",
+            value_name = "KEY.pub",
+            required = true
+        )]
         public: Vec<PathBuf>,
         /// Also check the old image and every frame's output.
         #[arg(long, value_name = "OLD")]

@@ -30,8 +30,6 @@ use crate::{
 
 /// Chunk size for copy and zero frames, and for hashing the old image.
 pub const COPY_BUFFER: usize = 1 << 20;
-/// Write a resume checkpoint at least this often.
-const CHECKPOINT_BYTES: u64 = 32 << 20;
 
 /// Options for applying a patch.
 ///
@@ -45,6 +43,8 @@ pub struct ApplyOptions {
     pub max_target_size: u64,
     /// Continue an interrupted apply of the same patch to the same destination.
     pub resume: bool,
+    /// Write a resume checkpoint (after an fsync) every this many output bytes.
+    pub checkpoint_bytes: u64,
 }
 
 impl Default for ApplyOptions {
@@ -53,6 +53,7 @@ impl Default for ApplyOptions {
             memory_limit: 256 << 20,
             max_target_size: 1 << 40,
             resume: false,
+            checkpoint_bytes: 32 << 20,
         }
     }
 }
@@ -71,6 +72,11 @@ impl ApplyOptions {
     /// Enables resuming.
     pub fn resume(mut self, resume: bool) -> Self {
         self.resume = resume;
+        self
+    }
+    /// Sets how often a resume checkpoint is written.
+    pub fn checkpoint_bytes(mut self, bytes: u64) -> Self {
+        self.checkpoint_bytes = bytes.max(1);
         self
     }
 }
@@ -102,7 +108,12 @@ pub struct VerifiedHead {
 }
 
 /// Reads exactly `buf.len()` bytes, reporting a short read as truncation of `region`.
-fn read_region<R: Read>(r: &mut R, buf: &mut [u8], region: &'static str, offset: u64) -> Result<()> {
+fn read_region<R: Read>(
+    r: &mut R,
+    buf: &mut [u8],
+    region: &'static str,
+    offset: u64,
+) -> Result<()> {
     r.read_exact(buf).map_err(|e| match e.kind() {
         io::ErrorKind::UnexpectedEof => Error::Format(FormatError::Truncated { region, offset }),
         _ => Error::Stream {
@@ -148,7 +159,10 @@ pub fn read_head<R: Read>(r: &mut R, keys: &TrustedKeys) -> Result<VerifiedHead>
         .into());
     }
     if header.payload_len != manifest.payload_len {
-        return Err(FormatError::Inconsistent("header and manifest disagree on the payload length").into());
+        return Err(FormatError::Inconsistent(
+            "header and manifest disagree on the payload length",
+        )
+        .into());
     }
     let key_id = signature
         .lines()
@@ -211,7 +225,9 @@ pub fn check_source<S: Source>(source: &S, m: &Manifest) -> Result<()> {
     let mut off = 0u64;
     while off < m.source_size {
         let n = (m.source_size - off).min(COPY_BUFFER as u64) as usize;
-        source.read_exact_at(&mut buf[..n], off).map_err(source_err)?;
+        source
+            .read_exact_at(&mut buf[..n], off)
+            .map_err(source_err)?;
         h.update(&buf[..n]);
         off += n as u64;
     }
@@ -272,7 +288,9 @@ fn apply_frames<S: Source, R: Read>(
                     let n = (f.target_len - done).min(COPY_BUFFER as u64) as usize;
                     let chunk = &mut b.out[..n];
                     if f.kind == FrameKind::Copy {
-                        source.read_exact_at(chunk, f.source_offset + done).map_err(source_err)?;
+                        source
+                            .read_exact_at(chunk, f.source_offset + done)
+                            .map_err(source_err)?;
                     }
                     h.update(chunk);
                     sink.write(chunk)?;
@@ -285,7 +303,12 @@ fn apply_frames<S: Source, R: Read>(
             }
             FrameKind::Zstd | FrameKind::Bsdiff => {
                 b.payload.resize(f.payload_len as usize, 0);
-                read_region(patch, &mut b.payload, "frame payload", payload_start + f.payload_offset)?;
+                read_region(
+                    patch,
+                    &mut b.payload,
+                    "frame payload",
+                    payload_start + f.payload_offset,
+                )?;
                 let actual = *blake3::hash(&b.payload).as_bytes();
                 if actual != f.payload_hash {
                     return Err(Error::FrameHash {
@@ -296,7 +319,9 @@ fn apply_frames<S: Source, R: Read>(
                     });
                 }
                 b.window.resize(f.source_len as usize, 0);
-                source.read_exact_at(&mut b.window, f.source_offset).map_err(source_err)?;
+                source
+                    .read_exact_at(&mut b.window, f.source_offset)
+                    .map_err(source_err)?;
                 b.out.resize(len, 0);
                 let decoded = match f.kind {
                     FrameKind::Zstd => encode::zstd_decode(&b.window, &b.payload, &mut b.out),
@@ -383,7 +408,15 @@ pub fn apply<S: Source, R: Read, W: Write>(
         out: sink,
     };
     let payload_start = payload_start(&head.header);
-    apply_frames(source, &head.manifest, patch, 0, payload_start, &mut s, progress)?;
+    apply_frames(
+        source,
+        &head.manifest,
+        patch,
+        0,
+        payload_start,
+        &mut s,
+        progress,
+    )?;
     check_target(&head.manifest, &s.hasher)?;
     Ok(head.manifest)
 }
@@ -410,7 +443,15 @@ pub fn verify_patch<S: Source, R: Read>(
             hasher: blake3::Hasher::new(),
             out: &mut null,
         };
-        apply_frames(source, &head.manifest, patch, 0, payload_start(&head.header), &mut s, &|_| {})?;
+        apply_frames(
+            source,
+            &head.manifest,
+            patch,
+            0,
+            payload_start(&head.header),
+            &mut s,
+            &|_| {},
+        )?;
         check_target(&head.manifest, &s.hasher)?;
         return Ok(head);
     }
@@ -494,6 +535,7 @@ struct FileSink<'a> {
     manifest: Digest,
     hasher: blake3::Hasher,
     since_checkpoint: u64,
+    checkpoint_bytes: u64,
     frames: usize,
 }
 
@@ -516,11 +558,14 @@ impl FrameSink for FileSink<'_> {
 
     fn frame_done(&mut self, index: usize, end: u64) -> Result<()> {
         let last = index + 1 == self.frames;
-        if self.since_checkpoint < CHECKPOINT_BYTES && !last {
+        if self.since_checkpoint < self.checkpoint_bytes && !last {
             return Ok(());
         }
         self.file.flush().map_err(self.io("writing"))?;
-        self.file.get_ref().sync_data().map_err(self.io("syncing"))?;
+        self.file
+            .get_ref()
+            .sync_data()
+            .map_err(self.io("syncing"))?;
         let cp = Checkpoint {
             manifest: self.manifest,
             frames: index + 1,
@@ -609,7 +654,9 @@ pub fn apply_to_file(
     let (partial, state) = resume_paths(out);
     let manifest_id = *blake3::hash(&head.manifest_bytes).as_bytes();
     let previous = if opts.resume {
-        fs::read_to_string(&state).ok().and_then(|t| Checkpoint::parse(&t))
+        fs::read_to_string(&state)
+            .ok()
+            .and_then(|t| Checkpoint::parse(&t))
     } else {
         None
     };
@@ -626,15 +673,27 @@ pub fn apply_to_file(
     };
     let file_err = |action| {
         let p = partial.clone();
-        move |source| Error::Io { action, path: p, source }
+        move |source| Error::Io {
+            action,
+            path: p,
+            source,
+        }
     };
-    target.file().set_len(offset).map_err(file_err("truncating"))?;
-    target.file().seek(SeekFrom::Start(offset)).map_err(file_err("seeking"))?;
+    target
+        .file()
+        .set_len(offset)
+        .map_err(file_err("truncating"))?;
+    target
+        .file()
+        .seek(SeekFrom::Start(offset))
+        .map_err(file_err("seeking"))?;
     // Skip the payloads of frames already done.
     let skip: u64 = m.frames[..first].iter().map(|f| f.payload_len).sum();
-    let skipped = io::copy(&mut (&mut reader).take(skip), &mut io::sink()).map_err(|source| Error::Stream {
-        action: "reading patch",
-        source,
+    let skipped = io::copy(&mut (&mut reader).take(skip), &mut io::sink()).map_err(|source| {
+        Error::Stream {
+            action: "reading patch",
+            source,
+        }
     })?;
     if skipped != skip {
         return Err(FormatError::Truncated {
@@ -654,17 +713,26 @@ pub fn apply_to_file(
             manifest: manifest_id,
             hasher,
             since_checkpoint: 0,
+            checkpoint_bytes: opts.checkpoint_bytes,
             frames: m.frames.len(),
         };
-        apply_frames(&source, m, &mut reader, first, payload_start(&head.header), &mut sink, progress)
-            .and_then(|()| {
-                sink.file.flush().map_err(|source| Error::Io {
-                    action: "writing",
-                    path: partial.clone(),
-                    source,
-                })?;
-                check_target(m, &sink.hasher)
-            })
+        apply_frames(
+            &source,
+            m,
+            &mut reader,
+            first,
+            payload_start(&head.header),
+            &mut sink,
+            progress,
+        )
+        .and_then(|()| {
+            sink.file.flush().map_err(|source| Error::Io {
+                action: "writing",
+                path: partial.clone(),
+                source,
+            })?;
+            check_target(m, &sink.hasher)
+        })
     };
     match result {
         Ok(()) => {

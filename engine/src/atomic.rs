@@ -165,7 +165,9 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// Writes `bytes` to `dest` atomically (temporary file, fsync, rename, fsync dir).
 pub fn write_file(dest: &Path, bytes: &[u8]) -> Result<()> {
     let mut out = AtomicFile::create(dest)?;
-    out.file().write_all(bytes).map_err(io_err("writing", dest))?;
+    out.file()
+        .write_all(bytes)
+        .map_err(io_err("writing", dest))?;
     out.commit()
 }
 
@@ -175,7 +177,10 @@ pub fn write_new_file(dest: &Path, bytes: &[u8]) -> Result<()> {
         return Err(Error::Io {
             action: "creating",
             path: dest.to_path_buf(),
-            source: io::Error::new(io::ErrorKind::AlreadyExists, "file exists; refusing to overwrite"),
+            source: io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "file exists; refusing to overwrite",
+            ),
         });
     }
     write_file(dest, bytes)

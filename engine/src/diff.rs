@@ -120,14 +120,20 @@ fn plan(blocks: &[Block], bs: u64, new_len: u64, frame_len: u64) -> Vec<Planned>
     let mut merged: Vec<Planned> = Vec::with_capacity(runs.len());
     for r in runs {
         match merged.last_mut() {
-            Some(last) if last.kind == Planned2::Delta && r.kind == Planned2::Delta => last.len += r.len,
+            Some(last) if last.kind == Planned2::Delta && r.kind == Planned2::Delta => {
+                last.len += r.len
+            }
             _ => merged.push(r),
         }
     }
     // Split long runs.
     let mut out = Vec::with_capacity(merged.len());
     for r in merged {
-        let cap = if r.kind == Planned2::Delta { frame_len } else { MAX_RUN };
+        let cap = if r.kind == Planned2::Delta {
+            frame_len
+        } else {
+            MAX_RUN
+        };
         let pieces = r.len.div_ceil(cap).max(1);
         // Equal pieces, rounded up to whole blocks.
         let piece = r.len.div_ceil(pieces).div_ceil(bs) * bs;
@@ -150,7 +156,14 @@ fn plan(blocks: &[Block], bs: u64, new_len: u64, frame_len: u64) -> Vec<Planned>
 }
 
 /// Picks the old range that the anchors of `new[t0..t1]` point at most densely.
-fn select_window(anchors: &AnchorIndex, old_len: u64, new: &[u8], t0: usize, t1: usize, max_window: u64) -> (u64, u64) {
+fn select_window(
+    anchors: &AnchorIndex,
+    old_len: u64,
+    new: &[u8],
+    t0: usize,
+    t1: usize,
+    max_window: u64,
+) -> (u64, u64) {
     let mut hits: Vec<u64> = Vec::new();
     scan_anchors(new, t0, t1, |_, key| {
         if let Some(p) = anchors.get(key) {
@@ -264,7 +277,8 @@ pub(crate) fn build(
     let ((source_hash, target_hash), (blocks, anchors)) = rayon::join(
         || rayon::join(|| hash_all(old), || hash_all(new)),
         || {
-            let (index, anchors) = rayon::join(|| BlockIndex::build(old, bs), || AnchorIndex::build(old));
+            let (index, anchors) =
+                rayon::join(|| BlockIndex::build(old, bs), || AnchorIndex::build(old));
             (classify(old, new, bs, &index), anchors)
         },
     );
@@ -288,7 +302,9 @@ pub(crate) fn build(
             .enumerate()
             .map(|(k, p)| {
                 let r = match p.kind {
-                    Planned2::Delta => encode_delta(old, new, &anchors, p, &params, (base + k) as u32).map(Some),
+                    Planned2::Delta => {
+                        encode_delta(old, new, &anchors, p, &params, (base + k) as u32).map(Some)
+                    }
                     _ => Ok(None),
                 };
                 progress(p.len);
@@ -377,7 +393,19 @@ mod tests {
     #[test]
     fn plan_merges_runs_and_absorbs_short_zero_gaps() {
         use Block::*;
-        let blocks = [Copy(0), Copy(4), Changed, Zero, Changed, Zero, Zero, Zero, Zero, Zero, Copy(100)];
+        let blocks = [
+            Copy(0),
+            Copy(4),
+            Changed,
+            Zero,
+            Changed,
+            Zero,
+            Zero,
+            Zero,
+            Zero,
+            Zero,
+            Copy(100),
+        ];
         let p = plan(&blocks, 4, 44, 1 << 20);
         let kinds: Vec<_> = p.iter().map(|f| (f.kind, f.start, f.len)).collect();
         assert_eq!(

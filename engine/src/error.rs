@@ -54,7 +54,11 @@ pub enum Error {
         found_hash: Option<Digest>,
     },
     /// A frame's payload or output does not hash to what the manifest says.
-    #[error("frame {frame}: {what} hash mismatch: expected {}, found {}", hex(expected), hex(actual))]
+    #[error(
+        "frame {frame}: {what} hash mismatch: expected {}, found {}",
+        hex(expected),
+        hex(actual)
+    )]
     FrameHash {
         /// Index of the frame in the manifest.
         frame: u32,
@@ -74,7 +78,11 @@ pub enum Error {
         reason: &'static str,
     },
     /// The rebuilt image does not hash to the manifest's target hash.
-    #[error("rebuilt image does not match: expected BLAKE3 {}, found {}", hex(expected), hex(actual))]
+    #[error(
+        "rebuilt image does not match: expected BLAKE3 {}, found {}",
+        hex(expected),
+        hex(actual)
+    )]
     TargetMismatch {
         /// Target hash from the manifest.
         expected: Digest,
@@ -208,7 +216,9 @@ pub enum SignatureError {
     Invalid,
     /// The signature verifies but its text was altered outside the signed parts
     /// (untrusted comment, encoding or line layout).
-    #[error("signature text is not in the form deltaward writes (altered outside its signed parts)")]
+    #[error(
+        "signature text is not in the form deltaward writes (altered outside its signed parts)"
+    )]
     NotCanonical,
     /// The trusted comment does not describe this manifest.
     #[error("trusted comment {found:?} does not match the manifest (expected {expected:?})")]

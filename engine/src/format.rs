@@ -144,16 +144,28 @@ impl Header {
             });
         }
         if r.u16()? != 0 {
-            return Err(FormatError::Reserved { field: "header flags" });
+            return Err(FormatError::Reserved {
+                field: "header flags",
+            });
         }
         let manifest_len = r.u32()?;
         let signature_len = r.u32()?;
         if r.u32()? != 0 {
-            return Err(FormatError::Reserved { field: "header reserved" });
+            return Err(FormatError::Reserved {
+                field: "header reserved",
+            });
         }
         let payload_len = r.u64()?;
-        limit("manifest length", manifest_len.into(), MAX_MANIFEST_LEN.into())?;
-        limit("signature length", signature_len.into(), MAX_SIGNATURE_LEN.into())?;
+        limit(
+            "manifest length",
+            manifest_len.into(),
+            MAX_MANIFEST_LEN.into(),
+        )?;
+        limit(
+            "signature length",
+            signature_len.into(),
+            MAX_SIGNATURE_LEN.into(),
+        )?;
         if (manifest_len as usize) < MANIFEST_FIXED_LEN {
             return Err(FormatError::Truncated {
                 region: "manifest",
@@ -199,7 +211,11 @@ impl Manifest {
     /// Encodes the manifest (the bytes that are signed).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(
-            MANIFEST_FIXED_LEN + self.tool.len() + self.options.len() + 4 + self.frames.len() * FRAME_ENTRY_LEN,
+            MANIFEST_FIXED_LEN
+                + self.tool.len()
+                + self.options.len()
+                + 4
+                + self.frames.len() * FRAME_ENTRY_LEN,
         );
         b.extend_from_slice(&MANIFEST_MAGIC);
         b.extend_from_slice(&VERSION.to_le_bytes());
@@ -254,7 +270,9 @@ impl Manifest {
             });
         }
         if r.u16()? != 0 {
-            return Err(FormatError::Reserved { field: "manifest flags" });
+            return Err(FormatError::Reserved {
+                field: "manifest flags",
+            });
         }
         let frame_count = r.u32()?;
         let source_size = r.u64()?;
@@ -263,7 +281,9 @@ impl Manifest {
         let target_hash = r.digest()?;
         let block_size = r.u32()?;
         if r.u32()? != 0 {
-            return Err(FormatError::Reserved { field: "manifest reserved" });
+            return Err(FormatError::Reserved {
+                field: "manifest reserved",
+            });
         }
         let max_window = r.u64()?;
         let max_frame_len = r.u64()?;
@@ -295,7 +315,9 @@ impl Manifest {
                 kind: kind_byte,
             })?;
             if r.bytes(7)?.iter().any(|&x| x != 0) {
-                return Err(FormatError::Reserved { field: "frame reserved" });
+                return Err(FormatError::Reserved {
+                    field: "frame reserved",
+                });
             }
             let f = Frame {
                 kind,
@@ -354,23 +376,34 @@ impl Manifest {
                 next_payload = next_payload
                     .checked_add(f.payload_len)
                     .ok_or(bad("payload range overflows"))?;
-                if f.payload_len > f.target_len.saturating_add(f.target_len / 8).saturating_add(1 << 16) {
+                if f.payload_len
+                    > f.target_len
+                        .saturating_add(f.target_len / 8)
+                        .saturating_add(1 << 16)
+                {
                     return Err(bad("payload is larger than its output could need"));
                 }
-            } else if f.payload_offset != 0 || f.payload_len != 0 || f.payload_hash != empty_hash() {
+            } else if f.payload_offset != 0 || f.payload_len != 0 || f.payload_hash != empty_hash()
+            {
                 return Err(bad("frame without payload names one"));
             }
             seen_frame = seen_frame.max(f.target_len);
             frames.push(f);
         }
         if next_target != target_size {
-            return Err(FormatError::Inconsistent("frames do not cover the target size exactly"));
+            return Err(FormatError::Inconsistent(
+                "frames do not cover the target size exactly",
+            ));
         }
         if next_payload != payload_len {
-            return Err(FormatError::Inconsistent("frame payloads do not add up to the payload length"));
+            return Err(FormatError::Inconsistent(
+                "frame payloads do not add up to the payload length",
+            ));
         }
         if seen_window != max_window || seen_frame != max_frame_len {
-            return Err(FormatError::Inconsistent("declared maxima differ from the frames"));
+            return Err(FormatError::Inconsistent(
+                "declared maxima differ from the frames",
+            ));
         }
         Ok(Self {
             source_size,
@@ -389,7 +422,11 @@ impl Manifest {
 
     /// Working memory the applier needs for the most demanding frame.
     pub fn apply_memory(&self) -> u64 {
-        self.frames.iter().map(Frame::apply_memory).max().unwrap_or(0)
+        self.frames
+            .iter()
+            .map(Frame::apply_memory)
+            .max()
+            .unwrap_or(0)
     }
 
     /// The trusted comment that a signature over this manifest must carry.
@@ -410,7 +447,11 @@ pub fn empty_hash() -> Digest {
 
 fn limit(field: &'static str, value: u64, limit: u64) -> Result<(), FormatError> {
     if value > limit {
-        Err(FormatError::LimitExceeded { field, value, limit })
+        Err(FormatError::LimitExceeded {
+            field,
+            value,
+            limit,
+        })
     } else {
         Ok(())
     }
@@ -425,7 +466,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn new(buf: &'a [u8], region: &'static str) -> Self {
-        Self { buf, pos: 0, region }
+        Self {
+            buf,
+            pos: 0,
+            region,
+        }
     }
 
     fn remaining(&self) -> usize {
@@ -434,10 +479,12 @@ impl<'a> Reader<'a> {
 
     fn bytes(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
         let end = self.pos.checked_add(n);
-        let out = end.and_then(|end| self.buf.get(self.pos..end)).ok_or(FormatError::Truncated {
-            region: self.region,
-            offset: self.buf.len() as u64,
-        })?;
+        let out =
+            end.and_then(|end| self.buf.get(self.pos..end))
+                .ok_or(FormatError::Truncated {
+                    region: self.region,
+                    offset: self.buf.len() as u64,
+                })?;
         self.pos += n;
         Ok(out)
     }
@@ -536,7 +583,10 @@ mod tests {
     fn every_truncation_is_rejected() {
         let bytes = sample().to_bytes();
         for n in 0..bytes.len() {
-            assert!(Manifest::parse(&bytes[..n]).is_err(), "prefix of {n} bytes accepted");
+            assert!(
+                Manifest::parse(&bytes[..n]).is_err(),
+                "prefix of {n} bytes accepted"
+            );
         }
     }
 
@@ -556,7 +606,10 @@ mod tests {
         m.max_window = u64::MAX;
         assert!(matches!(
             Manifest::parse(&m.to_bytes()),
-            Err(FormatError::LimitExceeded { field: "max window", .. })
+            Err(FormatError::LimitExceeded {
+                field: "max window",
+                ..
+            })
         ));
     }
 

@@ -101,7 +101,9 @@ impl AnchorIndex {
             .flat_map_iter(|seg| {
                 let from = seg * ANCHOR_SEGMENT;
                 let mut v = Vec::with_capacity(ANCHOR_SEGMENT / 200);
-                scan_anchors(old, from, from + ANCHOR_SEGMENT, |pos, key| v.push((key, pos as u64)));
+                scan_anchors(old, from, from + ANCHOR_SEGMENT, |pos, key| {
+                    v.push((key, pos as u64))
+                });
                 v
             })
             .collect();
@@ -160,7 +162,11 @@ mod tests {
                 hits += 1;
             }
         });
-        assert!(hits * 10 >= idx.len() * 9, "only {hits} of {} anchors found", idx.len());
+        assert!(
+            hits * 10 >= idx.len() * 9,
+            "only {hits} of {} anchors found",
+            idx.len()
+        );
     }
 
     #[test]

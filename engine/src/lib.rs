@@ -186,7 +186,11 @@ impl BuildOptions {
             p.max_window,
             p.frame_len,
             p.zstd_level,
-            if p.bsdiff { p.bsdiff_zstd_level.to_string() } else { "off".into() }
+            if p.bsdiff {
+                p.bsdiff_zstd_level.to_string()
+            } else {
+                "off".into()
+            }
         )
     }
 }
@@ -209,7 +213,11 @@ impl LevelParams {
     /// suffix array and streams of the bsdiff coder.
     fn encode_memory(&self) -> u64 {
         let zstd = 3 * (self.max_window + self.frame_len);
-        let bsdiff = if self.bsdiff { 5 * self.max_window + 3 * self.frame_len } else { 0 };
+        let bsdiff = if self.bsdiff {
+            5 * self.max_window + 3 * self.frame_len
+        } else {
+            0
+        };
         zstd + bsdiff
     }
 }
@@ -272,7 +280,8 @@ impl SignedPatch {
 
     /// Total length of the patch file.
     pub fn len(&self) -> u64 {
-        (format::HEADER_LEN + self.manifest_bytes.len() + self.signature.len()) as u64 + self.patch.manifest.payload_len
+        (format::HEADER_LEN + self.manifest_bytes.len() + self.signature.len()) as u64
+            + self.patch.manifest.payload_len
     }
 
     /// Always false: a patch has at least a header.

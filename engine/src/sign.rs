@@ -11,6 +11,8 @@ use crate::error::{KeyError, SignatureError};
 
 /// Offset of the two-byte KDF algorithm in a decoded minisign secret key.
 const KDF_ALG_OFFSET: usize = 2;
+/// Offset of the 32-byte checksum (the last field) in a decoded secret key.
+const CHK_OFFSET: usize = 126;
 
 /// A freshly generated key pair, as the text of the two key files.
 #[derive(Debug, Clone)]
@@ -29,17 +31,15 @@ pub struct KeyPairText {
 pub fn generate_keypair(password: Option<&str>) -> Result<KeyPairText, KeyError> {
     let gen_err = |e: minisign::PError| KeyError::Generate(e.to_string());
     let kp = match password {
-        Some(pw) if !pw.is_empty() => minisign::KeyPair::generate_encrypted_keypair(Some(pw.to_owned())),
+        Some(pw) if !pw.is_empty() => {
+            minisign::KeyPair::generate_encrypted_keypair(Some(pw.to_owned()))
+        }
         // An empty password writes the checksum but leaves the key in clear.
         _ => minisign::KeyPair::generate_encrypted_keypair(Some(String::new())),
     }
     .map_err(gen_err)?;
     let key_id = format_key_id(kp.pk.keynum());
-    let public = kp
-        .pk
-        .to_box()
-        .map_err(gen_err)?
-        .into_string();
+    let public = kp.pk.to_box().map_err(gen_err)?.into_string();
     let mut secret = kp
         .sk
         .to_box(Some(&format!("deltaward secret key {key_id}")))
@@ -90,7 +90,9 @@ pub struct SecretKey {
 
 impl std::fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretKey").field("key_id", &self.key_id()).finish_non_exhaustive()
+        f.debug_struct("SecretKey")
+            .field("key_id", &self.key_id())
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,7 +118,24 @@ impl SecretKey {
         } else {
             String::new()
         };
-        let sk_box = minisign::SecretKeyBox::from_string(text).map_err(|_| KeyError::Malformed("secret"))?;
+        let raw = text
+            .lines()
+            .nth(1)
+            .and_then(decode_b64)
+            .ok_or(KeyError::Malformed("secret"))?;
+        if password.is_empty()
+            && raw
+                .get(CHK_OFFSET..)
+                .is_some_and(|chk| chk.iter().all(|&b| b == 0))
+        {
+            // `minisign -G -W` leaves the checksum of an unencrypted key zeroed.
+            let sk =
+                minisign::SecretKey::from_bytes(&raw).map_err(|_| KeyError::Malformed("secret"))?;
+            let pk = minisign::PublicKey::from_secret_key(&sk).ok();
+            return Ok(Self { sk, pk });
+        }
+        let sk_box =
+            minisign::SecretKeyBox::from_string(text).map_err(|_| KeyError::Malformed("secret"))?;
         // minisign's error kind is private; its checksum failure names the password.
         let sk = sk_box.into_secret_key(Some(password)).map_err(|e| {
             if e.to_string().contains("password") {
@@ -142,9 +161,15 @@ impl SecretKey {
             UNTRUSTED_PREFIX.trim_start_matches("untrusted comment: "),
             self.key_id()
         );
-        minisign::sign(self.pk.as_ref(), &self.sk, message, Some(trusted_comment), Some(&untrusted))
-            .map(|b| b.into_string())
-            .map_err(|e| KeyError::Generate(e.to_string()))
+        minisign::sign(
+            self.pk.as_ref(),
+            &self.sk,
+            message,
+            Some(trusted_comment),
+            Some(&untrusted),
+        )
+        .map(|b| b.into_string())
+        .map_err(|e| KeyError::Generate(e.to_string()))
     }
 }
 
@@ -156,7 +181,9 @@ pub struct TrustedKeys {
 
 impl std::fmt::Debug for TrustedKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.keys.iter().map(|(id, _)| id)).finish()
+        f.debug_list()
+            .entries(self.keys.iter().map(|(id, _)| id))
+            .finish()
     }
 }
 
@@ -175,7 +202,8 @@ impl TrustedKeys {
             .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
             .ok_or(KeyError::Malformed("public"))?;
         let raw = decode_b64(line).ok_or(KeyError::Malformed("public"))?;
-        let key = minisign_verify::PublicKey::from_base64(line).map_err(|_| KeyError::Malformed("public"))?;
+        let key = minisign_verify::PublicKey::from_base64(line)
+            .map_err(|_| KeyError::Malformed("public"))?;
         let id = format_key_id(raw.get(2..10).ok_or(KeyError::Malformed("public"))?);
         self.keys.push((id.clone(), key));
         Ok(id)
@@ -193,7 +221,8 @@ impl TrustedKeys {
         if !prehashed {
             return Err(SignatureError::Legacy);
         }
-        let sig = minisign_verify::Signature::decode(signature).map_err(|_| SignatureError::Malformed)?;
+        let sig =
+            minisign_verify::Signature::decode(signature).map_err(|_| SignatureError::Malformed)?;
         let (_, key) = self
             .keys
             .iter()
@@ -209,7 +238,11 @@ impl TrustedKeys {
     /// Like [`verify`](Self::verify), and also requires the signature text to be
     /// exactly as deltaward writes it, so that no byte of a patch can change
     /// unnoticed (minisign does not sign the untrusted comment or the encoding).
-    pub fn verify_canonical(&self, message: &[u8], signature: &str) -> Result<String, SignatureError> {
+    pub fn verify_canonical(
+        &self,
+        message: &[u8],
+        signature: &str,
+    ) -> Result<String, SignatureError> {
         let comment = self.verify(message, signature)?;
         let (key_id, _) = signature_key(signature)?;
         let lines: Vec<&str> = signature.split('\n').collect();
@@ -267,7 +300,10 @@ mod tests {
     fn unknown_key_is_untrusted() {
         let a = generate_keypair(None).expect("keygen");
         let b = generate_keypair(None).expect("keygen");
-        let sig = SecretKey::from_text(&a.secret, None).expect("sk").sign(b"x", "c").expect("sign");
+        let sig = SecretKey::from_text(&a.secret, None)
+            .expect("sk")
+            .sign(b"x", "c")
+            .expect("sign");
         let mut keys = TrustedKeys::new();
         keys.add_text(&b.public).expect("pub");
         assert_eq!(
@@ -280,7 +316,10 @@ mod tests {
     fn encrypted_key_needs_its_password() {
         let kp = generate_keypair(Some("correct horse")).expect("keygen");
         assert!(SecretKey::is_encrypted(&kp.secret).expect("parse"));
-        assert!(matches!(SecretKey::from_text(&kp.secret, None), Err(KeyError::PasswordRequired)));
+        assert!(matches!(
+            SecretKey::from_text(&kp.secret, None),
+            Err(KeyError::PasswordRequired)
+        ));
         assert!(matches!(
             SecretKey::from_text(&kp.secret, Some("wrong")),
             Err(KeyError::WrongPassword)

@@ -11,7 +11,9 @@ use deltaward_engine::{
 /// An old/new pair whose patch has all four frame kinds.
 fn pair() -> (Vec<u8>, Vec<u8>) {
     // Old: 256 KiB of table-like words (bsdiff's ground), then 256 KiB of noise.
-    let mut old: Vec<u8> = (0..65_536u32).flat_map(|i| (i * 40 + 0x1000).to_le_bytes()).collect();
+    let mut old: Vec<u8> = (0..65_536u32)
+        .flat_map(|i| (i * 40 + 0x1000).to_le_bytes())
+        .collect();
     old.extend(common::noise(256 << 10, 1));
     let mut new = Vec::new();
     // Copy: the noise, unchanged, at a block-aligned offset.
@@ -19,17 +21,28 @@ fn pair() -> (Vec<u8>, Vec<u8>) {
     // Zero: 128 KiB.
     new.extend(std::iter::repeat_n(0u8, 128 << 10));
     // Bsdiff: the table with every 64th entry relocated.
-    new.extend((0..65_536u32).flat_map(|i| (i * 40 + if i % 64 == 0 { 0x1040 } else { 0x1000 }).to_le_bytes()));
+    new.extend(
+        (0..65_536u32)
+            .flat_map(|i| (i * 40 + if i % 64 == 0 { 0x1040 } else { 0x1000 }).to_le_bytes()),
+    );
     // A copy run keeps the next part in a frame of its own.
     new.extend_from_slice(&old[384 << 10..512 << 10]);
     // Zstd: fresh text-like data with no counterpart.
-    new.extend(b"fresh firmware strings ".iter().cycle().take(100_000).enumerate().map(|(i, b)| b ^ (i / 997) as u8));
+    new.extend(
+        b"fresh firmware strings "
+            .iter()
+            .cycle()
+            .take(100_000)
+            .enumerate()
+            .map(|(i, b)| b ^ (i / 997) as u8),
+    );
     (old, new)
 }
 
 fn regions(patch: &[u8]) -> (Header, Manifest) {
     let h = Header::parse(&patch[..HEADER_LEN]).expect("header");
-    let m = Manifest::parse(&patch[HEADER_LEN..HEADER_LEN + h.manifest_len as usize]).expect("manifest");
+    let m = Manifest::parse(&patch[HEADER_LEN..HEADER_LEN + h.manifest_len as usize])
+        .expect("manifest");
     (h, m)
 }
 
@@ -37,13 +50,29 @@ fn regions(patch: &[u8]) -> (Header, Manifest) {
 fn a_flipped_byte_anywhere_is_rejected() {
     let keys = common::keys();
     let (old, new) = pair();
-    let patch = common::build(&old, &new, &keys.secret, &BuildOptions::default().frame_len(256 << 10));
+    let patch = common::build(
+        &old,
+        &new,
+        &keys.secret,
+        &BuildOptions::default().frame_len(256 << 10),
+    );
     let (h, m) = regions(&patch);
     let kinds: std::collections::HashSet<_> = m.frames.iter().map(|f| f.kind).collect();
-    for k in [FrameKind::Copy, FrameKind::Zero, FrameKind::Zstd, FrameKind::Bsdiff] {
-        assert!(kinds.contains(&k), "test patch lacks a {k:?} frame: {kinds:?}");
+    for k in [
+        FrameKind::Copy,
+        FrameKind::Zero,
+        FrameKind::Zstd,
+        FrameKind::Bsdiff,
+    ] {
+        assert!(
+            kinds.contains(&k),
+            "test patch lacks a {k:?} frame: {kinds:?}"
+        );
     }
-    assert_eq!(common::apply(&old, &patch, &keys.trusted).expect("clean patch applies"), new);
+    assert_eq!(
+        common::apply(&old, &patch, &keys.trusted).expect("clean patch applies"),
+        new
+    );
 
     let manifest_start = HEADER_LEN;
     let sig_start = manifest_start + h.manifest_len as usize;
@@ -55,7 +84,11 @@ fn a_flipped_byte_anywhere_is_rejected() {
     for f in m.frames.iter().filter(|f| f.kind.has_payload()) {
         let start = payload_start + f.payload_offset as usize;
         let len = f.payload_len as usize;
-        let name = if f.kind == FrameKind::Zstd { "zstd payload" } else { "bsdiff payload" };
+        let name = if f.kind == FrameKind::Zstd {
+            "zstd payload"
+        } else {
+            "bsdiff payload"
+        };
         for k in 0..16 {
             positions.push((start + k * len / 16, name));
         }
@@ -71,7 +104,13 @@ fn a_flipped_byte_anywhere_is_rejected() {
                 // the Ed25519 check; flips in payloads must be caught by the payload hash.
                 if region.ends_with("payload") {
                     assert!(
-                        matches!(e, Error::FrameHash { what: "payload", .. }),
+                        matches!(
+                            e,
+                            Error::FrameHash {
+                                what: "payload",
+                                ..
+                            }
+                        ),
                         "byte {pos} ({region}): {e}"
                     );
                 }
@@ -87,9 +126,13 @@ fn every_truncation_is_rejected() {
     let patch = common::build(&old, &new, &keys.secret, &BuildOptions::default());
     let step = (patch.len() / 300).max(1);
     for n in (0..patch.len()).step_by(step).chain([patch.len() - 1]) {
-        let err = common::apply(&old, &patch[..n], &keys.trusted).expect_err("truncated patch applied");
+        let err =
+            common::apply(&old, &patch[..n], &keys.trusted).expect_err("truncated patch applied");
         assert!(
-            matches!(err, Error::Format(FormatError::Truncated { .. }) | Error::Signature(_)),
+            matches!(
+                err,
+                Error::Format(FormatError::Truncated { .. }) | Error::Signature(_)
+            ),
             "truncated to {n}: {err}"
         );
     }
@@ -102,7 +145,10 @@ fn trailing_bytes_are_rejected() {
     let mut patch = common::build(&old, &new, &keys.secret, &BuildOptions::default());
     patch.extend_from_slice(b"junk");
     let err = common::apply(&old, &patch, &keys.trusted).expect_err("applied");
-    assert!(matches!(err, Error::Format(FormatError::TrailingBytes { extra: 4 })), "{err}");
+    assert!(
+        matches!(err, Error::Format(FormatError::TrailingBytes { extra: 4 })),
+        "{err}"
+    );
 }
 
 #[test]
@@ -111,7 +157,10 @@ fn wrong_key_is_untrusted() {
     let (old, new) = pair();
     let patch = common::build(&old, &new, &signer.secret, &BuildOptions::default());
     let err = common::apply(&old, &patch, &other.trusted).expect_err("applied with the wrong key");
-    assert!(matches!(err, Error::Signature(SignatureError::UntrustedKey { .. })), "{err}");
+    assert!(
+        matches!(err, Error::Signature(SignatureError::UntrustedKey { .. })),
+        "{err}"
+    );
 }
 
 #[test]
@@ -127,9 +176,14 @@ fn unsigned_patch_is_rejected() {
     .to_bytes()
     .to_vec();
     unsigned.extend_from_slice(&patch[HEADER_LEN..HEADER_LEN + h.manifest_len as usize]);
-    unsigned.extend_from_slice(&patch[HEADER_LEN + h.manifest_len as usize + h.signature_len as usize..]);
+    unsigned.extend_from_slice(
+        &patch[HEADER_LEN + h.manifest_len as usize + h.signature_len as usize..],
+    );
     let err = common::apply(&old, &unsigned, &keys.trusted).expect_err("unsigned patch applied");
-    assert!(matches!(err, Error::Signature(SignatureError::Unsigned)), "{err}");
+    assert!(
+        matches!(err, Error::Signature(SignatureError::Unsigned)),
+        "{err}"
+    );
 }
 
 #[test]
@@ -141,10 +195,29 @@ fn wrong_base_names_expected_and_found() {
     other[12345] ^= 1;
     let err = common::apply(&other, &patch, &keys.trusted).expect_err("wrong base applied");
     let msg = err.to_string();
-    assert!(matches!(err, Error::SourceMismatch { found_hash: Some(_), .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::SourceMismatch {
+                found_hash: Some(_),
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(msg.contains("expected") && msg.contains("found"), "{msg}");
     let err = common::apply(&old[..1000], &patch, &keys.trusted).expect_err("short base applied");
-    assert!(matches!(err, Error::SourceMismatch { found_size: 1000, found_hash: None, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::SourceMismatch {
+                found_size: 1000,
+                found_hash: None,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -172,14 +245,33 @@ fn absurd_sizes_in_a_signed_manifest_are_refused() {
     // 1 TiB + a little: above the default limit of 1 TiB... the frame also exceeds
     // the format's frame-length limit, which is checked first.
     let err = common::apply(&old, &bad, &keys.trusted).expect_err("absurd size applied");
-    assert!(matches!(err, Error::Format(FormatError::LimitExceeded { .. } | FormatError::BadFrame { .. })), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Format(FormatError::LimitExceeded { .. } | FormatError::BadFrame { .. })
+        ),
+        "{err}"
+    );
 
     // A window beyond the format limit.
     let mut wide = m.clone();
     wide.max_window = u64::MAX / 2;
-    let err = common::apply(&old, &common::resign(&patch, &wide, &keys.secret), &keys.trusted)
-        .expect_err("absurd window applied");
-    assert!(matches!(err, Error::Format(FormatError::LimitExceeded { field: "max window", .. })), "{err}");
+    let err = common::apply(
+        &old,
+        &common::resign(&patch, &wide, &keys.secret),
+        &keys.trusted,
+    )
+    .expect_err("absurd window applied");
+    assert!(
+        matches!(
+            err,
+            Error::Format(FormatError::LimitExceeded {
+                field: "max window",
+                ..
+            })
+        ),
+        "{err}"
+    );
 
     // A legitimate patch whose frames need more memory than the device allows.
     let mut out = Vec::new();
@@ -204,7 +296,16 @@ fn absurd_sizes_in_a_signed_manifest_are_refused() {
         &|_| {},
     )
     .expect_err("size limit ignored");
-    assert!(matches!(err, Error::Format(FormatError::LimitExceeded { field: "target size", .. })), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Format(FormatError::LimitExceeded {
+                field: "target size",
+                ..
+            })
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -217,7 +318,10 @@ fn manifest_altered_and_resigned_with_another_comment_is_rejected() {
     let mb = &patch[HEADER_LEN..HEADER_LEN + h.manifest_len as usize];
     let sig = keys
         .secret
-        .sign(mb, "deltaward-patch v1 role=patch source=00 target=00 size=1")
+        .sign(
+            mb,
+            "deltaward-patch v1 role=patch source=00 target=00 size=1",
+        )
         .expect("sign");
     let mut bad = Header {
         signature_len: sig.len() as u32,
@@ -227,7 +331,15 @@ fn manifest_altered_and_resigned_with_another_comment_is_rejected() {
     .to_vec();
     bad.extend_from_slice(mb);
     bad.extend_from_slice(sig.as_bytes());
-    bad.extend_from_slice(&patch[HEADER_LEN + h.manifest_len as usize + h.signature_len as usize..]);
+    bad.extend_from_slice(
+        &patch[HEADER_LEN + h.manifest_len as usize + h.signature_len as usize..],
+    );
     let err = common::apply(&old, &bad, &keys.trusted).expect_err("applied");
-    assert!(matches!(err, Error::Signature(SignatureError::CommentMismatch { .. })), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Signature(SignatureError::CommentMismatch { .. })
+        ),
+        "{err}"
+    );
 }

@@ -18,11 +18,23 @@ enum Edit {
 
 fn edit() -> impl Strategy<Value = Edit> {
     prop_oneof![
-        (any::<usize>(), 1..20_000usize, any::<u64>()).prop_map(|(at, len, seed)| Edit::Insert { at, len, seed }),
+        (any::<usize>(), 1..20_000usize, any::<u64>()).prop_map(|(at, len, seed)| Edit::Insert {
+            at,
+            len,
+            seed
+        }),
         (any::<usize>(), 1..20_000usize).prop_map(|(at, len)| Edit::Delete { at, len }),
-        (any::<usize>(), 1..40_000usize, any::<usize>()).prop_map(|(from, len, to)| Edit::Move { from, len, to }),
+        (any::<usize>(), 1..40_000usize, any::<usize>()).prop_map(|(from, len, to)| Edit::Move {
+            from,
+            len,
+            to
+        }),
         (any::<usize>(), 1..30_000usize).prop_map(|(at, len)| Edit::Zero { at, len }),
-        (any::<usize>(), 1..10_000usize, any::<u64>()).prop_map(|(at, len, seed)| Edit::Random { at, len, seed }),
+        (any::<usize>(), 1..10_000usize, any::<u64>()).prop_map(|(at, len, seed)| Edit::Random {
+            at,
+            len,
+            seed
+        }),
         any::<usize>().prop_map(|at| Edit::FlipByte { at }),
     ]
 }
@@ -111,11 +123,19 @@ proptest! {
 fn identical_images_need_no_payload() {
     let keys = common::keys();
     let old = common::noise(1 << 20, 5);
-    let patch = deltaward_engine::Patch::build(&old, &old, &BuildOptions::default()).expect("build");
+    let patch =
+        deltaward_engine::Patch::build(&old, &old, &BuildOptions::default()).expect("build");
     assert_eq!(patch.manifest().payload_len, 0);
-    assert!(patch.manifest().frames.iter().all(|f| f.kind == deltaward_engine::FrameKind::Copy));
+    assert!(patch
+        .manifest()
+        .frames
+        .iter()
+        .all(|f| f.kind == deltaward_engine::FrameKind::Copy));
     let bytes = common::build(&old, &old, &keys.secret, &BuildOptions::default());
-    assert_eq!(common::apply(&old, &bytes, &keys.trusted).expect("apply"), old);
+    assert_eq!(
+        common::apply(&old, &bytes, &keys.trusted).expect("apply"),
+        old
+    );
 }
 
 #[test]
@@ -125,7 +145,19 @@ fn shifted_data_is_found_across_block_boundaries() {
     let old = common::noise(2 << 20, 9);
     let mut new = vec![0xEEu8; 1000];
     new.extend_from_slice(&old);
-    let bytes = common::build(&old, &new, &keys.secret, &BuildOptions::default().level(Level::Fast));
-    assert!(bytes.len() < 64 << 10, "shifted copy cost {} bytes", bytes.len());
-    assert_eq!(common::apply(&old, &bytes, &keys.trusted).expect("apply"), new);
+    let bytes = common::build(
+        &old,
+        &new,
+        &keys.secret,
+        &BuildOptions::default().level(Level::Fast),
+    );
+    assert!(
+        bytes.len() < 64 << 10,
+        "shifted copy cost {} bytes",
+        bytes.len()
+    );
+    assert_eq!(
+        common::apply(&old, &bytes, &keys.trusted).expect("apply"),
+        new
+    );
 }

@@ -225,7 +225,8 @@ fn diff(sa: &[i32], old: &[u8], new: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
                 let overlap = (lastscan + lenf) - (scan - lenb);
                 let (mut s, mut ss, mut lens) = (0i64, 0i64, 0i64);
                 for i in 0..overlap {
-                    if at_new(lastscan + lenf - overlap + i) == at_old(lastpos + lenf - overlap + i) {
+                    if at_new(lastscan + lenf - overlap + i) == at_old(lastpos + lenf - overlap + i)
+                    {
                         s += 1;
                     }
                     if at_new(scan - lenb + i) == at_old(pos - lenb + i) {
@@ -270,7 +271,9 @@ pub fn decode(old: &[u8], payload: &[u8], out: &mut [u8]) -> Result<(), &'static
     let mut blob = vec![0u8; declared];
     zstd_decode(&[], payload, &mut blob)?;
     let field = |i: usize| -> Result<usize, &'static str> {
-        let b = blob.get(i * 4..i * 4 + 4).ok_or("stream header truncated")?;
+        let b = blob
+            .get(i * 4..i * 4 + 4)
+            .ok_or("stream header truncated")?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
     };
     let (clen, alen, elen) = (field(0)?, field(1)?, field(2)?);
@@ -293,16 +296,22 @@ pub fn decode(old: &[u8], payload: &[u8], out: &mut [u8]) -> Result<(), &'static
         let a = usize::try_from(a).map_err(|_| "add run too long")?;
         let e = usize::try_from(e).map_err(|_| "extra run too long")?;
         let o = usize::try_from(opos).map_err(|_| "add run starts before the window")?;
-        let src = old.get(o..o.checked_add(a).ok_or("add run overflows")?).ok_or("add run leaves the window")?;
+        let src = old
+            .get(o..o.checked_add(a).ok_or("add run overflows")?)
+            .ok_or("add run leaves the window")?;
         let diff = add.get(apos..apos + a).ok_or("add stream exhausted")?;
-        let dst = out.get_mut(npos..npos.checked_add(a).ok_or("add run overflows")?).ok_or("add run past the frame end")?;
+        let dst = out
+            .get_mut(npos..npos.checked_add(a).ok_or("add run overflows")?)
+            .ok_or("add run past the frame end")?;
         for ((d, s), x) in dst.iter_mut().zip(src).zip(diff) {
             *d = s.wrapping_add(*x);
         }
         apos += a;
         npos += a;
         let lit = extra.get(epos..epos + e).ok_or("extra stream exhausted")?;
-        out.get_mut(npos..npos + e).ok_or("extra run past the frame end")?.copy_from_slice(lit);
+        out.get_mut(npos..npos + e)
+            .ok_or("extra run past the frame end")?
+            .copy_from_slice(lit);
         epos += e;
         npos += e;
         opos = opos
@@ -336,10 +345,17 @@ mod tests {
     #[test]
     fn relocated_words_compress_well() {
         // A table of little-endian offsets, all shifted by 0x40: bsdiff's home ground.
-        let old: Vec<u8> = (0..20_000u32).flat_map(|i| (i * 37 + 0x1000).to_le_bytes()).collect();
-        let new: Vec<u8> = (0..20_000u32).flat_map(|i| (i * 37 + 0x1040).to_le_bytes()).collect();
+        let old: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| (i * 37 + 0x1000).to_le_bytes())
+            .collect();
+        let new: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| (i * 37 + 0x1040).to_le_bytes())
+            .collect();
         let n = round_trip(&old, &new);
-        assert!(n < 2_000, "bsdiff payload {n} bytes for 80 KB of shifted offsets");
+        assert!(
+            n < 2_000,
+            "bsdiff payload {n} bytes for 80 KB of shifted offsets"
+        );
     }
 
     #[test]
@@ -355,7 +371,9 @@ mod tests {
     #[test]
     fn corrupt_control_is_rejected_not_panicking() {
         let old = vec![7u8; 1000];
-        let payload = encode(&old, &[8u8; 900], Z).expect("encode").expect("bounds");
+        let payload = encode(&old, &[8u8; 900], Z)
+            .expect("encode")
+            .expect("bounds");
         let mut out = vec![0u8; 901];
         assert!(decode(&old, &payload, &mut out).is_err());
     }

@@ -38,12 +38,17 @@ fn code_name(code: usize) -> &'static str {
 pub fn zstd_encode(window: &[u8], data: &[u8], s: ZstdSettings) -> Result<Vec<u8>, &'static str> {
     let mut cctx = CCtx::create();
     let wlog = window_log(window.len() as u64, data.len() as u64);
-    cctx.set_parameter(CParameter::CompressionLevel(s.level)).map_err(code_name)?;
-    cctx.set_parameter(CParameter::WindowLog(wlog)).map_err(code_name)?;
-    cctx.set_parameter(CParameter::ContentSizeFlag(true)).map_err(code_name)?;
-    cctx.set_parameter(CParameter::ChecksumFlag(false)).map_err(code_name)?;
+    cctx.set_parameter(CParameter::CompressionLevel(s.level))
+        .map_err(code_name)?;
+    cctx.set_parameter(CParameter::WindowLog(wlog))
+        .map_err(code_name)?;
+    cctx.set_parameter(CParameter::ContentSizeFlag(true))
+        .map_err(code_name)?;
+    cctx.set_parameter(CParameter::ChecksumFlag(false))
+        .map_err(code_name)?;
     if s.long_distance {
-        cctx.set_parameter(CParameter::EnableLongDistanceMatching(true)).map_err(code_name)?;
+        cctx.set_parameter(CParameter::EnableLongDistanceMatching(true))
+            .map_err(code_name)?;
     }
     if !window.is_empty() {
         cctx.ref_prefix(window).map_err(code_name)?;
@@ -57,8 +62,11 @@ pub fn zstd_encode(window: &[u8], data: &[u8], s: ZstdSettings) -> Result<Vec<u8
 /// exactly the frame's output length.
 pub fn zstd_decode(window: &[u8], payload: &[u8], out: &mut [u8]) -> Result<(), &'static str> {
     let mut dctx = DCtx::create();
-    dctx.set_parameter(DParameter::WindowLogMax(window_log(window.len() as u64, out.len() as u64)))
-        .map_err(code_name)?;
+    dctx.set_parameter(DParameter::WindowLogMax(window_log(
+        window.len() as u64,
+        out.len() as u64,
+    )))
+    .map_err(code_name)?;
     if !window.is_empty() {
         dctx.ref_prefix(window).map_err(code_name)?;
     }
@@ -96,7 +104,11 @@ mod tests {
             long_distance: false,
         };
         let payload = zstd_encode(&window, &data, s).expect("encode");
-        assert!(payload.len() < data.len() / 50, "prefix not used: {}", payload.len());
+        assert!(
+            payload.len() < data.len() / 50,
+            "prefix not used: {}",
+            payload.len()
+        );
         let mut out = vec![0u8; data.len()];
         zstd_decode(&window, &payload, &mut out).expect("decode");
         assert_eq!(out, data);

@@ -26,7 +26,10 @@ pub fn keys() -> Keys {
 }
 
 pub fn build(old: &[u8], new: &[u8], key: &SecretKey, opts: &BuildOptions) -> Vec<u8> {
-    let patch = Patch::build(old, new, opts).expect("build").sign(key).expect("sign");
+    let patch = Patch::build(old, new, opts)
+        .expect("build")
+        .sign(key)
+        .expect("sign");
     let mut bytes = Vec::new();
     patch.write_to(&mut bytes).expect("write");
     assert_eq!(bytes.len() as u64, patch.len());
@@ -35,7 +38,14 @@ pub fn build(old: &[u8], new: &[u8], key: &SecretKey, opts: &BuildOptions) -> Ve
 
 pub fn apply(old: &[u8], patch: &[u8], trusted: &TrustedKeys) -> deltaward_engine::Result<Vec<u8>> {
     let mut out = Vec::new();
-    apply::apply(&old, &mut &patch[..], &mut out, trusted, &ApplyOptions::default(), &|_| {})?;
+    apply::apply(
+        &old,
+        &mut &patch[..],
+        &mut out,
+        trusted,
+        &ApplyOptions::default(),
+        &|_| {},
+    )?;
     Ok(out)
 }
 

@@ -1,0 +1,383 @@
+//! The `deltaward` command end to end, with the reference `minisign` program.
+
+mod common;
+
+use std::fs;
+
+use common::{deltaward, fails_with, ok, run, s, Fixture};
+
+const SIGNATURE: i32 = 3;
+const CORRUPT: i32 = 4;
+const WRONG_BASE: i32 = 5;
+const FAILURE: i32 = 1;
+
+#[test]
+fn diff_apply_verify_inspect_round_trip() {
+    let fx = Fixture::new(4);
+    let patch = fx.diff("p.dwp", &["--level", "fast", "--threads", "1"]);
+    let out = fx.path("out.img");
+    let json = ok(&deltaward(&[
+        "apply",
+        s(&fx.old),
+        s(&patch),
+        "-o",
+        s(&out),
+        "-p",
+        s(&fx.public),
+        "--json",
+    ]));
+    assert!(json.contains("\"blake3\""), "{json}");
+    assert_eq!(
+        fs::read(&out).expect("out"),
+        fs::read(&fx.new).expect("new")
+    );
+    let v = ok(&deltaward(&[
+        "verify",
+        s(&patch),
+        "-p",
+        s(&fx.public),
+        "--old",
+        s(&fx.old),
+    ]));
+    assert!(v.contains("every frame verified"), "{v}");
+    let i = ok(&deltaward(&["inspect", s(&patch), "--json"]));
+    assert!(i.contains("\"frames\"") && i.contains("\"target\""), "{i}");
+    // No temporary or resume files are left behind.
+    let leftovers: Vec<_> = fs::read_dir(fx.dir.path())
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}
+
+#[test]
+fn minisign_signs_and_verifies_with_deltaward_keys() {
+    let fx = Fixture::new(1);
+    let msg = fx.path("message.txt");
+    fs::write(&msg, b"release notes").expect("write");
+    ok(&run("minisign", &["-S", "-s", s(&fx.key), "-m", s(&msg)]));
+    ok(&run(
+        "minisign",
+        &["-V", "-p", s(&fx.public), "-m", s(&msg)],
+    ));
+}
+
+#[test]
+fn extracted_manifest_verifies_with_minisign() {
+    let fx = Fixture::new(1);
+    let patch = fx.diff("p.dwp", &[]);
+    let (m, sig) = (fx.path("manifest.bin"), fx.path("manifest.minisig"));
+    ok(&deltaward(&[
+        "inspect",
+        s(&patch),
+        "--extract-manifest",
+        s(&m),
+        "--extract-signature",
+        s(&sig),
+    ]));
+    let out = ok(&run(
+        "minisign",
+        &["-V", "-m", s(&m), "-x", s(&sig), "-p", s(&fx.public)],
+    ));
+    assert!(out.contains("role=patch"), "{out}");
+    // And a tampered manifest does not.
+    let mut bytes = fs::read(&m).expect("read");
+    bytes[20] ^= 1;
+    fs::write(&m, bytes).expect("write");
+    let bad = run(
+        "minisign",
+        &["-V", "-m", s(&m), "-x", s(&sig), "-p", s(&fx.public)],
+    );
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn keys_made_by_minisign_work_with_deltaward() {
+    let fx = Fixture::new(1);
+    let (key, public) = (fx.path("ms.key"), fx.path("ms.pub"));
+    ok(&run(
+        "minisign",
+        &["-G", "-W", "-s", s(&key), "-p", s(&public)],
+    ));
+    let patch = fx.path("p.dwp");
+    ok(&deltaward(&[
+        "diff",
+        s(&fx.old),
+        s(&fx.new),
+        "-o",
+        s(&patch),
+        "-s",
+        s(&key),
+    ]));
+    let out = fx.path("out.img");
+    ok(&deltaward(&[
+        "apply",
+        s(&fx.old),
+        s(&patch),
+        "-o",
+        s(&out),
+        "-p",
+        s(&public),
+    ]));
+    assert_eq!(
+        fs::read(&out).expect("out"),
+        fs::read(&fx.new).expect("new")
+    );
+}
+
+#[test]
+fn encrypted_keys_need_the_password() {
+    let fx = Fixture::new(1);
+    let (key, public, pw) = (fx.path("enc.key"), fx.path("enc.pub"), fx.path("pw"));
+    fs::write(&pw, "s3cret passphrase\n").expect("write");
+    ok(&deltaward(&[
+        "keygen",
+        "-s",
+        s(&key),
+        "-p",
+        s(&public),
+        "--password-file",
+        s(&pw),
+    ]));
+    let patch = fx.path("p.dwp");
+    // Without a terminal or password file: a clear error, no patch.
+    let err = fails_with(
+        &deltaward(&[
+            "diff",
+            s(&fx.old),
+            s(&fx.new),
+            "-o",
+            s(&patch),
+            "-s",
+            s(&key),
+        ]),
+        FAILURE,
+    );
+    assert!(err.contains("password"), "{err}");
+    assert!(!patch.exists());
+    let wrong = fx.path("wrong");
+    fs::write(&wrong, "nope").expect("write");
+    fails_with(
+        &deltaward(&[
+            "diff",
+            s(&fx.old),
+            s(&fx.new),
+            "-o",
+            s(&patch),
+            "-s",
+            s(&key),
+            "--password-file",
+            s(&wrong),
+        ]),
+        7,
+    );
+    ok(&deltaward(&[
+        "diff",
+        s(&fx.old),
+        s(&fx.new),
+        "-o",
+        s(&patch),
+        "-s",
+        s(&key),
+        "--password-file",
+        s(&pw),
+    ]));
+    ok(&deltaward(&["verify", s(&patch), "-p", s(&public)]));
+}
+
+/// Applies `patch` to `old` into an OUT that already holds data; checks the exit
+/// code, that OUT is untouched and that nothing else was left in the directory.
+fn refused(fx: &Fixture, old: &std::path::Path, patch: &std::path::Path, code: i32) -> String {
+    let out = fx.path("existing-out.img");
+    fs::write(&out, b"previous image").expect("seed out");
+    let before: Vec<_> = fs::read_dir(fx.dir.path())
+        .expect("ls")
+        .count()
+        .to_string()
+        .into();
+    let err = fails_with(
+        &deltaward(&[
+            "apply",
+            s(old),
+            s(patch),
+            "-o",
+            s(&out),
+            "-p",
+            s(&fx.public),
+        ]),
+        code,
+    );
+    assert_eq!(
+        fs::read(&out).expect("out"),
+        b"previous image",
+        "OUT was modified"
+    );
+    let after: String = fs::read_dir(fx.dir.path()).expect("ls").count().to_string();
+    assert_eq!(
+        String::from_utf8(before).expect("utf8"),
+        after,
+        "files were left behind"
+    );
+    assert!(err.contains("error"), "{err}");
+    err
+}
+
+#[test]
+fn bad_input_is_refused_and_nothing_is_written() {
+    let fx = Fixture::new(2);
+    let patch = fx.diff("p.dwp", &[]);
+    let bytes = fs::read(&patch).expect("read");
+
+    let truncated = fx.path("truncated.dwp");
+    fs::write(&truncated, &bytes[..bytes.len() - 100]).expect("write");
+    let err = refused(&fx, &fx.old, &truncated, CORRUPT);
+    assert!(err.contains("truncated"), "{err}");
+
+    let flipped = fx.path("flipped.dwp");
+    let mut b = bytes.clone();
+    let n = b.len();
+    b[n - 50] ^= 0x10;
+    fs::write(&flipped, &b).expect("write");
+    let err = refused(&fx, &fx.old, &flipped, CORRUPT);
+    assert!(err.contains("hash mismatch"), "{err}");
+
+    let resigned_manifest = fx.path("manifest-flip.dwp");
+    let mut b = bytes.clone();
+    b[100] ^= 0x01;
+    fs::write(&resigned_manifest, &b).expect("write");
+    refused(&fx, &fx.old, &resigned_manifest, SIGNATURE);
+
+    let other = Fixture::new(1);
+    let wrong_key = other.diff("other.dwp", &[]);
+    let err = refused(&fx, &other.old, &wrong_key, SIGNATURE);
+    assert!(err.contains("not trusted"), "{err}");
+
+    let err = refused(&fx, &fx.new, &patch, WRONG_BASE);
+    assert!(err.contains("expected") && err.contains("found"), "{err}");
+
+    let missing = fx.path("no/such/dir/out.img");
+    let err = fails_with(
+        &deltaward(&[
+            "apply",
+            s(&fx.old),
+            s(&patch),
+            "-o",
+            s(&missing),
+            "-p",
+            s(&fx.public),
+        ]),
+        FAILURE,
+    );
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!fx.path("no").exists());
+
+    let garbage = fx.path("garbage.dwp");
+    fs::write(&garbage, b"this is not a patch at all, just text").expect("write");
+    let err = refused(&fx, &fx.old, &garbage, CORRUPT);
+    assert!(err.contains("magic"), "{err}");
+}
+
+#[test]
+fn legacy_signatures_are_refused() {
+    let fx = Fixture::new(1);
+    let patch = fx.diff("p.dwp", &[]);
+    let (m, sig) = (fx.path("m.bin"), fx.path("m.minisig"));
+    ok(&deltaward(&[
+        "inspect",
+        s(&patch),
+        "--extract-manifest",
+        s(&m),
+        "--extract-signature",
+        s(&sig),
+    ]));
+    let legacy = fx.path("legacy.minisig");
+    ok(&run(
+        "minisign",
+        &["-S", "-l", "-s", s(&fx.key), "-m", s(&m), "-x", s(&legacy)],
+    ));
+    // Splice the legacy signature in place of deltaward's.
+    let bytes = fs::read(&patch).expect("read");
+    let old_sig = fs::read(&sig).expect("sig");
+    let new_sig = fs::read(&legacy).expect("legacy");
+    let manifest_len = fs::read(&m).expect("m").len();
+    let mut out = bytes[..32].to_vec();
+    out[16..20].copy_from_slice(&(new_sig.len() as u32).to_le_bytes());
+    out.extend_from_slice(&bytes[32..32 + manifest_len]);
+    out.extend_from_slice(&new_sig);
+    out.extend_from_slice(&bytes[32 + manifest_len + old_sig.len()..]);
+    let spliced = fx.path("legacy.dwp");
+    fs::write(&spliced, out).expect("write");
+    let err = refused(&fx, &fx.old, &spliced, SIGNATURE);
+    assert!(err.contains("legacy"), "{err}");
+}
+
+#[test]
+fn a_killed_apply_resumes_to_an_identical_image() {
+    let fx = Fixture::new(24);
+    // Small frames, so the patch has many and the crash lands in the middle.
+    let patch = fx.diff("p.dwp", &["--level", "fast", "--max-window", "1"]);
+    let out = fx.path("out.img");
+    let crashed = deltaward(&[
+        "apply",
+        s(&fx.old),
+        s(&patch),
+        "-o",
+        s(&out),
+        "-p",
+        s(&fx.public),
+        "--crash-after-frames",
+        "12",
+        "--checkpoint-mib",
+        "1",
+    ]);
+    assert!(
+        !crashed.status.success(),
+        "the simulated crash did not happen"
+    );
+    assert!(!out.exists(), "a crashed apply left an output");
+    assert!(
+        fx.path(".out.img.deltaward-partial").exists(),
+        "no partial output to resume"
+    );
+    assert!(
+        fx.path(".out.img.deltaward-resume").exists(),
+        "no checkpoint"
+    );
+    let json = ok(&deltaward(&[
+        "apply",
+        s(&fx.old),
+        s(&patch),
+        "-o",
+        s(&out),
+        "-p",
+        s(&fx.public),
+        "--resume",
+        "--json",
+    ]));
+    let resumed: u64 = json
+        .split("\"resumed_frames\":")
+        .nth(1)
+        .and_then(|r| r.split([',', '}']).next())
+        .and_then(|n| n.trim().parse().ok())
+        .expect("resumed_frames in JSON");
+    assert!(resumed > 0, "nothing was resumed: {json}");
+    assert_eq!(
+        fs::read(&out).expect("out"),
+        fs::read(&fx.new).expect("new")
+    );
+    assert!(!fx.path(".out.img.deltaward-partial").exists());
+    assert!(!fx.path(".out.img.deltaward-resume").exists());
+}
+
+#[test]
+fn demo_runs_end_to_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = ok(&deltaward(&["demo", "--size", "8", "--dir", s(dir.path())]));
+    assert!(out.contains("byte-identical"), "{out}");
+    assert!(
+        out.contains("tampered patch") && out.contains("refused"),
+        "{out}"
+    );
+}

@@ -1,0 +1,80 @@
+//! Round trip on the real corpus pairs built by `scripts/make-pairs.sh`: a Debian
+//! kernel security update as an ext4 image, a tar file and the bare vmlinuz.
+//!
+//! `.ci/run` builds the pairs first; under CI (`CI` set) a missing corpus fails the
+//! test instead of skipping it.
+
+use std::path::Path;
+
+use deltaward_engine::{apply, image::Image, sign, BuildOptions, Level, Patch};
+
+fn round_trip(name: &str, level: Level, max_ratio: f64) {
+    if !deltaward_e2e::pairs_ready() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "corpus missing in {}: run scripts/make-pairs.sh",
+            deltaward_e2e::pairs_dir().display()
+        );
+        eprintln!("skipping {name}: corpus not built (scripts/make-pairs.sh)");
+        return;
+    }
+    let dir = deltaward_e2e::pairs_dir();
+    let old_path = dir.join(format!("{name}.old"));
+    let new_path = dir.join(format!("{name}.new"));
+    let old = Image::open(&old_path).expect("old image");
+    let new = Image::open(&new_path).expect("new image");
+
+    let kp = sign::generate_keypair(None).expect("keygen");
+    let key = sign::SecretKey::from_text(&kp.secret, None).expect("secret");
+    let mut trusted = sign::TrustedKeys::new();
+    trusted.add_text(&kp.public).expect("public");
+
+    let patch = Patch::build(&old, &new, &BuildOptions::default().level(level))
+        .expect("build")
+        .sign(&key)
+        .expect("sign");
+    assert!(
+        (patch.len() as f64) < new.len() as f64 * max_ratio,
+        "{name}: patch {} bytes for a {} byte image",
+        patch.len(),
+        new.len()
+    );
+    let work = tempfile::tempdir().expect("tempdir");
+    let patch_path = work.path().join("p.dwp");
+    let mut f = std::fs::File::create(&patch_path).expect("create patch");
+    patch.write_to(&mut f).expect("write patch");
+    drop(f);
+    let out = work.path().join("out.img");
+    let report = apply::apply_to_file(
+        &old_path,
+        &patch_path,
+        &out,
+        &trusted,
+        &apply::ApplyOptions::default().memory_limit(64 << 20),
+        &|_| {},
+    )
+    .expect("apply");
+    assert_eq!(report.manifest.target_size, new.len() as u64);
+    assert!(same_file(&out, &new_path), "{name}: rebuilt image differs");
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    let (a, b) = (Image::open(a).expect("a"), Image::open(b).expect("b"));
+    *a == *b
+}
+
+#[test]
+fn kernel_ext4_round_trips() {
+    round_trip("kernel-ext4", Level::Fast, 0.1);
+}
+
+#[test]
+fn kernel_tar_round_trips() {
+    round_trip("kernel-tar", Level::Fast, 0.2);
+}
+
+#[test]
+fn vmlinuz_round_trips_at_default_level() {
+    // Compressed kernels barely delta; the patch must at least not blow up.
+    round_trip("vmlinuz", Level::Default, 1.01);
+}
