@@ -299,7 +299,10 @@ pub fn decode(old: &[u8], payload: &[u8], out: &mut [u8]) -> Result<(), &'static
         let src = old
             .get(o..o.checked_add(a).ok_or("add run overflows")?)
             .ok_or("add run leaves the window")?;
-        let diff = add.get(apos..apos + a).ok_or("add stream exhausted")?;
+        let diff = apos
+            .checked_add(a)
+            .and_then(|end| add.get(apos..end))
+            .ok_or("add stream exhausted")?;
         let dst = out
             .get_mut(npos..npos.checked_add(a).ok_or("add run overflows")?)
             .ok_or("add run past the frame end")?;

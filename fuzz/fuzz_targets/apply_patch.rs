@@ -1,0 +1,32 @@
+//! Any bytes given to apply as a patch: never a panic, and never an output unless
+//! the patch is exactly a validly signed one (which random input cannot be).
+#![no_main]
+
+use std::sync::OnceLock;
+
+use deltaward_engine::{apply, sign::TrustedKeys, ApplyOptions};
+use libfuzzer_sys::fuzz_target;
+
+/// The public key of the golden vectors, so seeds from engine/tests/vectors verify
+/// their signature and the fuzzer reaches the frame decoders.
+const VECTOR_KEY: &str = include_str!("../../engine/tests/vectors/key.pub");
+const OLD: &[u8] = include_bytes!("../../engine/tests/vectors/old.bin");
+const NEW: &[u8] = include_bytes!("../../engine/tests/vectors/new.bin");
+
+fn keys() -> &'static TrustedKeys {
+    static KEYS: OnceLock<TrustedKeys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut k = TrustedKeys::new();
+        k.add_text(VECTOR_KEY).expect("vector key");
+        k
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut out = Vec::new();
+    let opts = ApplyOptions::default().memory_limit(64 << 20);
+    if apply::apply(&OLD, &mut &data[..], &mut out, keys(), &opts, &|_| {}).is_ok() {
+        // Only the genuine patch can get through every check.
+        assert_eq!(out, NEW, "a patch was accepted but produced the wrong image");
+    }
+});
