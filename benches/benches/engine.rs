@@ -15,13 +15,22 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(new.len() as u64));
     g.sample_size(10);
     for level in [Level::Fast, Level::Default] {
-        g.bench_with_input(BenchmarkId::from_parameter(level.name()), &level, |b, &level| {
-            b.iter(|| Patch::build(&old, &new, &BuildOptions::default().level(level)).expect("build"))
-        });
+        g.bench_with_input(
+            BenchmarkId::from_parameter(level.name()),
+            &level,
+            |b, &level| {
+                b.iter(|| {
+                    Patch::build(&old, &new, &BuildOptions::default().level(level)).expect("build")
+                })
+            },
+        );
     }
     g.finish();
 
-    let patch = Patch::build(&old, &new, &BuildOptions::default()).expect("build").sign(&key).expect("sign");
+    let patch = Patch::build(&old, &new, &BuildOptions::default())
+        .expect("build")
+        .sign(&key)
+        .expect("sign");
     let mut bytes = Vec::new();
     patch.write_to(&mut bytes).expect("write");
     let mut g = c.benchmark_group("apply");
@@ -30,8 +39,15 @@ fn bench(c: &mut Criterion) {
     g.bench_function("default", |b| {
         b.iter(|| {
             let mut out = Vec::with_capacity(new.len());
-            apply::apply(&old.as_slice(), &mut bytes.as_slice(), &mut out, &trusted, &ApplyOptions::default(), &|_| {})
-                .expect("apply");
+            apply::apply(
+                &old.as_slice(),
+                &mut bytes.as_slice(),
+                &mut out,
+                &trusted,
+                &ApplyOptions::default(),
+                &|_| {},
+            )
+            .expect("apply");
             out
         })
     });

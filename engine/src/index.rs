@@ -77,12 +77,14 @@ pub fn scan_anchors(data: &[u8], from: usize, to: usize, mut f: impl FnMut(usize
     let mut have_last = false;
     for (i, &b) in data.iter().enumerate().take(to).skip(start) {
         h = (h << 1).wrapping_add(GEAR[b as usize]);
-        if i >= from && h & ANCHOR_MASK == 0 && i + 1 - start >= GEAR_HISTORY {
-            if !have_last || i - last >= ANCHOR_MIN_GAP {
-                f(i, h);
-                last = i;
-                have_last = true;
-            }
+        if i >= from
+            && h & ANCHOR_MASK == 0
+            && i + 1 - start >= GEAR_HISTORY
+            && (!have_last || i - last >= ANCHOR_MIN_GAP)
+        {
+            f(i, h);
+            last = i;
+            have_last = true;
         }
     }
 }

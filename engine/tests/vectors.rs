@@ -36,7 +36,14 @@ fn pair() -> (Vec<u8>, Vec<u8>) {
     new.extend(std::iter::repeat_n(0u8, 16384)); // zero
     new.extend(table(0x40)); // bsdiff
     new.extend_from_slice(&old[40960..49152]); // copy
-    new.extend(b"golden vector text ".iter().cycle().take(20000).enumerate().map(|(i, b)| b ^ (i / 331) as u8)); // zstd
+    new.extend(
+        b"golden vector text "
+            .iter()
+            .cycle()
+            .take(20000)
+            .enumerate()
+            .map(|(i, b)| b ^ (i / 331) as u8),
+    ); // zstd
     (old, new)
 }
 
@@ -60,7 +67,10 @@ fn golden_patch_applies_and_rebuilds_identically() {
         std::fs::create_dir_all(&d).expect("mkdir");
         let kp = sign::generate_keypair(None).expect("keygen");
         let key = sign::SecretKey::from_text(&kp.secret, None).expect("secret");
-        let patch = Patch::build(&old, &new, &opts()).expect("build").sign(&key).expect("sign");
+        let patch = Patch::build(&old, &new, &opts())
+            .expect("build")
+            .sign(&key)
+            .expect("sign");
         let mut bytes = Vec::new();
         patch.write_to(&mut bytes).expect("write");
         std::fs::write(d.join("old.bin"), &old).expect("write");
@@ -76,7 +86,9 @@ fn golden_patch_applies_and_rebuilds_identically() {
 
     // The reader accepts the golden patch.
     let mut trusted = sign::TrustedKeys::new();
-    trusted.add_text(&String::from_utf8(read("key.pub")).expect("utf8")).expect("key");
+    trusted
+        .add_text(&String::from_utf8(read("key.pub")).expect("utf8"))
+        .expect("key");
     let mut out = Vec::new();
     let m = deltaward_engine::apply::apply(
         &old.as_slice(),
@@ -89,12 +101,20 @@ fn golden_patch_applies_and_rebuilds_identically() {
     .expect("golden patch applies");
     assert_eq!(out, new);
     let kinds: std::collections::HashSet<_> = m.frames.iter().map(|f| f.kind).collect();
-    assert_eq!(kinds.len(), 4, "vectors must cover every frame kind: {kinds:?}");
+    assert_eq!(
+        kinds.len(),
+        4,
+        "vectors must cover every frame kind: {kinds:?}"
+    );
     assert!(kinds.contains(&FrameKind::Bsdiff));
 
     // The writer produces the same bytes.
-    let key = sign::SecretKey::from_text(&String::from_utf8(read("key.key")).expect("utf8"), None).expect("key");
-    let again = Patch::build(&old, &new, &opts()).expect("build").sign(&key).expect("sign");
+    let key = sign::SecretKey::from_text(&String::from_utf8(read("key.key")).expect("utf8"), None)
+        .expect("key");
+    let again = Patch::build(&old, &new, &opts())
+        .expect("build")
+        .sign(&key)
+        .expect("sign");
     let mut bytes = Vec::new();
     again.write_to(&mut bytes).expect("write");
     assert!(
