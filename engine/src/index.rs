@@ -89,10 +89,29 @@ pub fn scan_anchors(data: &[u8], from: usize, to: usize, mut f: impl FnMut(usize
     }
 }
 
-/// Anchors of the old image, sorted by key, one position per key.
+/// Anchor keys are already uniformly distributed hashes: use them as they are.
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        // The low bits of a key are the anchor condition's zeros; fold the high ones in.
+        self.0 = v ^ (v >> 29);
+    }
+}
+
+/// Anchors of the old image: the first position of each key.
 #[derive(Debug)]
 pub struct AnchorIndex {
-    entries: Vec<(u64, u64)>,
+    entries: HashMap<u64, u64, std::hash::BuildHasherDefault<KeyHasher>>,
 }
 
 impl AnchorIndex {
@@ -109,18 +128,17 @@ impl AnchorIndex {
                 v
             })
             .collect();
-        entries.par_sort_unstable();
-        entries.dedup_by_key(|e| e.0);
-        Self { entries }
+        let mut map = HashMap::with_capacity_and_hasher(entries.len(), Default::default());
+        // Segments come back in order, so the first position of each key wins.
+        for (key, pos) in entries.drain(..) {
+            map.entry(key).or_insert(pos);
+        }
+        Self { entries: map }
     }
 
     /// The old position of an anchor with this key.
     pub fn get(&self, key: u64) -> Option<u64> {
-        self.entries
-            .binary_search_by_key(&key, |e| e.0)
-            .ok()
-            .and_then(|i| self.entries.get(i))
-            .map(|e| e.1)
+        self.entries.get(&key).copied()
     }
 
     /// Number of distinct anchors.
