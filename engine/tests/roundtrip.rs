@@ -100,7 +100,7 @@ fn level() -> impl Strategy<Value = Level> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
 
     #[test]
     fn apply_of_build_is_new(old in old_image(), edits in prop::collection::vec(edit(), 0..6), level in level(), small_blocks in any::<bool>()) {

@@ -482,7 +482,7 @@ mod tests {
     #[test]
     fn corrupt_control_is_rejected_not_panicking() {
         let old = vec![7u8; 1000];
-        let payload = encode(&old, &[8u8; 900], Z)
+        let payload = encode(&old, &[8u8; 900], MatchFinder::SuffixArray, Z)
             .expect("encode")
             .expect("bounds");
         let mut out = vec![0u8; 901];
