@@ -241,6 +241,10 @@ pub fn check_source<S: Source>(source: &S, m: &Manifest) -> Result<()> {
 /// Where rebuilt frames go.
 trait FrameSink {
     fn write(&mut self, bytes: &[u8]) -> Result<()>;
+    /// Like `write`, for bytes known to be zero: a file sink leaves a hole.
+    fn write_zeros(&mut self, zeros: &[u8]) -> Result<()> {
+        self.write(zeros)
+    }
     /// Frame `index` is written and verified; `end` is the target offset after it.
     fn frame_done(&mut self, index: usize, end: u64) -> Result<()>;
 }
@@ -293,7 +297,11 @@ fn apply_frames<S: Source, R: Read>(
                             .map_err(source_err)?;
                     }
                     h.update(chunk);
-                    sink.write(chunk)?;
+                    if f.kind == FrameKind::Zero {
+                        sink.write_zeros(chunk)?;
+                    } else {
+                        sink.write(chunk)?;
+                    }
                     done += n as u64;
                 }
                 let actual = *h.finalize().as_bytes();
@@ -556,8 +564,27 @@ impl FrameSink for FileSink<'_> {
         self.file.write_all(bytes).map_err(self.io("writing"))
     }
 
+    fn write_zeros(&mut self, zeros: &[u8]) -> Result<()> {
+        // Zero runs become holes: image files are often mostly empty space.
+        self.hasher.update(zeros);
+        self.since_checkpoint += zeros.len() as u64;
+        self.file.flush().map_err(self.io("writing"))?;
+        let mut file: &File = self.file.get_ref();
+        file.seek(SeekFrom::Current(zeros.len() as i64))
+            .map_err(self.io("seeking"))?;
+        Ok(())
+    }
+
     fn frame_done(&mut self, index: usize, end: u64) -> Result<()> {
         let last = index + 1 == self.frames;
+        if last {
+            // A trailing hole: give the file its full length.
+            self.file.flush().map_err(self.io("writing"))?;
+            self.file
+                .get_ref()
+                .set_len(end)
+                .map_err(self.io("extending"))?;
+        }
         if self.since_checkpoint < self.checkpoint_bytes && !last {
             return Ok(());
         }

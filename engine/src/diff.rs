@@ -227,7 +227,9 @@ fn encode_delta(
             level: params.bsdiff_zstd_level,
             long_distance: false,
         };
-        if let Some(b) = bsdiff::encode(window, data, params.match_finder, bs_settings).map_err(enc_err)? {
+        if let Some(b) =
+            bsdiff::encode(window, data, params.match_finder, bs_settings).map_err(enc_err)?
+        {
             best = Some(Encoded {
                 kind: FrameKind::Bsdiff,
                 source_offset: ws,

@@ -150,10 +150,10 @@ impl BuildOptions {
                 frame_len: 4 << 20,
             },
             Level::Default => LevelParams {
-                zstd_level: 9,
+                zstd_level: 6,
                 long_distance: true,
                 bsdiff: true,
-                bsdiff_zstd_level: 5,
+                bsdiff_zstd_level: 3,
                 match_finder: encode::bsdiff::MatchFinder::HashChain,
                 zstd_retry_ratio: 12,
                 max_window: 32 << 20,

@@ -45,7 +45,11 @@ fn matchlen(a: &[u8], b: &[u8]) -> usize {
         }
         i += 8;
     }
-    i + a[i..].iter().zip(&b[i..]).take_while(|(x, y)| x == y).count()
+    i + a[i..]
+        .iter()
+        .zip(&b[i..])
+        .take_while(|(x, y)| x == y)
+        .count()
 }
 
 /// How the scan finds long matches in the window.
@@ -191,7 +195,12 @@ fn get_uvarint(buf: &[u8], pos: &mut usize) -> Option<u64> {
 
 /// Encodes `new` against `old`. Returns `None` when the control stream would exceed
 /// the format's bound (the caller then keeps the plain zstd coder's result).
-pub fn encode(old: &[u8], new: &[u8], finder: MatchFinder, zstd: ZstdSettings) -> Result<Option<Vec<u8>>, &'static str> {
+pub fn encode(
+    old: &[u8],
+    new: &[u8],
+    finder: MatchFinder,
+    zstd: ZstdSettings,
+) -> Result<Option<Vec<u8>>, &'static str> {
     let (ctrl, add, extra) = if old.len() < 2 {
         let mut ctrl = Vec::new();
         if !new.is_empty() {
@@ -443,8 +452,13 @@ mod tests {
 
     fn round_trip(old: &[u8], new: &[u8]) -> usize {
         let mut sizes = [0; 2];
-        for (i, finder) in [MatchFinder::SuffixArray, MatchFinder::HashChain].into_iter().enumerate() {
-            let payload = encode(old, new, finder, Z).expect("encode").expect("within bounds");
+        for (i, finder) in [MatchFinder::SuffixArray, MatchFinder::HashChain]
+            .into_iter()
+            .enumerate()
+        {
+            let payload = encode(old, new, finder, Z)
+                .expect("encode")
+                .expect("within bounds");
             let mut out = vec![0u8; new.len()];
             decode(old, &payload, &mut out).expect("decode");
             assert_eq!(out, new, "{finder:?}");
