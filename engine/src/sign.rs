@@ -267,6 +267,11 @@ impl TrustedKeys {
 /// The untrusted comment deltaward writes, followed by the key id.
 const UNTRUSTED_PREFIX: &str = "untrusted comment: signature from deltaward secret key ";
 
+/// The key id a signature names (unverified), as minisign prints it.
+pub fn signature_key_id(signature: &str) -> Result<String, SignatureError> {
+    signature_key(signature).map(|(id, _)| id)
+}
+
 /// The key id and prehash flag named by a signature's text.
 fn signature_key(signature: &str) -> Result<(String, bool), SignatureError> {
     let line = signature.lines().nth(1).ok_or(SignatureError::Malformed)?;

@@ -283,6 +283,11 @@ fn diff(finder: &dyn Finder, old: &[u8], new: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u
             };
             pos = p as i64;
             len = l as i64;
+            if pos - scan == lastoffset && scsc >= scan {
+                // The match lies on the current alignment: every byte counts.
+                oldscore += (scan + len - scsc).max(0);
+                scsc = scsc.max(scan + len);
+            }
             while scsc < scan + len {
                 if scsc + lastoffset < oldsize && at_old(scsc + lastoffset) == at_new(scsc) {
                     oldscore += 1;
@@ -295,7 +300,7 @@ fn diff(finder: &dyn Finder, old: &[u8], new: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u
             // Where nothing matches, search less often the longer the drought lasts
             // (as LZ4's acceleration does); a match found late is extended backwards.
             misses = if len < MIN_USEFUL { misses + 1 } else { 0 };
-            let step = 1 + (misses >> 4).min(MAX_SKIP);
+            let step = 1 + (misses >> 3).min(MAX_SKIP);
             for _ in 0..step {
                 if scan >= newsize {
                     break;
@@ -353,9 +358,14 @@ fn diff(finder: &dyn Finder, old: &[u8], new: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u
                 lenf += lens - overlap;
                 lenb -= lens;
             }
-            for i in 0..lenf {
-                add.push(at_new(lastscan + i).wrapping_sub(at_old(lastpos + i)));
-            }
+            let (ns, os) = (lastscan as usize, lastpos as usize);
+            let lf = lenf as usize;
+            add.extend(
+                new[ns..ns + lf]
+                    .iter()
+                    .zip(&old[os..os + lf])
+                    .map(|(n, o)| n.wrapping_sub(*o)),
+            );
             let extra_len = (scan - lenb) - (lastscan + lenf);
             extra.extend_from_slice(&new[(lastscan + lenf) as usize..(scan - lenb) as usize]);
             let seek = (pos - lenb) - (lastpos + lenf);
