@@ -1,0 +1,549 @@
+//! Each refusal of `check_release`, named after the attack it stops, plus the
+//! release round trip, minisign interop and the golden notice.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use deltaward_engine::{apply, sign, BuildOptions, Level};
+use deltaward_release::{
+    check::{check_release, verify_object, Device, Plan, StateDir},
+    model::*,
+    notice::{self, Format},
+    repo::{build_release, write_root, BaseImage, ReleaseRequest, Repo, CHANNEL_VALIDITY},
+    trust::{sign_document, RoleName},
+    Error,
+};
+
+struct Key {
+    secret: sign::SecretKey,
+    public: String,
+    b64: String,
+    id: String,
+}
+
+fn key() -> Key {
+    let kp = sign::generate_keypair(None).expect("keygen");
+    let b64 = kp.public.lines().nth(1).expect("key line").to_owned();
+    Key {
+        secret: sign::SecretKey::from_text(&kp.secret, None).expect("secret"),
+        public: kp.public,
+        b64,
+        id: kp.key_id,
+    }
+}
+
+fn root(
+    version: u64,
+    root_keys: &[&Key],
+    release: &[&Key],
+    release_threshold: u32,
+    channel: &Key,
+) -> Root {
+    let mut keys = BTreeMap::new();
+    for k in root_keys.iter().chain(release).chain([&channel]) {
+        keys.insert(k.id.clone(), k.b64.clone());
+    }
+    Root {
+        kind: "deltaward-root".into(),
+        spec_version: SPEC_VERSION,
+        version,
+        expires: "2099-01-01T00:00:00Z".into(),
+        keys,
+        roles: Roles {
+            root: Role {
+                keyids: root_keys.iter().map(|k| k.id.clone()).collect(),
+                threshold: 1,
+            },
+            release: Role {
+                keyids: release.iter().map(|k| k.id.clone()).collect(),
+                threshold: release_threshold,
+            },
+            channel: Role {
+                keyids: vec![channel.id.clone()],
+                threshold: 1,
+            },
+        },
+    }
+}
+
+fn notes() -> Notes {
+    toml::from_str(
+        r#"
+hardware_ids = ["pump-a1", "pump-a2"]
+[compatibility]
+statement = "For infusion pumps A1 and A2 running 1.x."
+applies_from = ["1.0", "1.1"]
+hardware = ["Pump A1", "Pump A2"]
+requires = ["bootloader >= 3.2"]
+incompatible_with = ["docking station firmware < 2.0"]
+[[security_fixes]]
+id = "CVE-2026-0001"
+severity = "high"
+cvss_vector = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
+summary = "Remote code execution in the network stack."
+[support]
+class = "supported"
+end_of_support = "2030-12-31"
+[approval]
+approved = true
+[installation]
+instructions = "IFU-2041 section 7"
+"#,
+    )
+    .expect("notes")
+}
+
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Images 1.0, 1.1 (bases) and 2.0, 2.1 (releases).
+struct World {
+    dir: tempfile::TempDir,
+    repo: Repo,
+    root_key: Key,
+    release_key: Key,
+    channel_key: Key,
+    now: SystemTime,
+}
+
+impl World {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = noise(256 << 10, 1);
+        for (name, edit) in [("1.0", 0u8), ("1.1", 1), ("2.0", 2), ("2.1", 3)] {
+            let mut img = base.clone();
+            img[1000 + edit as usize * 5000..1100 + edit as usize * 5000].fill(edit + 1);
+            std::fs::write(dir.path().join(format!("{name}.img")), img).expect("write");
+        }
+        let repo = Repo::new(&dir.path().join("repo"));
+        let (root_key, release_key, channel_key) = (key(), key(), key());
+        write_root(
+            &repo,
+            &root(1, &[&root_key], &[&release_key], 1, &channel_key),
+            &[&root_key.secret],
+        )
+        .expect("root");
+        Self {
+            dir,
+            repo,
+            root_key,
+            release_key,
+            channel_key,
+            now: humantime::parse_rfc3339("2026-11-28T12:00:00Z").expect("time"),
+        }
+    }
+
+    fn img(&self, v: &str) -> PathBuf {
+        self.dir.path().join(format!("{v}.img"))
+    }
+
+    fn release(&self, version: &str, counter: u64) -> Result<Release, Error> {
+        self.release_with(version, counter, notes(), &self.release_key.secret)
+    }
+
+    fn release_with(
+        &self,
+        version: &str,
+        counter: u64,
+        notes: Notes,
+        key: &sign::SecretKey,
+    ) -> Result<Release, Error> {
+        let req = ReleaseRequest {
+            product: "pump".into(),
+            version: version.into(),
+            counter,
+            image: self.img(version),
+            bases: ["1.0", "1.1"]
+                .iter()
+                .map(|v| BaseImage {
+                    version: (*v).into(),
+                    path: self.img(v),
+                })
+                .collect(),
+            notes,
+            build: BuildOptions::default().level(Level::Fast),
+            memory_limit: 1 << 30,
+            channel_validity: CHANNEL_VALIDITY,
+            now: self.now,
+        };
+        build_release(&self.repo, &req, key, &self.channel_key.secret)
+    }
+
+    fn state(&self, name: &str) -> StateDir {
+        let s = StateDir::new(&self.dir.path().join(name));
+        if !self.dir.path().join(name).join("root.json").exists() {
+            s.init(&std::fs::read(self.repo.path("roots/1.root.json")).expect("root"))
+                .expect("init");
+        }
+        s
+    }
+
+    fn device(&self, hw: &str, version: &str) -> Device {
+        Device::from_image(hw, version, &self.img(version)).expect("device")
+    }
+
+    fn check(
+        &self,
+        state: &StateDir,
+        device: &Device,
+    ) -> Result<deltaward_release::check::Checked, Error> {
+        check_release(&self.repo, "pump", state, device, self.now)
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("ls") {
+        let e = e.expect("entry");
+        let dest = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn release_from_two_bases_round_trips_each_patch() {
+    let w = World::new();
+    let r = w.release("2.0", 1).expect("release");
+    assert_eq!(r.bases.len(), 2);
+    let mut trusted = sign::TrustedKeys::new();
+    trusted.add_text(&w.release_key.public).expect("key");
+    for b in &r.bases {
+        let patch = verify_object(&w.repo, &b.patch).expect("object");
+        let out = w.dir.path().join(format!("out-{}.img", b.version));
+        apply::apply_to_file(
+            &w.img(&b.version),
+            &patch,
+            &out,
+            &trusted,
+            &Default::default(),
+            &|_| {},
+        )
+        .expect("apply");
+        assert_eq!(
+            std::fs::read(out).expect("out"),
+            std::fs::read(w.img("2.0")).expect("new")
+        );
+    }
+    let checked = w
+        .check(&w.state("dev"), &w.device("pump-a1", "1.1"))
+        .expect("check");
+    assert!(matches!(checked.plan, Plan::Patch(ref b) if b.version == "1.1"));
+    // A device on a version without a patch gets the full image, which decompresses to the target.
+    let full = w
+        .check(&w.state("dev2"), &w.device("pump-a1", "2.1"))
+        .expect("check");
+    assert_eq!(full.plan, Plan::Full);
+    let obj = verify_object(&w.repo, &r.full_image.object).expect("full object");
+    let data = zstd::stream::decode_all(std::fs::File::open(obj).expect("open")).expect("decode");
+    assert_eq!(data, std::fs::read(w.img("2.0")).expect("new"));
+}
+
+#[test]
+fn rollback_is_refused() {
+    let w = World::new();
+    w.release("2.0", 1).expect("release 2.0");
+    let snapshot = w.dir.path().join("snapshot");
+    copy_dir(w.repo.dir(), &snapshot);
+    w.release("2.1", 2).expect("release 2.1");
+    let state = w.state("dev");
+    assert_eq!(
+        w.check(&state, &w.device("pump-a1", "1.0"))
+            .expect("check")
+            .release
+            .counter,
+        2
+    );
+    // A hostile mirror serves the older, validly signed repository.
+    let err = check_release(
+        &Repo::new(&snapshot),
+        "pump",
+        &state,
+        &w.device("pump-a1", "1.0"),
+        w.now,
+    )
+    .expect_err("rollback accepted");
+    assert!(matches!(err, Error::Rollback { highest: 2, .. }), "{err}");
+}
+
+#[test]
+fn freeze_is_refused() {
+    let w = World::new();
+    w.release("2.0", 1).expect("release");
+    let later = w.now + CHANNEL_VALIDITY + Duration::from_secs(1);
+    let err = check_release(
+        &w.repo,
+        "pump",
+        &w.state("dev"),
+        &w.device("pump-a1", "1.0"),
+        later,
+    )
+    .expect_err("frozen accepted");
+    assert!(
+        matches!(err, Error::Expired { ref file, .. } if file == "channel.json"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_hardware_is_refused() {
+    let w = World::new();
+    w.release("2.0", 1).expect("release");
+    let err = w
+        .check(&w.state("dev"), &w.device("ventilator-v9", "1.0"))
+        .expect_err("accepted");
+    assert!(matches!(err, Error::WrongHardware { .. }), "{err}");
+}
+
+#[test]
+fn base_mismatch_is_refused() {
+    let w = World::new();
+    w.release("2.0", 1).expect("release");
+    // The device says it runs 1.0 but its image is something else.
+    let mut d = w.device("pump-a1", "1.0");
+    d.image_blake3 = "00".repeat(32);
+    let err = w.check(&w.state("dev"), &d).expect_err("accepted");
+    assert!(matches!(err, Error::BaseMismatch { .. }), "{err}");
+}
+
+#[test]
+fn mix_and_match_is_refused() {
+    let w = World::new();
+    w.release("2.0", 1).expect("release 2.0");
+    let old_release =
+        std::fs::read(w.repo.path("products/pump/releases/2.0/release.json")).expect("read");
+    let old_sig = std::fs::read(
+        w.repo
+            .path("products/pump/releases/2.0/release.json.minisig"),
+    )
+    .expect("read");
+    w.release("2.1", 2).expect("release 2.1");
+    // The mirror serves 2.1's channel with 2.0's (validly signed) release in its place.
+    std::fs::write(
+        w.repo.path("products/pump/releases/2.1/release.json"),
+        old_release,
+    )
+    .expect("write");
+    std::fs::write(
+        w.repo
+            .path("products/pump/releases/2.1/release.json.minisig"),
+        old_sig,
+    )
+    .expect("write");
+    let err = w
+        .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
+        .expect_err("accepted");
+    assert!(matches!(err, Error::MixAndMatch { .. }), "{err}");
+}
+
+#[test]
+fn mix_and_match_of_objects_is_refused() {
+    let w = World::new();
+    let r = w.release("2.0", 1).expect("release");
+    // The object named for base 1.0 is replaced by the one for 1.1.
+    let (a, b) = (&r.bases[0].patch, &r.bases[1].patch);
+    std::fs::copy(w.repo.path(&b.path), w.repo.path(&a.path)).expect("swap");
+    let err = verify_object(&w.repo, a).expect_err("accepted");
+    assert!(matches!(err, Error::MixAndMatch { .. }), "{err}");
+}
+
+#[test]
+fn unknown_key_is_refused() {
+    let w = World::new();
+    let stranger = key();
+    w.release_with("2.0", 1, notes(), &stranger.secret)
+        .expect("release");
+    let err = w
+        .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
+        .expect_err("accepted");
+    assert!(
+        matches!(err, Error::UnknownKey { ref key_id, .. } if *key_id == stranger.id),
+        "{err}"
+    );
+}
+
+#[test]
+fn threshold_not_met_is_refused() {
+    let w = World::new();
+    let second = key();
+    // Root 2 requires two release signatures; it is a proper rotation.
+    let r2 = root(
+        2,
+        &[&w.root_key],
+        &[&w.release_key, &second],
+        2,
+        &w.channel_key,
+    );
+    write_root(&w.repo, &r2, &[&w.root_key.secret]).expect("root 2");
+    w.release("2.0", 1).expect("release");
+    let err = w
+        .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
+        .expect_err("accepted");
+    assert!(
+        matches!(
+            err,
+            Error::Threshold {
+                valid: 1,
+                needed: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Signed by both keys (each counted once), it passes.
+    let rel = "products/pump/releases/2.0/release.json";
+    let bytes = std::fs::read(w.repo.path(rel)).expect("read");
+    let sigs = sign_document(
+        &bytes,
+        &[&w.release_key.secret, &w.release_key.secret],
+        RoleName::Release,
+        "release.json",
+        1,
+    )
+    .expect("sign");
+    std::fs::write(w.repo.path(&format!("{rel}.minisig")), &sigs).expect("write");
+    let err = w
+        .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
+        .expect_err("one key twice accepted");
+    assert!(matches!(err, Error::Threshold { valid: 1, .. }), "{err}");
+    let sigs = sign_document(
+        &bytes,
+        &[&w.release_key.secret, &second.secret],
+        RoleName::Release,
+        "release.json",
+        1,
+    )
+    .expect("sign");
+    std::fs::write(w.repo.path(&format!("{rel}.minisig")), sigs).expect("write");
+    w.check(&w.state("dev"), &w.device("pump-a1", "1.0"))
+        .expect("two keys accepted");
+}
+
+#[test]
+fn root_rotation_skipping_a_version_is_refused() {
+    let w = World::new();
+    w.release("2.0", 1).expect("release");
+    let r3 = root(3, &[&w.root_key], &[&w.release_key], 1, &w.channel_key);
+    write_root(&w.repo, &r3, &[&w.root_key.secret]).expect("root 3");
+    let err = w
+        .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
+        .expect_err("accepted");
+    assert!(matches!(err, Error::RootRotation(_)), "{err}");
+}
+
+#[test]
+fn root_rotation_without_old_key_signatures_is_refused() {
+    let w = World::new();
+    w.release("2.0", 1).expect("release");
+    let new_root_key = key();
+    let r2 = root(2, &[&new_root_key], &[&w.release_key], 1, &w.channel_key);
+    write_root(&w.repo, &r2, &[&new_root_key.secret]).expect("root 2");
+    let err = w
+        .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
+        .expect_err("accepted");
+    assert!(
+        matches!(err, Error::RootRotation(ref m) if m.contains("old root")),
+        "{err}"
+    );
+    // Signed by the old and the new root key, the rotation is accepted.
+    write_root(&w.repo, &r2, &[&w.root_key.secret, &new_root_key.secret]).expect("root 2");
+    let c = w
+        .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
+        .expect("rotation accepted");
+    assert_eq!(c.root_version, 2);
+}
+
+#[test]
+fn unapproved_release_without_mitigations_is_refused() {
+    let w = World::new();
+    let mut n = notes();
+    n.approval = Approval {
+        approved: false,
+        mitigations: vec![],
+    };
+    let err = w
+        .release_with("2.0", 1, n.clone(), &w.release_key.secret)
+        .expect_err("accepted");
+    assert!(err.to_string().contains("mitigations"), "{err}");
+    n.approval.mitigations = vec!["Isolate the pump network segment until installed.".into()];
+    w.release_with("2.0", 1, n, &w.release_key.secret)
+        .expect("with mitigations");
+}
+
+#[test]
+fn counter_must_go_up() {
+    let w = World::new();
+    w.release("2.0", 5).expect("release");
+    let err = w.release("2.1", 5).expect_err("accepted");
+    assert!(err.to_string().contains("counter"), "{err}");
+}
+
+#[test]
+fn reference_minisign_verifies_release_json() {
+    let w = World::new();
+    w.release("2.0", 1).expect("release");
+    let pubfile = w.dir.path().join("release.pub");
+    std::fs::write(&pubfile, &w.release_key.public).expect("write");
+    let rel = w.repo.path("products/pump/releases/2.0/release.json");
+    let out = std::process::Command::new("minisign")
+        .args(["-V", "-p"])
+        .arg(&pubfile)
+        .arg("-m")
+        .arg(&rel)
+        .output()
+        .expect("minisign (installed by .ci/run)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("role=release file=release.json version=1")
+    );
+}
+
+#[test]
+fn golden_notice() {
+    let w = World::new();
+    let mut r = w.release("2.0", 7).expect("release");
+    // Pin the parts that vary from run to run.
+    r.target.blake3 = "b3".repeat(32);
+    r.target.sha256 = "5a".repeat(32);
+    r.target.length = 262_144;
+    for (fmt, name) in [
+        (Format::Text, "notice.txt"),
+        (Format::Markdown, "notice.md"),
+        (Format::Html, "notice.html"),
+    ] {
+        let got = notice::render(&r, fmt);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(name);
+        if std::env::var_os("DELTAWARD_BLESS").is_some() {
+            std::fs::write(&path, &got).expect("bless");
+        }
+        let want = std::fs::read_to_string(&path).expect("golden file");
+        assert_eq!(
+            got, want,
+            "{name} changed; bless with DELTAWARD_BLESS=1 if intended"
+        );
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&notice::render(&r, Format::Json)).expect("json");
+    assert_eq!(json["security_fixes"][0]["id"], "CVE-2026-0001");
+}
