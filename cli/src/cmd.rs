@@ -22,6 +22,21 @@ use crate::{exit, keys, progress, Command, LevelArg};
 /// Maps an error chain to the documented exit code.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if let Some(err) = cause.downcast_ref::<deltaward_release::Error>() {
+            use deltaward_release::Error as R;
+            return match err {
+                R::Rollback { .. } => exit::ROLLBACK,
+                R::Expired { .. } => exit::FREEZE,
+                R::WrongHardware { .. } => exit::WRONG_HARDWARE,
+                R::BaseMismatch { .. } => exit::BASE_MISMATCH,
+                R::MixAndMatch { .. } => exit::MIX_AND_MATCH,
+                R::UnknownKey { .. } => exit::UNKNOWN_KEY,
+                R::Threshold { .. } => exit::THRESHOLD,
+                R::RootRotation(_) => exit::ROOT_ROTATION,
+                R::Signature { .. } | R::Comment { .. } => exit::SIGNATURE,
+                _ => exit::FAILURE,
+            };
+        }
         if let Some(err) = cause.downcast_ref::<Error>() {
             return match err {
                 Error::Signature(_) => exit::SIGNATURE,
@@ -149,6 +164,11 @@ pub fn run(cmd: Command) -> Result<()> {
             extract_manifest.as_deref(),
             extract_signature.as_deref(),
         ),
+        Command::Release(a) => crate::releasecmd::release(a),
+        Command::Channel(c) => crate::releasecmd::channel(c),
+        Command::Root(a) => crate::releasecmd::root(a),
+        Command::CheckRelease(a) => crate::releasecmd::check(a),
+        Command::Notice(a) => crate::releasecmd::notice(a),
         Command::Demo {
             dir,
             size,
@@ -158,7 +178,7 @@ pub fn run(cmd: Command) -> Result<()> {
     }
 }
 
-fn thread_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
+pub fn thread_pool(threads: Option<usize>) -> Result<rayon::ThreadPool> {
     let mut b = rayon::ThreadPoolBuilder::new();
     if let Some(n) = threads {
         if n == 0 {

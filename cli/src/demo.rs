@@ -305,7 +305,115 @@ pub fn run(
             );
         }
     }
+    release_demo(&dir, &kp, &key, &old_path, &new_path)?;
     println!("demo complete");
+    Ok(())
+}
+
+/// Release notes of the demo release.
+const DEMO_NOTES: &str = r#"hardware_ids = ["demo-pump-a1"]
+expires_in = "180d"
+
+[compatibility]
+statement = "Firmware 2.1 for demo infusion pump A1 running firmware 2.0."
+applies_from = ["2.0"]
+hardware = ["Demo pump A1"]
+requires = ["bootloader 3.2 or later"]
+incompatible_with = ["docking station firmware before 1.4"]
+
+[[security_fixes]]
+id = "CVE-2026-12345"
+severity = "high"
+cvss_vector = "CVSS:3.1/AV:A/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
+summary = "Authentication bypass in the service interface."
+
+[support]
+class = "supported"
+end_of_support = "2031-12-31"
+
+[approval]
+approved = true
+
+[installation]
+instructions = "Instructions for use DP-A1, section 9: Software updates"
+"#;
+
+/// Steps 7-9: a signed release with root, channel and notice, checked as a device.
+fn release_demo(
+    dir: &Path,
+    kp: &sign::KeyPairText,
+    key: &sign::SecretKey,
+    old_path: &Path,
+    new_path: &Path,
+) -> Result<()> {
+    use deltaward_release::{check, model, notice, repo};
+    let repo_dir = dir.join("repo");
+    let r = repo::Repo::new(&repo_dir);
+    let root_kp = sign::generate_keypair(None)?;
+    let root_key = sign::SecretKey::from_text(&root_kp.secret, None)?;
+    let line = |t: &str| t.lines().nth(1).unwrap_or_default().to_owned();
+    let role = |id: &str| model::Role {
+        keyids: vec![id.to_owned()],
+        threshold: 1,
+    };
+    let now = std::time::SystemTime::now();
+    let root = model::Root {
+        kind: "deltaward-root".into(),
+        spec_version: model::SPEC_VERSION,
+        version: 1,
+        expires: repo::timestamp(now + std::time::Duration::from_secs(365 * 86_400)),
+        keys: [
+            (root_kp.key_id.clone(), line(&root_kp.public)),
+            (kp.key_id.clone(), line(&kp.public)),
+        ]
+        .into_iter()
+        .collect(),
+        roles: model::Roles {
+            root: role(&root_kp.key_id),
+            release: role(&kp.key_id),
+            channel: role(&kp.key_id),
+        },
+    };
+    repo::write_root(&r, &root, &[&root_key])?;
+    let req = repo::ReleaseRequest {
+        product: "demo-pump".into(),
+        version: "2.1".into(),
+        counter: 1,
+        image: new_path.to_path_buf(),
+        bases: vec![repo::BaseImage {
+            version: "2.0".into(),
+            path: old_path.to_path_buf(),
+        }],
+        notes: repo::parse_notes(DEMO_NOTES)?,
+        build: BuildOptions::default(),
+        memory_limit: 4 << 30,
+        channel_validity: repo::CHANNEL_VALIDITY,
+        now,
+    };
+    let t = std::time::Instant::now();
+    let release = rayon::ThreadPoolBuilder::new()
+        .build()?
+        .install(|| repo::build_release(&r, &req, key, key))?;
+    println!(
+        "7. release demo-pump 2.1 (counter 1) in {}: patch {} bytes, full image {} bytes, release.json and channel.json signed, {:.2} s",
+        repo_dir.display(),
+        release.bases.first().map_or(0, |b| b.patch.length),
+        release.full_image.object.length,
+        t.elapsed().as_secs_f64()
+    );
+    let state = check::StateDir::new(&dir.join("device-state"));
+    state.init(&std::fs::read(repo_dir.join("root.json"))?)?;
+    let device = check::Device::from_image("demo-pump-a1", "2.0", old_path)?;
+    let c = check::check_release(&r, "demo-pump", &state, &device, now)?;
+    let plan = match &c.plan {
+        check::Plan::Patch(b) => format!("apply the patch from {}", b.version),
+        check::Plan::Full => "install the full image".into(),
+        check::Plan::UpToDate => "nothing to do".into(),
+    };
+    println!("8. device check: root, channel and release signatures, expiry, counter, hardware and base verified; plan: {plan}");
+    println!("9. the update notice operators read:\n");
+    print!("{}", notice::render(&release, notice::Format::Text));
+    println!();
     Ok(())
 }
 

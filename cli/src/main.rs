@@ -5,6 +5,7 @@ mod cmd;
 mod demo;
 mod keys;
 mod progress;
+mod releasecmd;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -26,6 +27,22 @@ pub mod exit {
     pub const LIMIT: u8 = 6;
     /// A key could not be read or decrypted.
     pub const KEY: u8 = 7;
+    /// check-release: rollback (a lower release counter or channel version).
+    pub const ROLLBACK: u8 = 10;
+    /// check-release: freeze (an expired channel, release or root).
+    pub const FREEZE: u8 = 11;
+    /// check-release: the release is not for this hardware.
+    pub const WRONG_HARDWARE: u8 = 12;
+    /// check-release: the device's image is not the base the release names.
+    pub const BASE_MISMATCH: u8 = 13;
+    /// check-release: mix-and-match (a file differs from its signed hash).
+    pub const MIX_AND_MATCH: u8 = 14;
+    /// check-release: signed by a key the trusted root does not list.
+    pub const UNKNOWN_KEY: u8 = 15;
+    /// check-release: fewer valid signatures than the role's threshold.
+    pub const THRESHOLD: u8 = 16;
+    /// check-release: a root rotation skips a version or lacks the old keys' signatures.
+    pub const ROOT_ROTATION: u8 = 17;
 }
 
 #[derive(Parser, Debug)]
@@ -37,7 +54,9 @@ pub mod exit {
 firmware) and applies them in bounded memory, verifying the signature, the old image, every \
 frame and the final image before anything replaces the destination.",
     after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 signature rejected, 4 corrupt patch, \
-5 wrong old image, 6 over a memory or size limit, 7 key error."
+5 wrong old image, 6 over a memory or size limit, 7 key error; check-release: 10 rollback, \
+11 freeze (expired), 12 wrong hardware, 13 base mismatch, 14 mix-and-match, 15 unknown key, \
+16 threshold not met, 17 bad root rotation."
 )]
 struct Cli {
     /// Log verbosity (also RUST_LOG).
@@ -171,6 +190,17 @@ enum Command {
         #[arg(long, value_name = "FILE", requires = "extract_manifest")]
         extract_signature: Option<PathBuf>,
     },
+    /// Build a signed release: a patch per base, the full image, release.json, channel.json.
+    Release(crate::releasecmd::ReleaseArgs),
+    /// Manage a product's signed channel.
+    #[command(subcommand)]
+    Channel(crate::releasecmd::ChannelCmd),
+    /// Write a signed root.json (first version, or a rotation).
+    Root(crate::releasecmd::RootArgs),
+    /// Verify the latest release for this device, as the device does.
+    CheckRelease(crate::releasecmd::CheckArgs),
+    /// Render the update notice of a release.json for operators.
+    Notice(crate::releasecmd::NoticeArgs),
     /// Run the whole pipeline on built-in defaults: keys, images, diff, apply, verify.
     Demo {
         /// Work directory (default: a temporary one, removed afterwards).

@@ -400,3 +400,11 @@ pub fn write_root(repo: &Repo, root: &Root, keys: &[&SecretKey]) -> Result<()> {
     repo.put_signed(&Repo::root_rel(root.version), &bytes, &sigs)?;
     repo.put_signed("root.json", &bytes, &sigs)
 }
+
+/// Parses `NOTES.toml`.
+pub fn parse_notes(text: &str) -> Result<Notes> {
+    toml::from_str(text).map_err(|e| Error::Invalid {
+        file: "notes".into(),
+        reason: e.to_string(),
+    })
+}
