@@ -133,21 +133,7 @@ impl Header {
     /// Parses and bounds-checks a header.
     pub fn parse(b: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(b, "header");
-        if r.bytes(8)? != MAGIC {
-            return Err(FormatError::BadMagic);
-        }
-        let version = r.u16()?;
-        if version != VERSION {
-            return Err(FormatError::UnsupportedVersion {
-                found: version,
-                supported: VERSION,
-            });
-        }
-        if r.u16()? != 0 {
-            return Err(FormatError::Reserved {
-                field: "header flags",
-            });
-        }
+        r.preamble(&MAGIC, "header flags")?;
         let manifest_len = r.u32()?;
         let signature_len = r.u32()?;
         if r.u32()? != 0 {
@@ -259,21 +245,7 @@ impl Manifest {
     /// lengths within the format limits and the declared maxima exact.
     pub fn parse(b: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(b, "manifest");
-        if r.bytes(8)? != MANIFEST_MAGIC {
-            return Err(FormatError::BadMagic);
-        }
-        let version = r.u16()?;
-        if version != VERSION {
-            return Err(FormatError::UnsupportedVersion {
-                found: version,
-                supported: VERSION,
-            });
-        }
-        if r.u16()? != 0 {
-            return Err(FormatError::Reserved {
-                field: "manifest flags",
-            });
-        }
+        r.preamble(&MANIFEST_MAGIC, "manifest flags")?;
         let frame_count = r.u32()?;
         let source_size = r.u64()?;
         let source_hash = r.digest()?;
@@ -471,6 +443,24 @@ impl<'a> Reader<'a> {
             pos: 0,
             region,
         }
+    }
+
+    /// Magic, version and flags: the first 12 bytes of the header and the manifest.
+    fn preamble(&mut self, magic: &[u8; 8], flags_field: &'static str) -> Result<(), FormatError> {
+        if self.bytes(8)? != magic {
+            return Err(FormatError::BadMagic);
+        }
+        let version = self.u16()?;
+        if version != VERSION {
+            return Err(FormatError::UnsupportedVersion {
+                found: version,
+                supported: VERSION,
+            });
+        }
+        if self.u16()? != 0 {
+            return Err(FormatError::Reserved { field: flags_field });
+        }
+        Ok(())
     }
 
     fn remaining(&self) -> usize {

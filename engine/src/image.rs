@@ -35,6 +35,20 @@ impl Source for &[u8] {
     }
 }
 
+/// Opens a file and reads its length.
+fn open_sized(path: &Path) -> Result<(File, u64)> {
+    let err = |action| {
+        move |source| Error::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    let file = File::open(path).map_err(err("opening"))?;
+    let len = file.metadata().map_err(err("reading metadata of"))?.len();
+    Ok((file, len))
+}
+
 /// An image file read with positioned reads.
 #[derive(Debug)]
 pub struct FileSource {
@@ -45,15 +59,7 @@ pub struct FileSource {
 impl FileSource {
     /// Opens an image file.
     pub fn open(path: &Path) -> Result<Self> {
-        let err = |action| {
-            move |source| Error::Io {
-                action,
-                path: path.to_path_buf(),
-                source,
-            }
-        };
-        let file = File::open(path).map_err(err("opening"))?;
-        let size = file.metadata().map_err(err("reading metadata of"))?.len();
+        let (file, size) = open_sized(path)?;
         Ok(Self { file, size })
     }
 }
@@ -99,15 +105,7 @@ pub enum Image {
 impl Image {
     /// Maps `path`, falling back to reading it.
     pub fn open(path: &Path) -> Result<Self> {
-        let err = |action| {
-            move |source| Error::Io {
-                action,
-                path: path.to_path_buf(),
-                source,
-            }
-        };
-        let file = File::open(path).map_err(err("opening"))?;
-        let len = file.metadata().map_err(err("reading metadata of"))?.len();
+        let (file, len) = open_sized(path)?;
         if len > 0 {
             // SAFETY: the map is read-only and lives no longer than this value. The
             // images deltaward maps are finished files named by the caller; if one is
@@ -118,7 +116,11 @@ impl Image {
             }
         }
         let mut buf = Vec::new();
-        io::Read::read_to_end(&mut &file, &mut buf).map_err(err("reading"))?;
+        io::Read::read_to_end(&mut &file, &mut buf).map_err(|source| Error::Io {
+            action: "reading",
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(Self::Read(buf))
     }
 }
