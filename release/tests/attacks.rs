@@ -547,3 +547,55 @@ fn golden_notice() {
         serde_json::from_str(&notice::render(&r, Format::Json)).expect("json");
     assert_eq!(json["security_fixes"][0]["id"], "CVE-2026-0001");
 }
+
+#[test]
+fn legacy_signature_is_refused() {
+    let w = World::new();
+    w.release("2.0", 1).expect("release");
+    // Re-sign release.json with minisign's legacy (non-prehashed) mode and the right comment.
+    let keyfile = w.dir.path().join("release.key");
+    let rel = w.repo.path("products/pump/releases/2.0/release.json");
+    let sig = w.dir.path().join("legacy.minisig");
+    // The World's key text is not kept; make a fresh release key trusted by a new root.
+    let kp = sign::generate_keypair(None).expect("keygen");
+    std::fs::write(&keyfile, &kp.secret).expect("write");
+    let out = std::process::Command::new("minisign")
+        .args(["-S", "-l", "-s"])
+        .arg(&keyfile)
+        .arg("-m")
+        .arg(&rel)
+        .arg("-x")
+        .arg(&sig)
+        .args(["-t", "deltaward role=release file=release.json version=1"])
+        .output()
+        .expect("minisign (installed by .ci/run)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b64 = kp.public.lines().nth(1).expect("line").to_owned();
+    let mut r = root(1, &[&w.root_key], &[&w.release_key], 1, &w.channel_key);
+    r.keys.insert(kp.key_id.clone(), b64);
+    r.roles.release.keyids = vec![kp.key_id.clone()];
+    let bytes = std::fs::read(&rel).expect("read");
+    let err = deltaward_release::trust::verify_document(
+        &r,
+        RoleName::Release,
+        "release.json",
+        1,
+        &bytes,
+        &std::fs::read_to_string(&sig).expect("sig"),
+    )
+    .expect_err("legacy signature accepted");
+    assert!(
+        matches!(
+            err,
+            Error::Signature {
+                source: deltaward_engine::SignatureError::Legacy,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
