@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use deltaward_engine::{BuildOptions, Level};
 use deltaward_release::{
-    check::{check_release, Device, Plan, StateDir},
+    check::{check_release, verify_object, Device, Plan, StateDir},
     model::{Release, Role, Roles, Root, SPEC_VERSION},
     notice::{self, Format},
     repo::{self, BaseImage, ReleaseRequest, Repo},
@@ -326,25 +326,19 @@ pub fn check(a: CheckArgs) -> Result<()> {
         state.init(&std::fs::read(r).with_context(|| format!("reading {}", r.display()))?)?;
     }
     let device = Device::from_image(&a.hardware, &a.current_version, &a.image)?;
-    let c = check_release(
-        &Repo::new(&a.repo),
-        &a.product,
-        &state,
-        &device,
-        now(a.at.as_deref())?,
-    )
-    .context("the release was refused")?;
+    let repo = Repo::new(&a.repo);
+    let c = check_release(&repo, &a.product, &state, &device, now(a.at.as_deref())?)
+        .context("the release was refused")?;
     let (plan, object) = match &c.plan {
         Plan::UpToDate => ("up-to-date".to_owned(), None),
-        Plan::Patch(b) => (
-            format!("patch from {}", b.version),
-            Some(b.patch.path.clone()),
-        ),
-        Plan::Full => (
-            "full image".to_owned(),
-            Some(c.release.full_image.object.path.clone()),
-        ),
+        Plan::Patch(b) => (format!("patch from {}", b.version), Some(&b.patch)),
+        Plan::Full => ("full image".to_owned(), Some(&c.release.full_image.object)),
     };
+    // The object the device would fetch must be the one the signed release names.
+    if let Some(o) = object {
+        verify_object(&repo, o).context("the release's object was refused")?;
+    }
+    let object = object.map(|o| o.path.clone());
     if a.json {
         println!(
             "{}",

@@ -99,9 +99,22 @@ impl StateDir {
         }
     }
 
-    /// Installs a trusted root (provisioning).
+    /// Installs a trusted root (provisioning). A device that already trusts a root
+    /// keeps it: later roots arrive only through signed rotations, so provisioning
+    /// again cannot undo one.
     pub fn init(&self, root_json: &[u8]) -> Result<()> {
-        parse::<Root>("root.json", root_json)?;
+        let root = parse::<Root>("root.json", root_json)?;
+        check_kind("root.json", &root.kind, "deltaward-root", root.spec_version)?;
+        let existing = self.dir.join("root.json");
+        if let Ok(current) = std::fs::read(&existing) {
+            if current == root_json {
+                return Ok(());
+            }
+            return Err(Error::RootRotation(format!(
+                "{} already holds a trusted root; a new root must come as a signed rotation",
+                existing.display()
+            )));
+        }
         std::fs::create_dir_all(&self.dir).map_err(io_err("creating", &self.dir))?;
         atomic::write_file(&self.dir.join("root.json"), root_json)?;
         Ok(())
@@ -135,6 +148,17 @@ fn parse<T: serde::de::DeserializeOwned>(file: &str, b: &[u8]) -> Result<T> {
         file: file.to_owned(),
         reason: e.to_string(),
     })
+}
+
+/// Checks a document's `_type` and `spec_version`.
+fn check_kind(file: &str, kind: &str, expected: &str, spec: u32) -> Result<()> {
+    if kind != expected || spec != SPEC_VERSION {
+        return Err(Error::Invalid {
+            file: file.to_owned(),
+            reason: format!("is {kind} version {spec}, expected {expected} version {SPEC_VERSION}"),
+        });
+    }
+    Ok(())
 }
 
 fn not_expired(file: &str, expires: &str, now: SystemTime) -> Result<()> {
@@ -189,6 +213,12 @@ pub fn check_release(
 
     let (cbytes, csigs) = repo.get_signed(&Repo::channel_rel(product))?;
     let channel: Channel = parse("channel.json", &cbytes)?;
+    check_kind(
+        "channel.json",
+        &channel.kind,
+        "deltaward-channel",
+        channel.spec_version,
+    )?;
     verify_document(
         &root,
         RoleName::Channel,
@@ -207,6 +237,7 @@ pub fn check_release(
     not_expired("channel.json", &channel.expires, now)?;
     if channel.version < state.channel_version {
         return Err(Error::Rollback {
+            what: "channel version",
             offered: channel.version,
             highest: state.channel_version,
         });
@@ -222,6 +253,7 @@ pub fn check_release(
         .clone();
     if entry.counter < state.highest_counter {
         return Err(Error::Rollback {
+            what: "release counter",
             offered: entry.counter,
             highest: state.highest_counter,
         });
@@ -237,6 +269,12 @@ pub fn check_release(
         });
     }
     let release: Release = parse("release.json", &rbytes)?;
+    check_kind(
+        "release.json",
+        &release.kind,
+        "deltaward-release",
+        release.spec_version,
+    )?;
     verify_document(
         &root,
         RoleName::Release,

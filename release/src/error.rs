@@ -6,9 +6,12 @@ use std::{io, path::PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// Rollback: the release counter is below the highest the device accepted.
-    #[error("rollback refused: release counter {offered} is below the highest accepted counter {highest}")]
+    /// Rollback: a release counter or channel version below the highest the device
+    /// accepted.
+    #[error("rollback refused: {what} {offered} is below the highest accepted {what} {highest}")]
     Rollback {
+        /// "release counter" or "channel version".
+        what: &'static str,
         /// Counter offered.
         offered: u64,
         /// Highest counter accepted before.

@@ -233,7 +233,8 @@ pub struct Channel {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Role {
-    /// Key ids (as minisign prints them).
+    /// Key ids: the 8-byte minisign key number as 16 upper-case hex digits (minisign
+    /// prints the same number without leading zeros).
     pub keyids: Vec<String>,
     /// Signatures from distinct keys needed.
     pub threshold: u32,
