@@ -393,7 +393,7 @@ fn release_demo(
     let t = std::time::Instant::now();
     let release = rayon::ThreadPoolBuilder::new()
         .build()?
-        .install(|| repo::build_release(&r, &req, key, key))?;
+        .install(|| repo::build_release(&r, &req, &[key], &[key]))?;
     println!(
         "7. release demo-pump 2.1 (counter 1) in {}: patch {} bytes, full image {} bytes, release.json and channel.json signed, {:.2} s",
         repo_dir.display(),

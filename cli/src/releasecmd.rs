@@ -59,12 +59,19 @@ pub struct ReleaseArgs {
     /// Release notes: compatibility, security fixes, support, approval, installation.
     #[arg(long, value_name = "NOTES.toml")]
     notes: PathBuf,
-    /// Release-role secret key (signs release.json and the patches).
-    #[arg(short = 's', long = "secret-key", value_name = "KEY.key")]
-    secret: PathBuf,
-    /// Channel-role secret key (signs channel.json; default: the release key).
+    /// Release-role secret key (signs release.json, the first one also the patches).
+    /// Repeat to meet a threshold above one.
+    #[arg(
+        short = 's',
+        long = "secret-key",
+        value_name = "KEY.key",
+        required = true
+    )]
+    secret: Vec<PathBuf>,
+    /// Channel-role secret key (signs channel.json; default: the release keys). Repeat
+    /// to meet a threshold above one.
     #[arg(long, value_name = "KEY.key")]
-    channel_key: Option<PathBuf>,
+    channel_key: Vec<PathBuf>,
     /// Password file for the secret keys.
     #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
@@ -101,11 +108,20 @@ fn parse_base(s: &str) -> Result<BaseImage> {
 }
 
 pub fn release(a: ReleaseArgs) -> Result<()> {
-    let release_key = keys::secret(&a.secret, a.password_file.as_deref())?;
-    let channel_key = match &a.channel_key {
-        Some(k) => keys::secret(k, a.password_file.as_deref())?,
-        None => keys::secret(&a.secret, a.password_file.as_deref())?,
+    let load = |paths: &[PathBuf]| -> Result<Vec<deltaward_engine::sign::SecretKey>> {
+        paths
+            .iter()
+            .map(|p| keys::secret(p, a.password_file.as_deref()))
+            .collect()
     };
+    let release_keys = load(&a.secret)?;
+    let channel_keys = if a.channel_key.is_empty() {
+        load(&a.secret)?
+    } else {
+        load(&a.channel_key)?
+    };
+    let (release_refs, channel_refs): (Vec<_>, Vec<_>) =
+        (release_keys.iter().collect(), channel_keys.iter().collect());
     let text = std::fs::read_to_string(&a.notes)
         .with_context(|| format!("reading {}", a.notes.display()))?;
     let notes = repo::parse_notes(&text)?;
@@ -127,7 +143,7 @@ pub fn release(a: ReleaseArgs) -> Result<()> {
     };
     let repo = Repo::new(&a.output);
     let r = crate::cmd::thread_pool(a.threads)?
-        .install(|| repo::build_release(&repo, &req, &release_key, &channel_key))
+        .install(|| repo::build_release(&repo, &req, &release_refs, &channel_refs))
         .context("building the release")?;
     eprintln!(
         "release {} {} (counter {}) written to {}: {} patch(es), full image {} bytes",
@@ -154,9 +170,14 @@ pub enum ChannelCmd {
         /// Product.
         #[arg(long)]
         product: String,
-        /// Channel-role secret key.
-        #[arg(short = 's', long = "secret-key", value_name = "KEY.key")]
-        secret: PathBuf,
+        /// Channel-role secret key (repeat to meet a threshold above one).
+        #[arg(
+            short = 's',
+            long = "secret-key",
+            value_name = "KEY.key",
+            required = true
+        )]
+        secret: Vec<PathBuf>,
         /// Password file.
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
@@ -178,11 +199,15 @@ pub fn channel(c: ChannelCmd) -> Result<()> {
             output,
             expires_in,
         } => {
-            let key = keys::secret(&secret, password_file.as_deref())?;
+            let keys: Vec<_> = secret
+                .iter()
+                .map(|p| keys::secret(p, password_file.as_deref()))
+                .collect::<Result<_>>()?;
+            let refs: Vec<_> = keys.iter().collect();
             let ch = repo::refresh_channel(
                 &Repo::new(&output),
                 &product,
-                &key,
+                &refs,
                 SystemTime::now(),
                 duration(&expires_in)?,
             )?;

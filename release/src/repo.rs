@@ -199,15 +199,22 @@ pub fn check_notes(notes: &Notes) -> Result<()> {
 }
 
 /// Builds a release: one patch per base (in parallel while memory allows), the
-/// compressed full image, `release.json` signed by `release_key`, and the
-/// product's `channel.json` updated and signed by `channel_key`.
+/// compressed full image, `release.json` signed by every key of `release_keys`
+/// (the patches by the first), and the product's `channel.json` updated and signed
+/// by every key of `channel_keys`, so that thresholds above one can be met.
 pub fn build_release(
     repo: &Repo,
     req: &ReleaseRequest,
-    release_key: &SecretKey,
-    channel_key: &SecretKey,
+    release_keys: &[&SecretKey],
+    channel_keys: &[&SecretKey],
 ) -> Result<Release> {
     check_notes(&req.notes)?;
+    let Some(release_key) = release_keys.first().copied() else {
+        return Err(Error::Refused("no release key given".into()));
+    };
+    if channel_keys.is_empty() {
+        return Err(Error::Refused("no channel key given".into()));
+    }
     if req.bases.is_empty() {
         return Err(Error::Refused("no --base images given".into()));
     }
@@ -305,7 +312,7 @@ pub fn build_release(
     let bytes = json(&release);
     let sigs = sign_document(
         &bytes,
-        &[release_key],
+        release_keys,
         RoleName::Release,
         "release.json",
         release.counter,
@@ -331,7 +338,7 @@ pub fn build_release(
         length: bytes.len() as u64,
     });
     channel.releases.sort_by_key(|r| r.counter);
-    sign_channel(repo, channel, channel_key, req.now, req.channel_validity)?;
+    sign_channel(repo, channel, channel_keys, req.now, req.channel_validity)?;
     Ok(release)
 }
 
@@ -355,7 +362,7 @@ pub fn load_channel(repo: &Repo, product: &str) -> Result<Option<Channel>> {
 pub fn sign_channel(
     repo: &Repo,
     mut channel: Channel,
-    key: &SecretKey,
+    keys: &[&SecretKey],
     now: SystemTime,
     validity: Duration,
 ) -> Result<Channel> {
@@ -365,7 +372,7 @@ pub fn sign_channel(
     let bytes = json(&channel);
     let sigs = sign_document(
         &bytes,
-        &[key],
+        keys,
         RoleName::Channel,
         "channel.json",
         channel.version,
@@ -379,7 +386,7 @@ pub fn sign_channel(
 pub fn refresh_channel(
     repo: &Repo,
     product: &str,
-    key: &SecretKey,
+    keys: &[&SecretKey],
     now: SystemTime,
     validity: Duration,
 ) -> Result<Channel> {
@@ -389,7 +396,7 @@ pub fn refresh_channel(
             repo.dir().display()
         ))
     })?;
-    sign_channel(repo, channel, key, now, validity)
+    sign_channel(repo, channel, keys, now, validity)
 }
 
 /// Writes `root.json` version `root.version`, signed by `keys`, as the current root

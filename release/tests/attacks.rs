@@ -178,7 +178,7 @@ impl World {
             channel_validity: CHANNEL_VALIDITY,
             now: self.now,
         };
-        build_release(&self.repo, &req, key, &self.channel_key.secret)
+        build_release(&self.repo, &req, &[key], &[&self.channel_key.secret])
     }
 
     fn state(&self, name: &str) -> StateDir {
@@ -605,21 +605,33 @@ fn legacy_signature_is_refused() {
 /// field the schema requires is written, at every level.
 #[test]
 fn schema_matches_release_json() {
-    fn walk(value: &serde_json::Value, schema: &serde_json::Value, defs: &serde_json::Value, at: &str) {
+    fn walk(
+        value: &serde_json::Value,
+        schema: &serde_json::Value,
+        defs: &serde_json::Value,
+        at: &str,
+    ) {
         let schema = match schema.get("$ref").and_then(|r| r.as_str()) {
             Some(r) => &defs[r.trim_start_matches("#/$defs/")],
             None => schema,
         };
         match value {
             serde_json::Value::Object(map) => {
-                let props = schema["properties"].as_object().unwrap_or_else(|| panic!("{at}: schema has no properties"));
+                let props = schema["properties"]
+                    .as_object()
+                    .unwrap_or_else(|| panic!("{at}: schema has no properties"));
                 for (k, v) in map {
-                    let sub = props.get(k).unwrap_or_else(|| panic!("{at}.{k} is not in the schema"));
+                    let sub = props
+                        .get(k)
+                        .unwrap_or_else(|| panic!("{at}.{k} is not in the schema"));
                     walk(v, sub, defs, &format!("{at}.{k}"));
                 }
                 for r in schema["required"].as_array().into_iter().flatten() {
                     let r = r.as_str().expect("required name");
-                    assert!(map.contains_key(r), "{at}.{r} is required by the schema but not written");
+                    assert!(
+                        map.contains_key(r),
+                        "{at}.{r} is required by the schema but not written"
+                    );
                 }
             }
             serde_json::Value::Array(items) => {
@@ -634,6 +646,7 @@ fn schema_matches_release_json() {
     let r = w.release("2.0", 1).expect("release");
     let value = serde_json::to_value(&r).expect("json");
     let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/release.schema.json");
-    let schema: serde_json::Value = serde_json::from_slice(&std::fs::read(schema_path).expect("schema")).expect("schema json");
+    let schema: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(schema_path).expect("schema")).expect("schema json");
     walk(&value, &schema, &schema["$defs"], "release");
 }
