@@ -315,6 +315,20 @@ fn diff(finder: &dyn Finder, old: &[u8], new: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u
             let (mut s, mut sf, mut lenf) = (0i64, 0i64, 0i64);
             let mut i = 0i64;
             while lastscan + i < scan && lastpos + i < oldsize {
+                // Eight equal bytes at once: the score rises at every one of them, so
+                // only the last can be a new best (same result as byte by byte).
+                if lastscan + i + 8 <= scan && lastpos + i + 8 <= oldsize {
+                    let (o, n) = ((lastpos + i) as usize, (lastscan + i) as usize);
+                    if old[o..o + 8] == new[n..n + 8] {
+                        s += 8;
+                        i += 8;
+                        if s * 2 - i > sf * 2 - lenf {
+                            sf = s;
+                            lenf = i;
+                        }
+                        continue;
+                    }
+                }
                 if at_old(lastpos + i) == at_new(lastscan + i) {
                     s += 1;
                 }
@@ -329,6 +343,20 @@ fn diff(finder: &dyn Finder, old: &[u8], new: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u
                 let (mut s, mut sb) = (0i64, 0i64);
                 let mut i = 1i64;
                 while scan >= lastscan + i && pos >= i {
+                    // Eight equal bytes at once, as in the forward extension.
+                    if scan >= lastscan + i + 7 && pos >= i + 7 {
+                        let (o, n) = ((pos - i - 7) as usize, (scan - i - 7) as usize);
+                        if old[o..o + 8] == new[n..n + 8] {
+                            s += 8;
+                            let last = i + 7;
+                            if s * 2 - last > sb * 2 - lenb {
+                                sb = s;
+                                lenb = last;
+                            }
+                            i += 8;
+                            continue;
+                        }
+                    }
                     if at_old(pos - i) == at_new(scan - i) {
                         s += 1;
                     }
