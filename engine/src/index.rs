@@ -33,10 +33,16 @@ pub struct BlockIndex {
 impl BlockIndex {
     /// Hashes every full block of `old` with BLAKE3, in parallel.
     pub fn build(old: &[u8], block_size: usize) -> Self {
-        let keys: Vec<u128> = old.par_chunks_exact(block_size).map(block_key).collect();
+        // Zero blocks are never looked up (the diff classifies them first): skip them.
+        let keys: Vec<Option<u128>> = old
+            .par_chunks_exact(block_size)
+            .map(|b| (!b.iter().all(|&x| x == 0)).then(|| block_key(b)))
+            .collect();
         let mut first = HashMap::with_capacity(keys.len());
         for (i, k) in keys.into_iter().enumerate() {
-            first.entry(k).or_insert((i * block_size) as u64);
+            if let Some(k) = k {
+                first.entry(k).or_insert((i * block_size) as u64);
+            }
         }
         Self { block_size, first }
     }
