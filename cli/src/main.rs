@@ -108,7 +108,8 @@ enum Command {
         /// Read the secret key's password from this file.
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
-        /// Effort: fast, default (smallest patch at zstd -3's speed) or best.
+        /// Effort: fast (zstd coder only), default (bsdiff-style and zstd coders, hash-chain
+        /// matching) or best (suffix-array matching, zstd 19, larger windows).
         #[arg(long, value_enum, default_value = "default")]
         level: LevelArg,
         /// Worker threads (default: all cores).
@@ -201,7 +202,7 @@ enum Command {
     CheckRelease(crate::releasecmd::CheckArgs),
     /// Render the update notice of a release.json for operators.
     Notice(crate::releasecmd::NoticeArgs),
-    /// Run the whole pipeline on built-in defaults: keys, images, diff, apply, verify.
+    /// Run the whole pipeline on built-in defaults: keys, images, diff, apply, verify, release.
     Demo {
         /// Work directory (default: a temporary one, removed afterwards).
         #[arg(long, value_name = "DIR")]
