@@ -218,13 +218,7 @@ fn keygen(
         )?)
     };
     let kp = sign::generate_keypair(pw.as_deref())?;
-    atomic::write_file(secret, kp.secret.as_bytes()).context("writing secret key")?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(secret, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("restricting {}", secret.display()))?;
-    }
+    atomic::write_private_file(secret, kp.secret.as_bytes()).context("writing secret key")?;
     atomic::write_file(public, kp.public.as_bytes()).context("writing public key")?;
     eprintln!(
         "key {} written: secret {} ({}), public {}",

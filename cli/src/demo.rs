@@ -199,7 +199,7 @@ pub fn run(
 
     let kp = sign::generate_keypair(None)?;
     let (sk_path, pk_path) = (dir.join("demo.key"), dir.join("demo.pub"));
-    atomic::write_file(&sk_path, kp.secret.as_bytes())?;
+    atomic::write_private_file(&sk_path, kp.secret.as_bytes())?;
     atomic::write_file(&pk_path, kp.public.as_bytes())?;
     println!(
         "1. key pair {} (minisign format): {}, {}",

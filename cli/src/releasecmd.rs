@@ -295,7 +295,7 @@ pub fn root(a: RootArgs) -> Result<()> {
         kind: "deltaward-root".into(),
         spec_version: SPEC_VERSION,
         version: a.version,
-        expires: repo::timestamp(SystemTime::now() + duration(&a.expires_in)?),
+        expires: repo::expiry(SystemTime::now(), duration(&a.expires_in)?)?,
         keys: keymap,
         roles,
     };

@@ -230,10 +230,49 @@ fn bad_input_is_refused_and_nothing_is_written() {
     let patch = fx.diff("p.dwp", &[]);
     let bytes = fs::read(&patch).expect("read");
 
+    // Cut in the manifest: nothing is kept.
     let truncated = fx.path("truncated.dwp");
-    fs::write(&truncated, &bytes[..bytes.len() - 100]).expect("write");
+    fs::write(&truncated, &bytes[..200]).expect("write");
     let err = refused(&fx, &fx.old, &truncated, CORRUPT);
     assert!(err.contains("truncated"), "{err}");
+    // Cut in the payloads (a download cut short): OUT is untouched, and the verified
+    // frames are kept for --resume with the whole patch.
+    fs::write(&truncated, &bytes[..bytes.len() - 100]).expect("write");
+    let out = fx.path("existing-out.img");
+    let err = fails_with(
+        &deltaward(&[
+            "apply",
+            s(&fx.old),
+            s(&truncated),
+            "-o",
+            s(&out),
+            "-p",
+            s(&fx.public),
+        ]),
+        CORRUPT,
+    );
+    assert!(err.contains("truncated"), "{err}");
+    assert_eq!(
+        fs::read(&out).expect("out"),
+        b"previous image",
+        "OUT was modified"
+    );
+    assert!(fx.path(".existing-out.img.deltaward-partial").exists());
+    ok(&deltaward(&[
+        "apply",
+        s(&fx.old),
+        s(&patch),
+        "-o",
+        s(&out),
+        "-p",
+        s(&fx.public),
+        "--resume",
+    ]));
+    assert_eq!(
+        fs::read(&out).expect("out"),
+        fs::read(&fx.new).expect("new")
+    );
+    assert!(!fx.path(".existing-out.img.deltaward-partial").exists());
 
     let flipped = fx.path("flipped.dwp");
     let mut b = bytes.clone();

@@ -443,8 +443,8 @@ pub fn verify_patch<S: Source, R: Read>(
     opts: &ApplyOptions,
 ) -> Result<VerifiedHead> {
     let head = read_head(patch, keys)?;
+    check_limits(&head.manifest, opts)?;
     if let Some(source) = source {
-        check_limits(&head.manifest, opts)?;
         check_source(source, &head.manifest)?;
         let mut null = io::sink();
         let mut s = HashingSink {
@@ -577,18 +577,16 @@ impl FrameSink for FileSink<'_> {
 
     fn frame_done(&mut self, index: usize, end: u64) -> Result<()> {
         let last = index + 1 == self.frames;
-        if last {
-            // A trailing hole: give the file its full length.
-            self.file.flush().map_err(self.io("writing"))?;
-            self.file
-                .get_ref()
-                .set_len(end)
-                .map_err(self.io("extending"))?;
-        }
         if self.since_checkpoint < self.checkpoint_bytes && !last {
             return Ok(());
         }
         self.file.flush().map_err(self.io("writing"))?;
+        // After zero frames the file may end before `end` (a hole not yet given its
+        // length): extend it, so the output is whole and the checkpoint resumable.
+        self.file
+            .get_ref()
+            .set_len(end)
+            .map_err(self.io("extending"))?;
         self.file
             .get_ref()
             .sync_data()
@@ -687,7 +685,7 @@ pub fn apply_to_file(
     } else {
         None
     };
-    let mut target = AtomicFile::resumable(out, partial.clone())?;
+    let mut target = AtomicFile::resumable(out, partial.clone(), previous.is_some())?;
     let mut resumed = None;
     if let Some(cp) = previous.filter(|cp| cp.manifest == manifest_id) {
         if let Some(hasher) = verify_done(target.file(), m, &cp) {
@@ -772,8 +770,18 @@ pub fn apply_to_file(
             })
         }
         Err(e) => {
-            // A bad patch leaves nothing worth resuming; an I/O failure does.
-            if !matches!(e, Error::Io { .. } | Error::Stream { .. }) {
+            // A bad patch leaves nothing worth resuming; an I/O failure, or a patch
+            // that ends inside the payloads (a download cut short), does.
+            let resumable = matches!(
+                e,
+                Error::Io { .. }
+                    | Error::Stream { .. }
+                    | Error::Format(FormatError::Truncated {
+                        region: "frame payload",
+                        ..
+                    })
+            );
+            if !resumable {
                 target.discard();
                 let _ = fs::remove_file(&state);
             }

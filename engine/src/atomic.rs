@@ -82,7 +82,7 @@ impl AtomicFile {
 
     /// Opens (or creates) a named, resumable temporary file `tmp` for `dest`. It
     /// survives a drop without commit, so an interrupted writer can continue.
-    pub fn resumable(dest: &Path, tmp: PathBuf) -> Result<Self> {
+    pub fn resumable(dest: &Path, tmp: PathBuf, keep_existing: bool) -> Result<Self> {
         let dir = parent_dir(dest);
         if !dir.is_dir() {
             return Err(Error::Io {
@@ -91,13 +91,33 @@ impl AtomicFile {
                 source: io::Error::new(io::ErrorKind::NotFound, "directory does not exist"),
             });
         }
+        // Never follow a link planted at the partial file's name: resume only a plain
+        // file, otherwise start afresh with a file created here (O_EXCL).
+        let plain =
+            fs::symlink_metadata(&tmp).map(|m| m.file_type().is_file() && link_count(&m) == 1);
+        let reuse = keep_existing && matches!(plain, Ok(true));
+        if !reuse && plain.is_ok() {
+            fs::remove_file(&tmp).map_err(io_err("removing stale", &tmp))?;
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(false)
+            .create_new(!reuse)
             .open(&tmp)
             .map_err(io_err("opening", &tmp))?;
+        // One writer at a time: a second apply to the same destination would corrupt
+        // the bytes under the first one's hash.
+        file.try_lock().map_err(|e| Error::Io {
+            action: "locking",
+            path: tmp.clone(),
+            source: match e {
+                std::fs::TryLockError::WouldBlock => io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "another deltaward apply is writing this output",
+                ),
+                std::fs::TryLockError::Error(e) => e,
+            },
+        })?;
         Ok(Self {
             file,
             tmp,
@@ -148,6 +168,34 @@ impl Drop for AtomicFile {
             let _ = fs::remove_file(&self.tmp);
         }
     }
+}
+
+#[cfg(unix)]
+fn link_count(m: &fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::nlink(m)
+}
+
+#[cfg(not(unix))]
+fn link_count(_: &fs::Metadata) -> u64 {
+    1
+}
+
+/// Writes `bytes` to `dest` atomically with permissions for the owner only (secret
+/// keys): the temporary file is created that way, so the bytes are never readable
+/// by others, not even before the rename.
+pub fn write_private_file(dest: &Path, bytes: &[u8]) -> Result<()> {
+    let mut out = AtomicFile::create(dest)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        out.file
+            .set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(io_err("restricting", &out.tmp))?;
+    }
+    out.file()
+        .write_all(bytes)
+        .map_err(io_err("writing", dest))?;
+    out.commit()
 }
 
 /// Fsyncs a directory so that renames inside it are durable.
@@ -211,6 +259,37 @@ mod tests {
         fs::write(&dest, b"old").expect("seed");
         write_file(&dest, b"new").expect("write");
         assert_eq!(fs::read(&dest).expect("read"), b"new");
+    }
+
+    #[test]
+    fn a_second_writer_of_a_resumable_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("out.img");
+        let tmp = sibling(&dest, "partial");
+        let _first = AtomicFile::resumable(&dest, tmp.clone(), false).expect("first");
+        let err = AtomicFile::resumable(&dest, tmp, true).expect_err("second writer allowed");
+        assert!(err.to_string().contains("another deltaward apply"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_at_the_partial_name_is_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").expect("seed");
+        let dest = dir.path().join("out.img");
+        let tmp = sibling(&dest, "partial");
+        std::os::unix::fs::symlink(&victim, &tmp).expect("symlink");
+        let mut f = AtomicFile::resumable(&dest, tmp.clone(), true).expect("open");
+        f.file().set_len(0).expect("truncate");
+        f.write_all(b"image").expect("write");
+        f.commit().expect("commit");
+        assert_eq!(fs::read(&victim).expect("victim"), b"precious");
+        assert_eq!(fs::read(&dest).expect("dest"), b"image");
+        assert!(!fs::symlink_metadata(&dest)
+            .expect("meta")
+            .file_type()
+            .is_symlink());
     }
 
     #[test]

@@ -322,16 +322,20 @@ pub(crate) fn build(
     // Zero frames of one length share their hash (runs are cut into equal pieces).
     let mut zero_hashes = std::collections::HashMap::new();
     for p in planned.iter().filter(|p| p.kind == Planned2::Zero) {
-        zero_hashes
-            .entry(p.len)
-            .or_insert_with(|| *blake3::hash(&new[p.start as usize..(p.start + p.len) as usize]).as_bytes());
+        zero_hashes.entry(p.len).or_insert_with(|| {
+            *blake3::hash(&new[p.start as usize..(p.start + p.len) as usize]).as_bytes()
+        });
     }
     let output_hashes: Vec<[u8; 32]> = planned
         .par_iter()
-        .map(|p| match zero_hashes.get(&p.len).filter(|_| p.kind == Planned2::Zero) {
-            Some(h) => *h,
-            None => *blake3::hash(&new[p.start as usize..(p.start + p.len) as usize]).as_bytes(),
-        })
+        .map(
+            |p| match zero_hashes.get(&p.len).filter(|_| p.kind == Planned2::Zero) {
+                Some(h) => *h,
+                None => {
+                    *blake3::hash(&new[p.start as usize..(p.start + p.len) as usize]).as_bytes()
+                }
+            },
+        )
         .collect();
 
     let mut frames = Vec::with_capacity(planned.len());

@@ -175,8 +175,8 @@ fn not_expired(file: &str, expires: &str, now: SystemTime) -> Result<()> {
 /// Walks root rotations published in the repository from the trusted root.
 fn update_root(repo: &Repo, state: &StateDir, now: SystemTime) -> Result<Root> {
     let mut trusted = state.root()?;
-    loop {
-        let rel = Repo::root_rel(trusted.version + 1);
+    while let Some(next) = trusted.version.checked_add(1) {
+        let rel = Repo::root_rel(next);
         if !repo.path(&rel).exists() {
             break;
         }
@@ -191,7 +191,7 @@ fn update_root(repo: &Repo, state: &StateDir, now: SystemTime) -> Result<Root> {
             return Err(Error::RootRotation(format!(
                 "the repository's root is version {} but no signed version {} follows the trusted version {}",
                 current.version,
-                trusted.version + 1,
+                trusted.version.saturating_add(1),
                 trusted.version
             )));
         }

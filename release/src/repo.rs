@@ -50,7 +50,29 @@ pub fn parse_time(file: &str, s: &str) -> Result<SystemTime> {
 
 /// Parses a duration such as `7d` or `12h`.
 pub fn parse_duration(what: &str, s: &str) -> Result<Duration> {
-    humantime::parse_duration(s).map_err(|e| Error::Refused(format!("{what} {s:?}: {e}")))
+    let d =
+        humantime::parse_duration(s).map_err(|e| Error::Refused(format!("{what} {s:?}: {e}")))?;
+    if d > MAX_VALIDITY {
+        return Err(Error::Refused(format!(
+            "{what} {s:?} is longer than 100 years"
+        )));
+    }
+    Ok(d)
+}
+
+/// Longest validity accepted: keeps expiry times representable.
+pub const MAX_VALIDITY: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// `now + validity`, refused when it cannot be written as an RFC 3339 time.
+pub fn expiry(now: SystemTime, validity: Duration) -> Result<String> {
+    let t = now
+        .checked_add(validity.min(MAX_VALIDITY))
+        .ok_or_else(|| Error::Refused("expiry time overflows".into()))?;
+    let year_9999 = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+    if t > year_9999 {
+        return Err(Error::Refused("expiry time is past the year 9999".into()));
+    }
+    Ok(timestamp(t))
 }
 
 /// A base image to patch from.
@@ -299,7 +321,7 @@ pub fn build_release(
         version: req.version.clone(),
         counter: req.counter,
         issued: timestamp(req.now),
-        expires: timestamp(req.now + validity),
+        expires: expiry(req.now, validity)?,
         target,
         bases,
         full_image,
@@ -368,7 +390,7 @@ pub fn sign_channel(
 ) -> Result<Channel> {
     channel.version += 1;
     channel.issued = timestamp(now);
-    channel.expires = timestamp(now + validity);
+    channel.expires = expiry(now, validity)?;
     let bytes = json(&channel);
     let sigs = sign_document(
         &bytes,

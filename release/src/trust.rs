@@ -112,8 +112,10 @@ pub fn verify_document(
             reason: format!("key {key_id}: {e}"),
         })?;
         match keys.verify(bytes, &block) {
+            // Count distinct public keys, not ids: a root listing one key under two
+            // ids must not let one signature count twice.
             Ok(found) if found == expected => {
-                valid.insert(key_id);
+                valid.insert(public.clone());
             }
             Ok(found) => {
                 return Err(Error::Comment {
@@ -158,7 +160,15 @@ pub fn verify_rotation(trusted: &Root, next_bytes: &[u8], next_sigs: &str) -> Re
         file: "root.json".into(),
         reason: e.to_string(),
     })?;
-    if next.version != trusted.version + 1 {
+    if next.kind != "deltaward-root" || next.spec_version != crate::model::SPEC_VERSION {
+        return Err(Error::RootRotation(format!(
+            "the offered root is {} version {}, not deltaward-root version {}",
+            next.kind,
+            next.spec_version,
+            crate::model::SPEC_VERSION
+        )));
+    }
+    if Some(next.version) != trusted.version.checked_add(1) {
         return Err(Error::RootRotation(format!(
             "trusted root is version {}, the offered root is version {} (versions may not be skipped)",
             trusted.version, next.version

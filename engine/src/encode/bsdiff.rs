@@ -462,7 +462,11 @@ pub fn decode(old: &[u8], payload: &[u8], out: &mut [u8]) -> Result<(), &'static
         }
         apos += a;
         npos += a;
-        let lit = extra.get(epos..epos + e).ok_or("extra stream exhausted")?;
+        let lit = epos
+            .checked_add(e)
+            .and_then(|end| extra.get(epos..end))
+            .ok_or("extra stream exhausted")?;
+        // e <= extra.len() here, so npos + e cannot overflow.
         out.get_mut(npos..npos + e)
             .ok_or("extra run past the frame end")?
             .copy_from_slice(lit);
