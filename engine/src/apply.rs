@@ -266,6 +266,28 @@ fn output_mismatch(frame: usize, expected: Digest, actual: Digest) -> Error {
     }
 }
 
+/// Reads frame `i`'s payload into `buf` and checks its hash before anything decodes it.
+fn read_payload<R: Read>(
+    patch: &mut R,
+    f: &crate::format::Frame,
+    i: usize,
+    start: u64,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
+    buf.resize(f.payload_len as usize, 0);
+    read_region(patch, buf, "frame payload", start + f.payload_offset)?;
+    let actual = *blake3::hash(buf).as_bytes();
+    if actual != f.payload_hash {
+        return Err(Error::FrameHash {
+            frame: i as u32,
+            what: "payload",
+            expected: f.payload_hash,
+            actual,
+        });
+    }
+    Ok(())
+}
+
 /// Decodes frames `first..` from `patch` (positioned at the payload of frame
 /// `first`), verifying each, into `sink`.
 fn apply_frames<S: Source, R: Read>(
@@ -310,22 +332,7 @@ fn apply_frames<S: Source, R: Read>(
                 }
             }
             FrameKind::Zstd | FrameKind::Bsdiff => {
-                b.payload.resize(f.payload_len as usize, 0);
-                read_region(
-                    patch,
-                    &mut b.payload,
-                    "frame payload",
-                    payload_start + f.payload_offset,
-                )?;
-                let actual = *blake3::hash(&b.payload).as_bytes();
-                if actual != f.payload_hash {
-                    return Err(Error::FrameHash {
-                        frame: i as u32,
-                        what: "payload",
-                        expected: f.payload_hash,
-                        actual,
-                    });
-                }
+                read_payload(patch, f, i, payload_start, &mut b.payload)?;
                 b.window.resize(f.source_len as usize, 0);
                 source
                     .read_exact_at(&mut b.window, f.source_offset)
@@ -469,17 +476,7 @@ pub fn verify_patch<S: Source, R: Read>(
         if !f.kind.has_payload() {
             continue;
         }
-        buf.resize(f.payload_len as usize, 0);
-        read_region(patch, &mut buf, "frame payload", start + f.payload_offset)?;
-        let actual = *blake3::hash(&buf).as_bytes();
-        if actual != f.payload_hash {
-            return Err(Error::FrameHash {
-                frame: i as u32,
-                what: "payload",
-                expected: f.payload_hash,
-                actual,
-            });
-        }
+        read_payload(patch, f, i, start, &mut buf)?;
     }
     let mut extra = Vec::new();
     let n = patch
