@@ -47,6 +47,14 @@ pub fn secret(path: &Path, password_file: Option<&Path>) -> Result<SecretKey> {
         .with_context(|| format!("secret key {}", path.display()))
 }
 
+/// Loads several secret keys (a role's signers).
+pub fn secrets(paths: &[impl AsRef<Path>], password_file: Option<&Path>) -> Result<Vec<SecretKey>> {
+    paths
+        .iter()
+        .map(|p| secret(p.as_ref(), password_file))
+        .collect()
+}
+
 /// Loads the trusted public keys.
 pub fn trusted(paths: &[impl AsRef<Path>]) -> Result<TrustedKeys> {
     let mut keys = TrustedKeys::new();

@@ -108,20 +108,20 @@ fn parse_base(s: &str) -> Result<BaseImage> {
 }
 
 pub fn release(a: ReleaseArgs) -> Result<()> {
-    let load = |paths: &[PathBuf]| -> Result<Vec<deltaward_engine::sign::SecretKey>> {
-        paths
-            .iter()
-            .map(|p| keys::secret(p, a.password_file.as_deref()))
-            .collect()
-    };
-    let release_keys = load(&a.secret)?;
+    let pw = a.password_file.as_deref();
+    let release_keys = keys::secrets(&a.secret, pw)?;
+    // Without --channel-key the release keys sign the channel too (read once).
     let channel_keys = if a.channel_key.is_empty() {
-        load(&a.secret)?
+        Vec::new()
     } else {
-        load(&a.channel_key)?
+        keys::secrets(&a.channel_key, pw)?
     };
-    let (release_refs, channel_refs): (Vec<_>, Vec<_>) =
-        (release_keys.iter().collect(), channel_keys.iter().collect());
+    let release_refs: Vec<_> = release_keys.iter().collect();
+    let channel_refs: Vec<_> = if channel_keys.is_empty() {
+        release_refs.clone()
+    } else {
+        channel_keys.iter().collect()
+    };
     let text = std::fs::read_to_string(&a.notes)
         .with_context(|| format!("reading {}", a.notes.display()))?;
     let notes = repo::parse_notes(&text)?;
@@ -199,11 +199,8 @@ pub fn channel(c: ChannelCmd) -> Result<()> {
             output,
             expires_in,
         } => {
-            let keys: Vec<_> = secret
-                .iter()
-                .map(|p| keys::secret(p, password_file.as_deref()))
-                .collect::<Result<_>>()?;
-            let refs: Vec<_> = keys.iter().collect();
+            let signers = keys::secrets(&secret, password_file.as_deref())?;
+            let refs: Vec<_> = signers.iter().collect();
             let ch = repo::refresh_channel(
                 &Repo::new(&output),
                 &product,
@@ -299,11 +296,7 @@ pub fn root(a: RootArgs) -> Result<()> {
         keys: keymap,
         roles,
     };
-    let secrets: Vec<_> = a
-        .secret
-        .iter()
-        .map(|k| keys::secret(k, a.password_file.as_deref()))
-        .collect::<Result<_>>()?;
+    let secrets = keys::secrets(&a.secret, a.password_file.as_deref())?;
     let refs: Vec<_> = secrets.iter().collect();
     repo::write_root(&Repo::new(&a.output), &root, &refs)?;
     eprintln!(

@@ -48,19 +48,22 @@ pub struct Device {
 impl Device {
     /// Describes a device by its image file.
     pub fn from_image(hardware_id: &str, version: &str, image: &Path) -> Result<Self> {
-        let f = std::fs::File::open(image).map_err(io_err("opening", image))?;
-        let mut h = blake3::Hasher::new();
-        h.update_reader(f).map_err(io_err("reading", image))?;
-        let len = std::fs::metadata(image)
-            .map_err(io_err("reading", image))?
-            .len();
+        let (image_blake3, image_length) = hash_file(image)?;
         Ok(Self {
             hardware_id: hardware_id.to_owned(),
             version: version.to_owned(),
-            image_length: len,
-            image_blake3: hex(h.finalize().as_bytes()),
+            image_length,
+            image_blake3,
         })
     }
+}
+
+/// BLAKE3 (hex) and length of a file, read as a stream.
+fn hash_file(path: &Path) -> Result<(String, u64)> {
+    let f = std::fs::File::open(path).map_err(io_err("opening", path))?;
+    let mut h = blake3::Hasher::new();
+    h.update_reader(f).map_err(io_err("reading", path))?;
+    Ok((hex(h.finalize().as_bytes()), h.count()))
 }
 
 /// What the device should do.
@@ -340,10 +343,7 @@ pub fn check_release(
 /// Checks that an object file is the one the signed metadata names.
 pub fn verify_object(repo: &Repo, object: &Object) -> Result<PathBuf> {
     let path = repo.path(&object.path);
-    let f = std::fs::File::open(&path).map_err(io_err("opening", &path))?;
-    let mut h = blake3::Hasher::new();
-    h.update_reader(f).map_err(io_err("reading", &path))?;
-    let found = hex(h.finalize().as_bytes());
+    let (found, _) = hash_file(&path)?;
     if found != object.blake3 || format!("objects/{found}") != object.path {
         return Err(Error::MixAndMatch {
             what: object.path.clone(),
