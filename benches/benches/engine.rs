@@ -2,13 +2,15 @@
 //! Side-by-side ratios against other tools on the real corpus: scripts/compare.sh.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use deltaward_engine::{apply, sign, ApplyOptions, BuildOptions, Level, Patch};
+use deltaward_engine::{
+    apply, generate_keypair, ApplyOptions, BuildOptions, Level, Patch, SecretKey, TrustedKeys,
+};
 
 fn bench(c: &mut Criterion) {
     let (old, new) = deltaward_benches::synthetic_pair(16 << 20);
-    let kp = sign::generate_keypair(None).expect("keygen");
-    let key = sign::SecretKey::from_text(&kp.secret, None).expect("secret");
-    let mut trusted = sign::TrustedKeys::new();
+    let kp = generate_keypair(None).expect("keygen");
+    let key = SecretKey::from_text(&kp.secret, None).expect("secret");
+    let mut trusted = TrustedKeys::new();
     trusted.add_text(&kp.public).expect("public");
 
     let mut g = c.benchmark_group("diff");
@@ -39,7 +41,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("default", |b| {
         b.iter(|| {
             let mut out = Vec::with_capacity(new.len());
-            apply::apply(
+            apply(
                 &old.as_slice(),
                 &mut bytes.as_slice(),
                 &mut out,

@@ -9,58 +9,51 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use deltaward_engine::{
-    apply::{self, ApplyOptions},
-    atomic::{self, AtomicFile},
-    error::hex,
-    image::{FileSource, Image},
-    sign, BuildOptions, Error, Level, Manifest, Patch,
+    self as apply, self as atomic, self as sign, ApplyOptions, AtomicFile, BuildOptions,
+    FileSource, Image, Level, Manifest, Patch,
 };
 use serde_json::json;
 
 use crate::{exit, keys, progress, Command, LevelArg};
 
-/// Maps an error chain to the documented exit code.
+/// Maps an error chain to the documented exit code: the first cause, walking the
+/// whole chain, whose class has an exit code of its own.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    for cause in e.chain() {
-        if let Some(err) = cause.downcast_ref::<deltaward_release::Error>() {
-            use deltaward_release::Error as R;
-            return match err {
-                R::Rollback { .. } => exit::ROLLBACK,
-                R::Expired { .. } => exit::FREEZE,
-                R::WrongHardware { .. } => exit::WRONG_HARDWARE,
-                R::BaseMismatch { .. } => exit::BASE_MISMATCH,
-                R::MixAndMatch { .. } => exit::MIX_AND_MATCH,
-                R::UnknownKey { .. } => exit::UNKNOWN_KEY,
-                R::Threshold { .. } => exit::THRESHOLD,
-                R::RootRotation(_) => exit::ROOT_ROTATION,
-                R::Signature { .. } | R::Comment { .. } => exit::SIGNATURE,
-                _ => exit::FAILURE,
-            };
-        }
-        if let Some(err) = cause.downcast_ref::<Error>() {
-            return match err {
-                Error::Signature(_) => exit::SIGNATURE,
-                Error::Format(_)
-                | Error::FrameHash { .. }
-                | Error::Decode { .. }
-                | Error::TargetMismatch { .. } => match err {
-                    Error::Format(deltaward_engine::FormatError::LimitExceeded {
-                        field: "target size",
-                        ..
-                    }) => exit::LIMIT,
-                    _ => exit::CORRUPT,
-                },
-                Error::SourceMismatch { .. } => exit::WRONG_BASE,
-                Error::MemoryLimit { .. } => exit::LIMIT,
-                Error::Key(_) => exit::KEY,
-                _ => exit::FAILURE,
-            };
-        }
-        if cause.downcast_ref::<deltaward_engine::KeyError>().is_some() {
-            return exit::KEY;
-        }
-    }
-    exit::FAILURE
+    use deltaward_engine::ErrorClass as E;
+    use deltaward_release::ErrorClass as R;
+    let engine = |c: E| match c {
+        E::Signature => Some(exit::SIGNATURE),
+        E::Corrupt => Some(exit::CORRUPT),
+        E::WrongBase => Some(exit::WRONG_BASE),
+        E::Limit => Some(exit::LIMIT),
+        E::Key => Some(exit::KEY),
+        _ => None,
+    };
+    e.chain()
+        .find_map(|cause| {
+            if let Some(err) = cause.downcast_ref::<deltaward_release::Error>() {
+                return match err.class() {
+                    R::Rollback => Some(exit::ROLLBACK),
+                    R::Freeze => Some(exit::FREEZE),
+                    R::WrongHardware => Some(exit::WRONG_HARDWARE),
+                    R::BaseMismatch => Some(exit::BASE_MISMATCH),
+                    R::MixAndMatch => Some(exit::MIX_AND_MATCH),
+                    R::UnknownKey => Some(exit::UNKNOWN_KEY),
+                    R::Threshold => Some(exit::THRESHOLD),
+                    R::RootRotation => Some(exit::ROOT_ROTATION),
+                    R::Signature => Some(exit::SIGNATURE),
+                    R::Engine(c) => engine(c),
+                    _ => None,
+                };
+            }
+            if let Some(err) = cause.downcast_ref::<deltaward_engine::Error>() {
+                return engine(err.class());
+            }
+            cause
+                .downcast_ref::<deltaward_engine::KeyError>()
+                .map(|_| exit::KEY)
+        })
+        .unwrap_or(exit::FAILURE)
 }
 
 pub fn run(cmd: Command) -> Result<()> {
@@ -144,7 +137,7 @@ pub fn run(cmd: Command) -> Result<()> {
                 patch.display(),
                 head.key_id,
                 head.manifest.target_size,
-                hex(&head.manifest.target_hash),
+                head.manifest.target_hash,
                 if old.is_some() {
                     "; old image and every frame verified"
                 } else {
@@ -298,7 +291,7 @@ impl Summary for DiffSummary {
             "frames": m.frames.len(),
             "max_window": m.max_window,
             "apply_memory": m.apply_memory(),
-            "target_blake3": hex(&m.target_hash),
+            "target_blake3": m.target_hash.to_string(),
         })
     }
     fn text(&self) -> String {
@@ -326,7 +319,7 @@ impl Summary for ApplySummary {
         json!({
             "output": self.output,
             "size": m.target_size,
-            "blake3": hex(&m.target_hash),
+            "blake3": m.target_hash.to_string(),
             "key_id": self.report.key_id,
             "resumed_frames": self.report.resumed_frames,
             "seconds": self.seconds,
@@ -338,7 +331,7 @@ impl Summary for ApplySummary {
             "wrote {}: {} bytes, BLAKE3 {} verified (signed by {}{}), in {:.2} s",
             self.output.display(),
             m.target_size,
-            hex(&m.target_hash),
+            m.target_hash.to_string(),
             self.report.key_id,
             if self.report.resumed_frames > 0 {
                 format!(", resumed after {} frames", self.report.resumed_frames)
@@ -387,7 +380,11 @@ fn inspect(
     sig_out: Option<&Path>,
 ) -> Result<()> {
     let mut reader = open_patch(path)?;
-    let (header, manifest_bytes, signature) = apply::read_unverified(&mut reader)
+    let deltaward_engine::UnverifiedHead {
+        header,
+        manifest_bytes,
+        signature,
+    } = apply::read_unverified(&mut reader)
         .with_context(|| format!("reading {}", path.display()))?;
     if let (Some(m), Some(s)) = (manifest_out, sig_out) {
         atomic::write_file(m, &manifest_bytes)?;
@@ -420,8 +417,8 @@ fn inspect(
                     "source_len": f.source_len,
                     "payload_offset": f.payload_offset,
                     "payload_len": f.payload_len,
-                    "payload_blake3": hex(&f.payload_hash),
-                    "output_blake3": hex(&f.output_hash),
+                    "payload_blake3": f.payload_hash.to_string(),
+                    "output_blake3": f.output_hash.to_string(),
                 })
             })
             .collect();
@@ -430,8 +427,8 @@ fn inspect(
             "verified": false,
             "tool": m.tool,
             "options": m.options,
-            "source": {"size": m.source_size, "blake3": hex(&m.source_hash)},
-            "target": {"size": m.target_size, "blake3": hex(&m.target_hash)},
+            "source": {"size": m.source_size, "blake3": m.source_hash.to_string()},
+            "target": {"size": m.target_size, "blake3": m.target_hash.to_string()},
             "block_size": m.block_size,
             "max_window": m.max_window,
             "max_frame_len": m.max_frame_len,
@@ -456,14 +453,13 @@ fn inspect(
     writeln!(
         out,
         "source      {} bytes, BLAKE3 {}",
-        m.source_size,
-        hex(&m.source_hash)
+        m.source_size, m.source_hash
     )?;
     writeln!(
         out,
         "target      {} bytes, BLAKE3 {}",
         m.target_size,
-        hex(&m.target_hash)
+        m.target_hash.to_string()
     )?;
     writeln!(out, "signature   {comment}")?;
     writeln!(

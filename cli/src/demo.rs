@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use deltaward_engine::{apply::ApplyOptions, atomic, sign, BuildOptions};
+use deltaward_engine::{self as sign, self as atomic, ApplyOptions, BuildOptions};
 
 use crate::cmd;
 

@@ -3,7 +3,7 @@
 use std::{io::IsTerminal, path::Path};
 
 use anyhow::{bail, Context, Result};
-use deltaward_engine::sign::{SecretKey, TrustedKeys};
+use deltaward_engine::{SecretKey, TrustedKeys};
 
 /// Reads a password from `file` (first line), or asks on the terminal.
 pub fn password(file: Option<&Path>, prompt: &str, confirm: bool) -> Result<String> {

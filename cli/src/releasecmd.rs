@@ -261,7 +261,7 @@ pub fn root(a: RootArgs) -> Result<()> {
         for p in paths {
             let text =
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            let mut t = deltaward_engine::sign::TrustedKeys::new();
+            let mut t = deltaward_engine::TrustedKeys::new();
             let id = t
                 .add_text(&text)
                 .with_context(|| format!("public key {}", p.display()))?;

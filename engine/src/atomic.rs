@@ -268,7 +268,10 @@ mod tests {
         let tmp = sibling(&dest, "partial");
         let _first = AtomicFile::resumable(&dest, tmp.clone(), false).expect("first");
         let err = AtomicFile::resumable(&dest, tmp, true).expect_err("second writer allowed");
-        assert!(err.to_string().contains("another deltaward apply"), "{err}");
+        assert!(
+            matches!(&err, Error::Io { source, .. } if source.kind() == io::ErrorKind::WouldBlock),
+            "{err:?}"
+        );
     }
 
     #[cfg(unix)]
@@ -297,7 +300,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let dest = dir.path().join("missing/out.img");
         let err = AtomicFile::create(&dest).expect_err("must fail");
-        assert!(err.to_string().contains("does not exist"), "{err}");
+        assert!(
+            matches!(&err, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound),
+            "{err:?}"
+        );
         assert!(!dir.path().join("missing").exists());
     }
 }

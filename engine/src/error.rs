@@ -1,17 +1,16 @@
 //! The engine's error types: one enum per boundary, each variant saying what is
 //! wrong and where.
 
-use std::{io, path::PathBuf};
+use std::{fmt, io, path::PathBuf};
 
-/// A hex-printed BLAKE3 digest, for error messages.
-pub type Digest = [u8; 32];
+use crate::format::{Digest, FormatError, Region};
 
 /// Everything that can go wrong while building, verifying or applying a patch.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A file could not be opened, read, written, synced or renamed.
-    #[error("{action} {}: {source}", path.display())]
+    #[error("{action} {}", path.display())]
     Io {
         /// What the engine was doing ("reading", "creating", ...).
         action: &'static str,
@@ -21,7 +20,7 @@ pub enum Error {
         source: io::Error,
     },
     /// A stream (not a named file) failed.
-    #[error("{action}: {source}")]
+    #[error("{action}")]
     Stream {
         /// What the engine was doing.
         action: &'static str,
@@ -29,19 +28,18 @@ pub enum Error {
         source: io::Error,
     },
     /// The patch bytes are malformed.
-    #[error("malformed patch: {0}")]
+    #[error("malformed patch")]
     Format(#[from] FormatError),
     /// The patch's signature is missing, malformed or made by an untrusted key.
-    #[error("signature rejected: {0}")]
+    #[error("signature rejected")]
     Signature(#[from] SignatureError),
-    /// A key file could not be read or used.
-    #[error("key error: {0}")]
+    /// A key could not be read or used.
+    #[error("key error")]
     Key(#[from] KeyError),
     /// The old image is not the one the patch was built from.
     #[error(
-        "old image does not match the patch: expected {expected_size} bytes with BLAKE3 {}, found {found_size} bytes{}",
-        hex(expected_hash),
-        found_hash.map(|h| format!(" with BLAKE3 {}", hex(&h))).unwrap_or_default()
+        "old image does not match the patch: expected {expected_size} bytes with BLAKE3 {expected_hash}, found {found_size} bytes{}",
+        found_hash.map(|h| format!(" with BLAKE3 {h}")).unwrap_or_default()
     )]
     SourceMismatch {
         /// Size the patch expects.
@@ -54,16 +52,12 @@ pub enum Error {
         found_hash: Option<Digest>,
     },
     /// A frame's payload or output does not hash to what the manifest says.
-    #[error(
-        "frame {frame}: {what} hash mismatch: expected {}, found {}",
-        hex(expected),
-        hex(actual)
-    )]
+    #[error("frame {frame}: {what} hash mismatch: expected {expected}, found {actual}")]
     FrameHash {
         /// Index of the frame in the manifest.
         frame: u32,
-        /// Which hash: "payload" or "output".
-        what: &'static str,
+        /// Which hash.
+        what: Hashed,
         /// Hash from the manifest.
         expected: Digest,
         /// Hash computed.
@@ -78,11 +72,7 @@ pub enum Error {
         reason: &'static str,
     },
     /// The rebuilt image does not hash to the manifest's target hash.
-    #[error(
-        "rebuilt image does not match: expected BLAKE3 {}, found {}",
-        hex(expected),
-        hex(actual)
-    )]
+    #[error("rebuilt image does not match: expected BLAKE3 {expected}, found {actual}")]
     TargetMismatch {
         /// Target hash from the manifest.
         expected: Digest,
@@ -120,75 +110,6 @@ pub enum Error {
         frame: u32,
         /// zstd's message.
         reason: &'static str,
-    },
-}
-
-/// Ways the patch container or manifest can be malformed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FormatError {
-    /// The file does not start with the deltaward magic.
-    #[error("not a deltaward patch (bad magic)")]
-    BadMagic,
-    /// The format version is not one this build reads.
-    #[error("unsupported format version {found} (this build reads version {supported})")]
-    UnsupportedVersion {
-        /// Version in the file.
-        found: u16,
-        /// Version supported.
-        supported: u16,
-    },
-    /// The input ended before a region was complete.
-    #[error("truncated in {region} at byte {offset}")]
-    Truncated {
-        /// Region being read.
-        region: &'static str,
-        /// Byte offset where data ran out.
-        offset: u64,
-    },
-    /// A length or count exceeds what the format or the caller allows.
-    #[error("{field} is {value}, above the limit of {limit}")]
-    LimitExceeded {
-        /// Field name.
-        field: &'static str,
-        /// Value found.
-        value: u64,
-        /// Limit.
-        limit: u64,
-    },
-    /// A reserved field or flag is not zero.
-    #[error("reserved field {field} is not zero")]
-    Reserved {
-        /// Field name.
-        field: &'static str,
-    },
-    /// A frame kind byte is unknown.
-    #[error("frame {frame}: unknown kind {kind}")]
-    UnknownFrameKind {
-        /// Frame index.
-        frame: u32,
-        /// Kind byte.
-        kind: u8,
-    },
-    /// A frame's fields contradict each other or the manifest.
-    #[error("frame {frame}: {problem}")]
-    BadFrame {
-        /// Frame index.
-        frame: u32,
-        /// What is inconsistent.
-        problem: &'static str,
-    },
-    /// A manifest-level field contradicts the others.
-    #[error("manifest: {0}")]
-    Inconsistent(&'static str),
-    /// A text field is not valid UTF-8.
-    #[error("{0} is not valid UTF-8")]
-    NotUtf8(&'static str),
-    /// Bytes follow the last frame payload.
-    #[error("{extra} unexpected bytes after the last frame")]
-    TrailingBytes {
-        /// Count of extra bytes.
-        extra: u64,
     },
 }
 
@@ -237,26 +158,105 @@ pub enum KeyError {
     /// The key text is not a minisign key.
     #[error("not a minisign {0} key")]
     Malformed(&'static str),
+    /// A key of the other kind was given: a public key where a secret key is
+    /// needed, or the reverse.
+    #[error(
+        "a {} key was given where a {wanted} key is needed",
+        if *wanted == "secret" { "public" } else { "secret" }
+    )]
+    WrongKind {
+        /// The kind needed: "secret" or "public".
+        wanted: &'static str,
+    },
     /// The password does not decrypt the secret key.
     #[error("wrong password for the secret key (or the key file is damaged)")]
     WrongPassword,
     /// The secret key is encrypted but no password was given.
     #[error("the secret key is encrypted and needs a password")]
     PasswordRequired,
-    /// Generating or encoding a key failed.
+    /// Generating or encoding a key pair failed.
     #[error("key generation failed: {0}")]
     Generate(String),
+    /// Signing failed (the signer's own check of its signature, or no randomness).
+    #[error("signing failed: {0}")]
+    Sign(String),
 }
 
-/// Lower-case hex of a digest.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(s, "{b:02x}");
+/// Which of a frame's two hashes failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hashed {
+    /// The payload bytes, checked before decoding.
+    Payload,
+    /// The decoded output.
+    Output,
+}
+
+impl fmt::Display for Hashed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Payload => "payload",
+            Self::Output => "output",
+        })
     }
-    s
+}
+
+/// What kind of failure an [`Error`] is, for callers that act on it (the CLI maps
+/// classes to exit codes) without matching on messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// The signature is missing, malformed, legacy or from an untrusted key.
+    Signature,
+    /// The patch is malformed, truncated or corrupted.
+    Corrupt,
+    /// The old image is not the one the patch was built from.
+    WrongBase,
+    /// The patch needs more memory or output space than the options allow.
+    Limit,
+    /// A key could not be read, decrypted or used.
+    Key,
+    /// Anything else: I/O, invalid options, resume state, encoding.
+    Other,
+}
+
+impl Error {
+    /// The class of this failure.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Signature(_) => ErrorClass::Signature,
+            Self::Format(FormatError::LimitExceeded { limit, .. }) if limit.is_configurable() => {
+                ErrorClass::Limit
+            }
+            Self::Format(_)
+            | Self::FrameHash { .. }
+            | Self::Decode { .. }
+            | Self::TargetMismatch { .. } => ErrorClass::Corrupt,
+            Self::SourceMismatch { .. } => ErrorClass::WrongBase,
+            Self::MemoryLimit { .. } => ErrorClass::Limit,
+            Self::Key(_) => ErrorClass::Key,
+            Self::Io { .. }
+            | Self::Stream { .. }
+            | Self::ResumeState { .. }
+            | Self::InvalidOption { .. }
+            | Self::Encode { .. } => ErrorClass::Other,
+        }
+    }
+
+    /// Whether an apply that failed this way can be continued with resume: an I/O
+    /// failure, or a patch that ends inside its payloads (a download cut short).
+    /// Anything else means the patch, the image or a frame is bad, and nothing
+    /// written so far is worth keeping.
+    pub fn is_resumable(&self) -> bool {
+        matches!(
+            self,
+            Self::Io { .. }
+                | Self::Stream { .. }
+                | Self::Format(FormatError::Truncated {
+                    region: Region::FramePayload,
+                    ..
+                })
+        )
+    }
 }
 
 /// Shorthand for the engine's results.

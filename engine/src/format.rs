@@ -1,6 +1,6 @@
 #![doc = include_str!("../FORMAT.md")]
 
-use crate::error::{Digest, FormatError};
+use std::fmt;
 
 /// Magic bytes at the start of every patch file.
 pub const MAGIC: [u8; 8] = *b"DELTAWRD";
@@ -24,6 +24,211 @@ pub const MAX_FRAME_LEN: u64 = 256 << 20;
 pub const MAX_WINDOW: u64 = 1 << 30;
 /// Largest text field (tool name or build options).
 pub const MAX_TEXT_LEN: usize = 1024;
+/// The applier copies and zero-fills in chunks of this many bytes: the working memory
+/// of a copy or zero frame.
+pub const COPY_CHUNK: u64 = 1 << 20;
+/// Length of the stream-length header at the start of a decoded bsdiff payload.
+pub const BSDIFF_HEADER_LEN: u64 = 12;
+
+/// Largest decoded bsdiff payload for a frame of `target_len` bytes: the stream
+/// header, a control stream of at most `target_len + 64` bytes, and add and extra
+/// streams of `target_len` bytes together.
+pub fn bsdiff_max_decoded_len(target_len: u64) -> u64 {
+    BSDIFF_HEADER_LEN + 64 + target_len.saturating_mul(2)
+}
+
+/// Largest control stream of a bsdiff frame of `target_len` bytes.
+pub fn bsdiff_max_control_len(target_len: u64) -> u64 {
+    target_len.saturating_add(64)
+}
+
+/// A 32-byte digest: BLAKE3 everywhere in the format (release metadata also carries
+/// SHA-256 in this type). `Display` prints it as 64 lower-case hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// BLAKE3 of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Parses 64 hex digits (either case).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let bytes = text.as_bytes();
+        if bytes.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            let digit = |c: u8| (c as char).to_digit(16);
+            let (hi, lo) = (digit(pair[0])?, digit(pair[1])?);
+            *o = (hi * 16 + lo) as u8;
+        }
+        Some(Self(out))
+    }
+}
+
+impl From<blake3::Hash> for Digest {
+    fn from(h: blake3::Hash) -> Self {
+        Self(*h.as_bytes())
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}
+
+/// A region of the patch file, named in truncation errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Region {
+    /// The fixed header.
+    Header,
+    /// The manifest bytes.
+    Manifest,
+    /// The frame table inside the manifest.
+    FrameTable,
+    /// The signature text.
+    Signature,
+    /// A frame's payload: a patch that ends here was cut short (resumable).
+    FramePayload,
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Header => "header",
+            Self::Manifest => "manifest",
+            Self::FrameTable => "frame table",
+            Self::Signature => "signature",
+            Self::FramePayload => "frame payload",
+        })
+    }
+}
+
+/// A limit of the format or of the applier's options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Limit {
+    /// [`MAX_MANIFEST_LEN`].
+    ManifestLen,
+    /// [`MAX_SIGNATURE_LEN`].
+    SignatureLen,
+    /// [`MAX_WINDOW`].
+    Window,
+    /// [`MAX_FRAME_LEN`].
+    FrameLen,
+    /// [`MAX_TEXT_LEN`], for the tool field.
+    ToolLen,
+    /// [`MAX_TEXT_LEN`], for the options field.
+    OptionsLen,
+    /// The applier's output-size limit.
+    TargetSize,
+}
+
+impl Limit {
+    /// Whether the limit is one the applier's options set (rather than the format).
+    pub fn is_configurable(self) -> bool {
+        matches!(self, Self::TargetSize)
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::ManifestLen => "manifest length",
+            Self::SignatureLen => "signature length",
+            Self::Window => "max window",
+            Self::FrameLen => "max frame length",
+            Self::ToolLen => "tool",
+            Self::OptionsLen => "options",
+            Self::TargetSize => "target size",
+        })
+    }
+}
+
+/// Ways the patch container or manifest can be malformed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// The file does not start with the deltaward magic.
+    #[error("not a deltaward patch (bad magic)")]
+    BadMagic,
+    /// The format version is not one this build reads.
+    #[error("unsupported format version {found} (this build reads version {supported})")]
+    UnsupportedVersion {
+        /// Version in the file.
+        found: u16,
+        /// Version supported.
+        supported: u16,
+    },
+    /// The input ended before a region was complete.
+    #[error("truncated in {region} at byte {offset}")]
+    Truncated {
+        /// Region being read.
+        region: Region,
+        /// Byte offset where data ran out.
+        offset: u64,
+    },
+    /// A length or count exceeds what the format or the caller allows.
+    #[error("{limit} is {value}, above the limit of {max}")]
+    LimitExceeded {
+        /// Which limit.
+        limit: Limit,
+        /// Value found.
+        value: u64,
+        /// The limit's value.
+        max: u64,
+    },
+    /// A reserved field or flag is not zero.
+    #[error("reserved field {field} is not zero")]
+    Reserved {
+        /// Field name.
+        field: &'static str,
+    },
+    /// A frame kind byte is unknown.
+    #[error("frame {frame}: unknown kind {kind}")]
+    UnknownFrameKind {
+        /// Frame index.
+        frame: u32,
+        /// Kind byte.
+        kind: u8,
+    },
+    /// A frame's fields contradict each other or the manifest.
+    #[error("frame {frame}: {problem}")]
+    BadFrame {
+        /// Frame index.
+        frame: u32,
+        /// What is inconsistent.
+        problem: &'static str,
+    },
+    /// A manifest-level field contradicts the others.
+    #[error("manifest: {0}")]
+    Inconsistent(&'static str),
+    /// A text field is not valid UTF-8.
+    #[error("{0} is not valid UTF-8")]
+    NotUtf8(&'static str),
+    /// Bytes follow the last frame payload.
+    #[error("{extra} unexpected bytes after the last frame")]
+    TrailingBytes {
+        /// Count of extra bytes (counted up to a bound; at least this many).
+        extra: u64,
+    },
+}
 
 /// How a frame produces its output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,13 +300,13 @@ impl Frame {
     /// once (window, payload, decoded streams and output).
     pub fn apply_memory(&self) -> u64 {
         match self.kind {
-            FrameKind::Copy | FrameKind::Zero => crate::apply::COPY_BUFFER as u64,
+            FrameKind::Copy | FrameKind::Zero => COPY_CHUNK,
             FrameKind::Zstd => self.source_len + self.payload_len + self.target_len,
             FrameKind::Bsdiff => {
                 self.source_len
                     + self.payload_len
                     + self.target_len
-                    + crate::encode::bsdiff::max_decoded_len(self.target_len)
+                    + bsdiff_max_decoded_len(self.target_len)
             }
         }
     }
@@ -132,7 +337,7 @@ impl Header {
 
     /// Parses and bounds-checks a header.
     pub fn parse(b: &[u8]) -> Result<Self, FormatError> {
-        let mut r = Reader::new(b, "header");
+        let mut r = Reader::new(b, Region::Header);
         r.preamble(&MAGIC, "header flags")?;
         let manifest_len = r.u32()?;
         let signature_len = r.u32()?;
@@ -143,18 +348,18 @@ impl Header {
         }
         let payload_len = r.u64()?;
         limit(
-            "manifest length",
+            Limit::ManifestLen,
             manifest_len.into(),
             MAX_MANIFEST_LEN.into(),
         )?;
         limit(
-            "signature length",
+            Limit::SignatureLen,
             signature_len.into(),
             MAX_SIGNATURE_LEN.into(),
         )?;
         if (manifest_len as usize) < MANIFEST_FIXED_LEN {
             return Err(FormatError::Truncated {
-                region: "manifest",
+                region: Region::Manifest,
                 offset: manifest_len.into(),
             });
         }
@@ -208,9 +413,9 @@ impl Manifest {
         b.extend_from_slice(&0u16.to_le_bytes());
         b.extend_from_slice(&(self.frames.len() as u32).to_le_bytes());
         b.extend_from_slice(&self.source_size.to_le_bytes());
-        b.extend_from_slice(&self.source_hash);
+        b.extend_from_slice(self.source_hash.as_bytes());
         b.extend_from_slice(&self.target_size.to_le_bytes());
-        b.extend_from_slice(&self.target_hash);
+        b.extend_from_slice(self.target_hash.as_bytes());
         b.extend_from_slice(&self.block_size.to_le_bytes());
         b.extend_from_slice(&0u32.to_le_bytes());
         b.extend_from_slice(&self.max_window.to_le_bytes());
@@ -234,8 +439,8 @@ impl Manifest {
             ] {
                 b.extend_from_slice(&v.to_le_bytes());
             }
-            b.extend_from_slice(&f.payload_hash);
-            b.extend_from_slice(&f.output_hash);
+            b.extend_from_slice(f.payload_hash.as_bytes());
+            b.extend_from_slice(f.output_hash.as_bytes());
         }
         b
     }
@@ -244,7 +449,7 @@ impl Manifest {
     /// contiguous and in order, every range inside its image, payloads contiguous,
     /// lengths within the format limits and the declared maxima exact.
     pub fn parse(b: &[u8]) -> Result<Self, FormatError> {
-        let mut r = Reader::new(b, "manifest");
+        let mut r = Reader::new(b, Region::Manifest);
         r.preamble(&MANIFEST_MAGIC, "manifest flags")?;
         let frame_count = r.u32()?;
         let source_size = r.u64()?;
@@ -260,17 +465,17 @@ impl Manifest {
         let max_window = r.u64()?;
         let max_frame_len = r.u64()?;
         let payload_len = r.u64()?;
-        let tool = r.text("tool")?;
-        let options = r.text("options")?;
-        limit("max window", max_window, MAX_WINDOW)?;
-        limit("max frame length", max_frame_len, MAX_FRAME_LEN)?;
+        let tool = r.text("tool", Limit::ToolLen)?;
+        let options = r.text("options", Limit::OptionsLen)?;
+        limit(Limit::Window, max_window, MAX_WINDOW)?;
+        limit(Limit::FrameLen, max_frame_len, MAX_FRAME_LEN)?;
         let entries = (frame_count as usize)
             .checked_mul(FRAME_ENTRY_LEN)
             .ok_or(FormatError::Inconsistent("frame count overflows"))?;
         if r.remaining() != entries {
             return if r.remaining() < entries {
                 Err(FormatError::Truncated {
-                    region: "frame table",
+                    region: Region::FrameTable,
                     offset: b.len() as u64,
                 })
             } else {
@@ -405,25 +610,19 @@ impl Manifest {
     pub fn trusted_comment(&self) -> String {
         format!(
             "deltaward-patch v{VERSION} role=patch source={} target={} size={}",
-            crate::error::hex(&self.source_hash),
-            crate::error::hex(&self.target_hash),
-            self.target_size
+            self.source_hash, self.target_hash, self.target_size
         )
     }
 }
 
 /// BLAKE3 of the empty string, the payload hash of frames without payload.
 pub fn empty_hash() -> Digest {
-    *blake3::hash(&[]).as_bytes()
+    Digest::of(&[])
 }
 
-fn limit(field: &'static str, value: u64, limit: u64) -> Result<(), FormatError> {
-    if value > limit {
-        Err(FormatError::LimitExceeded {
-            field,
-            value,
-            limit,
-        })
+fn limit(limit: Limit, value: u64, max: u64) -> Result<(), FormatError> {
+    if value > max {
+        Err(FormatError::LimitExceeded { limit, value, max })
     } else {
         Ok(())
     }
@@ -433,11 +632,11 @@ fn limit(field: &'static str, value: u64, limit: u64) -> Result<(), FormatError>
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
-    region: &'static str,
+    region: Region,
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8], region: &'static str) -> Self {
+    fn new(buf: &'a [u8], region: Region) -> Self {
         Self {
             buf,
             pos: 0,
@@ -498,11 +697,11 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.array()?))
     }
     fn digest(&mut self) -> Result<Digest, FormatError> {
-        self.array()
+        self.array().map(Digest)
     }
-    fn text(&mut self, field: &'static str) -> Result<String, FormatError> {
+    fn text(&mut self, field: &'static str, max: Limit) -> Result<String, FormatError> {
         let len = self.u16()? as usize;
-        limit(field, len as u64, MAX_TEXT_LEN as u64)?;
+        limit(max, len as u64, MAX_TEXT_LEN as u64)?;
         let bytes = self.bytes(len)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| FormatError::NotUtf8(field))
     }
@@ -516,9 +715,9 @@ mod tests {
         let payload = b"abc";
         Manifest {
             source_size: 100,
-            source_hash: [1; 32],
+            source_hash: Digest([1; 32]),
             target_size: 30,
-            target_hash: [2; 32],
+            target_hash: Digest([2; 32]),
             block_size: 4096,
             max_window: 50,
             max_frame_len: 10,
@@ -535,7 +734,7 @@ mod tests {
                     payload_offset: 0,
                     payload_len: 0,
                     payload_hash: empty_hash(),
-                    output_hash: [3; 32],
+                    output_hash: Digest([3; 32]),
                 },
                 Frame {
                     kind: FrameKind::Zero,
@@ -546,7 +745,7 @@ mod tests {
                     payload_offset: 0,
                     payload_len: 0,
                     payload_hash: empty_hash(),
-                    output_hash: [4; 32],
+                    output_hash: Digest([4; 32]),
                 },
                 Frame {
                     kind: FrameKind::Zstd,
@@ -556,8 +755,8 @@ mod tests {
                     source_len: 50,
                     payload_offset: 0,
                     payload_len: 3,
-                    payload_hash: *blake3::hash(payload).as_bytes(),
-                    output_hash: [5; 32],
+                    payload_hash: Digest::of(payload),
+                    output_hash: Digest([5; 32]),
                 },
             ],
         }
@@ -597,7 +796,7 @@ mod tests {
         assert!(matches!(
             Manifest::parse(&m.to_bytes()),
             Err(FormatError::LimitExceeded {
-                field: "max window",
+                limit: Limit::Window,
                 ..
             })
         ));

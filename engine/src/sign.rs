@@ -13,6 +13,27 @@ use crate::error::{KeyError, SignatureError};
 const KDF_ALG_OFFSET: usize = 2;
 /// Offset of the 32-byte checksum (the last field) in a decoded secret key.
 const CHK_OFFSET: usize = 126;
+/// Length of a decoded minisign secret key.
+const SECRET_KEY_LEN: usize = 158;
+/// Length of a decoded minisign public key.
+const PUBLIC_KEY_LEN: usize = 42;
+
+/// The decoded key line of a key file's text, checked to be a key of the `wanted`
+/// kind: a key of the other kind gets its own error, so that a public key given as
+/// a secret key (or the reverse) is named as such.
+fn decode_key(text: &str, wanted: &'static str) -> Result<Vec<u8>, KeyError> {
+    let raw = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
+        .and_then(decode_b64)
+        .ok_or(KeyError::Malformed(wanted))?;
+    match (raw.len(), wanted) {
+        (SECRET_KEY_LEN, "secret") | (PUBLIC_KEY_LEN, "public") => Ok(raw),
+        (PUBLIC_KEY_LEN, _) | (SECRET_KEY_LEN, _) => Err(KeyError::WrongKind { wanted }),
+        _ => Err(KeyError::Malformed(wanted)),
+    }
+}
 
 /// A freshly generated key pair, as the text of the two key files.
 #[derive(Debug, Clone)]
@@ -99,8 +120,7 @@ impl std::fmt::Debug for SecretKey {
 impl SecretKey {
     /// Whether a secret key file's text is encrypted with a password.
     pub fn is_encrypted(text: &str) -> Result<bool, KeyError> {
-        let line = text.lines().nth(1).ok_or(KeyError::Malformed("secret"))?;
-        let raw = decode_b64(line).ok_or(KeyError::Malformed("secret"))?;
+        let raw = decode_key(text, "secret")?;
         let kdf = raw
             .get(KDF_ALG_OFFSET..KDF_ALG_OFFSET + 2)
             .ok_or(KeyError::Malformed("secret"))?;
@@ -118,11 +138,7 @@ impl SecretKey {
         } else {
             String::new()
         };
-        let raw = text
-            .lines()
-            .nth(1)
-            .and_then(decode_b64)
-            .ok_or(KeyError::Malformed("secret"))?;
+        let raw = decode_key(text, "secret")?;
         if password.is_empty()
             && raw
                 .get(CHK_OFFSET..)
@@ -136,14 +152,11 @@ impl SecretKey {
         }
         let sk_box =
             minisign::SecretKeyBox::from_string(text).map_err(|_| KeyError::Malformed("secret"))?;
-        // minisign's error kind is private; its checksum failure names the password.
-        let sk = sk_box.into_secret_key(Some(password)).map_err(|e| {
-            if e.to_string().contains("password") {
-                KeyError::WrongPassword
-            } else {
-                KeyError::Malformed("secret")
-            }
-        })?;
+        // The box parsed, so what fails now is the key derivation or the checksum:
+        // a wrong password, or a damaged file (the error says both).
+        let sk = sk_box
+            .into_secret_key(Some(password))
+            .map_err(|_| KeyError::WrongPassword)?;
         let pk = minisign::PublicKey::from_secret_key(&sk).ok();
         Ok(Self { sk, pk })
     }
@@ -169,7 +182,7 @@ impl SecretKey {
             Some(&untrusted),
         )
         .map(|b| b.into_string())
-        .map_err(|e| KeyError::Generate(e.to_string()))
+        .map_err(|e| KeyError::Sign(e.to_string()))
     }
 }
 
@@ -196,13 +209,9 @@ impl TrustedKeys {
     /// Adds a key from the text of a minisign public key file, or from its bare
     /// base64 line. Returns the key id.
     pub fn add_text(&mut self, text: &str) -> Result<String, KeyError> {
-        let line = text
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
-            .ok_or(KeyError::Malformed("public"))?;
-        let raw = decode_b64(line).ok_or(KeyError::Malformed("public"))?;
-        let key = minisign_verify::PublicKey::from_base64(line)
+        let raw = decode_key(text, "public")?;
+        let line = Base64::encode_to_string(&raw).map_err(|_| KeyError::Malformed("public"))?;
+        let key = minisign_verify::PublicKey::from_base64(&line)
             .map_err(|_| KeyError::Malformed("public"))?;
         let id = format_key_id(raw.get(2..10).ok_or(KeyError::Malformed("public"))?);
         self.keys.push((id.clone(), key));
@@ -223,15 +232,24 @@ impl TrustedKeys {
         }
         let sig =
             minisign_verify::Signature::decode(signature).map_err(|_| SignatureError::Malformed)?;
-        let (_, key) = self
-            .keys
-            .iter()
-            .find(|(id, _)| *id == key_id)
-            .ok_or(SignatureError::UntrustedKey { key_id })?;
-        key.verify(message, &sig, false).map_err(|e| match e {
-            minisign_verify::Error::UnexpectedAlgorithm => SignatureError::Legacy,
-            _ => SignatureError::Invalid,
-        })?;
+        // Several trusted keys may share a key id (it is not signed, and anyone can
+        // make a key with a chosen id): try each of them.
+        let mut candidates = self.keys.iter().filter(|(id, _)| *id == key_id).peekable();
+        if candidates.peek().is_none() {
+            return Err(SignatureError::UntrustedKey { key_id });
+        }
+        let mut failure = SignatureError::Invalid;
+        let verified = candidates.any(|(_, key)| match key.verify(message, &sig, false) {
+            Ok(()) => true,
+            Err(minisign_verify::Error::UnexpectedAlgorithm) => {
+                failure = SignatureError::Legacy;
+                false
+            }
+            Err(_) => false,
+        });
+        if !verified {
+            return Err(failure);
+        }
         Ok(sig.trusted_comment().to_owned())
     }
 

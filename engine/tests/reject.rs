@@ -1,11 +1,10 @@
 //! Every kind of bad input is refused with a precise error, never a panic.
 
-mod common;
+use deltaward_testkit as kit;
 
 use deltaward_engine::{
-    apply::ApplyOptions,
-    format::{Header, Manifest, HEADER_LEN},
-    BuildOptions, Error, FormatError, FrameKind, SignatureError,
+    apply, format::HEADER_LEN, ApplyOptions, BuildOptions, Error, FormatError, FrameKind, Header,
+    Limit, Manifest, SignatureError,
 };
 
 /// An old/new pair whose patch has all four frame kinds.
@@ -14,7 +13,7 @@ fn pair() -> (Vec<u8>, Vec<u8>) {
     let mut old: Vec<u8> = (0..65_536u32)
         .flat_map(|i| (i * 40 + 0x1000).to_le_bytes())
         .collect();
-    old.extend(common::noise(256 << 10, 1));
+    old.extend(kit::noise(256 << 10, 1));
     let mut new = Vec::new();
     // Copy: the noise, unchanged, at a block-aligned offset.
     new.extend_from_slice(&old[256 << 10..]);
@@ -40,17 +39,14 @@ fn pair() -> (Vec<u8>, Vec<u8>) {
 }
 
 fn regions(patch: &[u8]) -> (Header, Manifest) {
-    let h = Header::parse(&patch[..HEADER_LEN]).expect("header");
-    let m = Manifest::parse(&patch[HEADER_LEN..HEADER_LEN + h.manifest_len as usize])
-        .expect("manifest");
-    (h, m)
+    (kit::sections(patch).header, kit::manifest(patch))
 }
 
 #[test]
 fn a_flipped_byte_anywhere_is_rejected() {
-    let keys = common::keys();
+    let keys = kit::keys();
     let (old, new) = pair();
-    let patch = common::build(
+    let patch = kit::build(
         &old,
         &new,
         &keys.secret,
@@ -70,7 +66,7 @@ fn a_flipped_byte_anywhere_is_rejected() {
         );
     }
     assert_eq!(
-        common::apply(&old, &patch, &keys.trusted).expect("clean patch applies"),
+        kit::apply_bytes(&old, &patch, &keys.trusted).expect("clean patch applies"),
         new
     );
 
@@ -97,7 +93,7 @@ fn a_flipped_byte_anywhere_is_rejected() {
     for (pos, region) in positions {
         let mut bad = patch.clone();
         bad[pos] ^= 0x01;
-        match common::apply(&old, &bad, &keys.trusted) {
+        match kit::apply_bytes(&old, &bad, &keys.trusted) {
             Ok(_) => panic!("byte {pos} ({region}) flipped and the patch still applied"),
             Err(e) => {
                 // Flips in the signature's comment lines may leave it valid text but break
@@ -107,7 +103,7 @@ fn a_flipped_byte_anywhere_is_rejected() {
                         matches!(
                             e,
                             Error::FrameHash {
-                                what: "payload",
+                                what: deltaward_engine::Hashed::Payload,
                                 ..
                             }
                         ),
@@ -121,13 +117,13 @@ fn a_flipped_byte_anywhere_is_rejected() {
 
 #[test]
 fn every_truncation_is_rejected() {
-    let keys = common::keys();
+    let keys = kit::keys();
     let (old, new) = pair();
-    let patch = common::build(&old, &new, &keys.secret, &BuildOptions::default());
+    let patch = kit::build(&old, &new, &keys.secret, &BuildOptions::default());
     let step = (patch.len() / 300).max(1);
     for n in (0..patch.len()).step_by(step).chain([patch.len() - 1]) {
-        let err =
-            common::apply(&old, &patch[..n], &keys.trusted).expect_err("truncated patch applied");
+        let err = kit::apply_bytes(&old, &patch[..n], &keys.trusted)
+            .expect_err("truncated patch applied");
         assert!(
             matches!(
                 err,
@@ -140,11 +136,11 @@ fn every_truncation_is_rejected() {
 
 #[test]
 fn trailing_bytes_are_rejected() {
-    let keys = common::keys();
+    let keys = kit::keys();
     let (old, new) = pair();
-    let mut patch = common::build(&old, &new, &keys.secret, &BuildOptions::default());
+    let mut patch = kit::build(&old, &new, &keys.secret, &BuildOptions::default());
     patch.extend_from_slice(b"junk");
-    let err = common::apply(&old, &patch, &keys.trusted).expect_err("applied");
+    let err = kit::apply_bytes(&old, &patch, &keys.trusted).expect_err("applied");
     assert!(
         matches!(err, Error::Format(FormatError::TrailingBytes { extra: 4 })),
         "{err}"
@@ -153,10 +149,11 @@ fn trailing_bytes_are_rejected() {
 
 #[test]
 fn wrong_key_is_untrusted() {
-    let (signer, other) = (common::keys(), common::keys());
+    let (signer, other) = (kit::keys(), kit::keys());
     let (old, new) = pair();
-    let patch = common::build(&old, &new, &signer.secret, &BuildOptions::default());
-    let err = common::apply(&old, &patch, &other.trusted).expect_err("applied with the wrong key");
+    let patch = kit::build(&old, &new, &signer.secret, &BuildOptions::default());
+    let err =
+        kit::apply_bytes(&old, &patch, &other.trusted).expect_err("applied with the wrong key");
     assert!(
         matches!(err, Error::Signature(SignatureError::UntrustedKey { .. })),
         "{err}"
@@ -165,21 +162,12 @@ fn wrong_key_is_untrusted() {
 
 #[test]
 fn unsigned_patch_is_rejected() {
-    let keys = common::keys();
+    let keys = kit::keys();
     let (old, new) = pair();
-    let patch = common::build(&old, &new, &keys.secret, &BuildOptions::default());
-    let (h, _) = regions(&patch);
-    let mut unsigned = Header {
-        signature_len: 0,
-        ..h
-    }
-    .to_bytes()
-    .to_vec();
-    unsigned.extend_from_slice(&patch[HEADER_LEN..HEADER_LEN + h.manifest_len as usize]);
-    unsigned.extend_from_slice(
-        &patch[HEADER_LEN + h.manifest_len as usize + h.signature_len as usize..],
-    );
-    let err = common::apply(&old, &unsigned, &keys.trusted).expect_err("unsigned patch applied");
+    let patch = kit::build(&old, &new, &keys.secret, &BuildOptions::default());
+    let sections = kit::sections(&patch);
+    let unsigned = deltaward_engine::Sections::join(sections.manifest, b"", sections.payloads);
+    let err = kit::apply_bytes(&old, &unsigned, &keys.trusted).expect_err("unsigned patch applied");
     assert!(
         matches!(err, Error::Signature(SignatureError::Unsigned)),
         "{err}"
@@ -188,12 +176,12 @@ fn unsigned_patch_is_rejected() {
 
 #[test]
 fn wrong_base_names_expected_and_found() {
-    let keys = common::keys();
+    let keys = kit::keys();
     let (old, new) = pair();
-    let patch = common::build(&old, &new, &keys.secret, &BuildOptions::default());
+    let patch = kit::build(&old, &new, &keys.secret, &BuildOptions::default());
     let mut other = old.clone();
     other[12345] ^= 1;
-    let err = common::apply(&other, &patch, &keys.trusted).expect_err("wrong base applied");
+    let err = kit::apply_bytes(&other, &patch, &keys.trusted).expect_err("wrong base applied");
     let msg = err.to_string();
     assert!(
         matches!(
@@ -206,7 +194,8 @@ fn wrong_base_names_expected_and_found() {
         "{err}"
     );
     assert!(msg.contains("expected") && msg.contains("found"), "{msg}");
-    let err = common::apply(&old[..1000], &patch, &keys.trusted).expect_err("short base applied");
+    let err =
+        kit::apply_bytes(&old[..1000], &patch, &keys.trusted).expect_err("short base applied");
     assert!(
         matches!(
             err,
@@ -222,9 +211,9 @@ fn wrong_base_names_expected_and_found() {
 
 #[test]
 fn absurd_sizes_in_a_signed_manifest_are_refused() {
-    let keys = common::keys();
+    let keys = kit::keys();
     let (old, new) = pair();
-    let patch = common::build(&old, &new, &keys.secret, &BuildOptions::default());
+    let patch = kit::build(&old, &new, &keys.secret, &BuildOptions::default());
     let (_, m) = regions(&patch);
 
     // An output of 16 EiB of zeros, correctly signed: refused by the size limit.
@@ -241,10 +230,10 @@ fn absurd_sizes_in_a_signed_manifest_are_refused() {
     z.payload_hash = deltaward_engine::format::empty_hash();
     huge.target_size += z.target_len;
     huge.frames.push(z);
-    let bad = common::resign(&patch, &huge, &keys.secret);
+    let bad = kit::resign(&patch, &huge, &keys.secret);
     // 1 TiB + a little: above the default limit of 1 TiB... the frame also exceeds
     // the format's frame-length limit, which is checked first.
-    let err = common::apply(&old, &bad, &keys.trusted).expect_err("absurd size applied");
+    let err = kit::apply_bytes(&old, &bad, &keys.trusted).expect_err("absurd size applied");
     assert!(
         matches!(
             err,
@@ -256,9 +245,9 @@ fn absurd_sizes_in_a_signed_manifest_are_refused() {
     // A window beyond the format limit.
     let mut wide = m.clone();
     wide.max_window = u64::MAX / 2;
-    let err = common::apply(
+    let err = kit::apply_bytes(
         &old,
-        &common::resign(&patch, &wide, &keys.secret),
+        &kit::resign(&patch, &wide, &keys.secret),
         &keys.trusted,
     )
     .expect_err("absurd window applied");
@@ -266,7 +255,7 @@ fn absurd_sizes_in_a_signed_manifest_are_refused() {
         matches!(
             err,
             Error::Format(FormatError::LimitExceeded {
-                field: "max window",
+                limit: Limit::Window,
                 ..
             })
         ),
@@ -275,7 +264,7 @@ fn absurd_sizes_in_a_signed_manifest_are_refused() {
 
     // A legitimate patch whose frames need more memory than the device allows.
     let mut out = Vec::new();
-    let err = deltaward_engine::apply::apply(
+    let err = apply(
         &old.as_slice(),
         &mut patch.as_slice(),
         &mut out,
@@ -287,7 +276,7 @@ fn absurd_sizes_in_a_signed_manifest_are_refused() {
     assert!(matches!(err, Error::MemoryLimit { .. }), "{err}");
 
     // A target size above the configured limit.
-    let err = deltaward_engine::apply::apply(
+    let err = apply(
         &old.as_slice(),
         &mut patch.as_slice(),
         &mut out,
@@ -300,7 +289,7 @@ fn absurd_sizes_in_a_signed_manifest_are_refused() {
         matches!(
             err,
             Error::Format(FormatError::LimitExceeded {
-                field: "target size",
+                limit: Limit::TargetSize,
                 ..
             })
         ),
@@ -310,12 +299,12 @@ fn absurd_sizes_in_a_signed_manifest_are_refused() {
 
 #[test]
 fn manifest_altered_and_resigned_with_another_comment_is_rejected() {
-    let keys = common::keys();
+    let keys = kit::keys();
     let (old, new) = pair();
-    let patch = common::build(&old, &new, &keys.secret, &BuildOptions::default());
-    let (h, _) = regions(&patch);
+    let patch = kit::build(&old, &new, &keys.secret, &BuildOptions::default());
+    let sections = kit::sections(&patch);
     // Sign the same manifest with a trusted comment naming another target.
-    let mb = &patch[HEADER_LEN..HEADER_LEN + h.manifest_len as usize];
+    let mb = sections.manifest;
     let sig = keys
         .secret
         .sign(
@@ -323,18 +312,8 @@ fn manifest_altered_and_resigned_with_another_comment_is_rejected() {
             "deltaward-patch v1 role=patch source=00 target=00 size=1",
         )
         .expect("sign");
-    let mut bad = Header {
-        signature_len: sig.len() as u32,
-        ..h
-    }
-    .to_bytes()
-    .to_vec();
-    bad.extend_from_slice(mb);
-    bad.extend_from_slice(sig.as_bytes());
-    bad.extend_from_slice(
-        &patch[HEADER_LEN + h.manifest_len as usize + h.signature_len as usize..],
-    );
-    let err = common::apply(&old, &bad, &keys.trusted).expect_err("applied");
+    let bad = deltaward_engine::Sections::join(mb, sig.as_bytes(), sections.payloads);
+    let err = kit::apply_bytes(&old, &bad, &keys.trusted).expect_err("applied");
     assert!(
         matches!(
             err,

@@ -1,17 +1,16 @@
 //! A download cut short inside the payloads leaves a resumable partial output, even
 //! when the last checkpoint follows a zero frame (a hole).
 
-mod common;
+use deltaward_testkit as kit;
 
 use deltaward_engine::{
-    apply::{apply_to_file, resume_paths, ApplyOptions},
-    BuildOptions, Error, FormatError, FrameKind,
+    apply_to_file, resume_paths, ApplyOptions, BuildOptions, Error, FormatError, FrameKind, Region,
 };
 
 #[test]
 fn cut_download_resumes_after_a_zero_frame() {
-    let keys = common::keys();
-    let old = common::noise(2 << 20, 3);
+    let keys = kit::keys();
+    let old = kit::noise(2 << 20, 3);
     let mut new = old[..1 << 20].to_vec();
     new[1000..2000].fill(7);
     new.extend(std::iter::repeat_n(0u8, 3 << 20));
@@ -20,20 +19,13 @@ fn cut_download_resumes_after_a_zero_frame() {
     let n = tail.len();
     tail[n - 5000..].fill(9);
     new.extend(tail);
-    let patch = common::build(
+    let patch = kit::build(
         &old,
         &new,
         &keys.secret,
         &BuildOptions::default().frame_len(256 << 10),
     );
-    let m = deltaward_engine::format::Manifest::parse(
-        &patch[deltaward_engine::format::HEADER_LEN
-            ..deltaward_engine::format::HEADER_LEN
-                + deltaward_engine::format::Header::parse(&patch[..32])
-                    .expect("header")
-                    .manifest_len as usize],
-    )
-    .expect("manifest");
+    let m = kit::manifest(&patch);
     assert!(
         m.frames.iter().any(|f| f.kind == FrameKind::Zero),
         "no zero frame"
@@ -50,8 +42,7 @@ fn cut_download_resumes_after_a_zero_frame() {
     let (cut, full) = (dir.path().join("cut.dwp"), dir.path().join("full.dwp"));
     // Cut inside the payload of the frame right after the zero frame, so the last
     // checkpoint is the one written after the hole.
-    let h = deltaward_engine::format::Header::parse(&patch[..32]).expect("header");
-    let payload_start = 32 + h.manifest_len as usize + h.signature_len as usize;
+    let payload_start = patch.len() - kit::sections(&patch).payloads.len();
     let z = m
         .frames
         .iter()
@@ -77,7 +68,7 @@ fn cut_download_resumes_after_a_zero_frame() {
         matches!(
             err,
             Error::Format(FormatError::Truncated {
-                region: "frame payload",
+                region: Region::FramePayload,
                 ..
             })
         ),

@@ -1,6 +1,6 @@
 //! apply(build(old, new)) == new, on generated pairs.
 
-mod common;
+use deltaward_testkit as kit;
 
 use deltaward_engine::{BuildOptions, Level};
 use proptest::prelude::*;
@@ -44,7 +44,7 @@ fn apply_edit(data: &mut Vec<u8>, e: &Edit) {
     match *e {
         Edit::Insert { at, len, seed } => {
             let at = if n == 0 { 0 } else { at % (n + 1) };
-            let ins = common::noise(len, seed);
+            let ins = kit::noise(len, seed);
             data.splice(at..at, ins);
         }
         Edit::Delete { at, len } if n > 0 => {
@@ -67,7 +67,7 @@ fn apply_edit(data: &mut Vec<u8>, e: &Edit) {
         Edit::Random { at, len, seed } if n > 0 => {
             let at = at % n;
             let end = (at + len).min(n);
-            let r = common::noise(end - at, seed);
+            let r = kit::noise(end - at, seed);
             data[at..end].copy_from_slice(&r);
         }
         Edit::FlipByte { at } if n > 0 => data[at % n] ^= 0x5a,
@@ -79,9 +79,9 @@ fn apply_edit(data: &mut Vec<u8>, e: &Edit) {
 fn old_image() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         Just(Vec::new()),
-        (1..4096usize, any::<u64>()).prop_map(|(n, s)| common::noise(n, s)),
+        (1..4096usize, any::<u64>()).prop_map(|(n, s)| kit::noise(n, s)),
         (1..300_000usize, any::<u64>()).prop_map(|(n, s)| {
-            let mut v = common::noise(n, s);
+            let mut v = kit::noise(n, s);
             // Structure: repeated records and a zero run, like a file system.
             for (i, chunk) in v.chunks_mut(512).enumerate() {
                 if i % 3 == 0 {
@@ -104,7 +104,7 @@ proptest! {
 
     #[test]
     fn apply_of_build_is_new(old in old_image(), edits in prop::collection::vec(edit(), 0..6), level in level(), small_blocks in any::<bool>()) {
-        let keys = common::keys();
+        let keys = kit::keys();
         let mut new = old.clone();
         for e in &edits {
             apply_edit(&mut new, e);
@@ -113,16 +113,16 @@ proptest! {
         if small_blocks {
             opts = opts.block_size(512);
         }
-        let patch = common::build(&old, &new, &keys.secret, &opts);
-        let out = common::apply(&old, &patch, &keys.trusted).expect("apply");
+        let patch = kit::build(&old, &new, &keys.secret, &opts);
+        let out = kit::apply_bytes(&old, &patch, &keys.trusted).expect("apply");
         prop_assert_eq!(out, new);
     }
 }
 
 #[test]
 fn identical_images_need_no_payload() {
-    let keys = common::keys();
-    let old = common::noise(1 << 20, 5);
+    let keys = kit::keys();
+    let old = kit::noise(1 << 20, 5);
     let patch =
         deltaward_engine::Patch::build(&old, &old, &BuildOptions::default()).expect("build");
     assert_eq!(patch.manifest().payload_len, 0);
@@ -131,9 +131,9 @@ fn identical_images_need_no_payload() {
         .frames
         .iter()
         .all(|f| f.kind == deltaward_engine::FrameKind::Copy));
-    let bytes = common::build(&old, &old, &keys.secret, &BuildOptions::default());
+    let bytes = kit::build(&old, &old, &keys.secret, &BuildOptions::default());
     assert_eq!(
-        common::apply(&old, &bytes, &keys.trusted).expect("apply"),
+        kit::apply_bytes(&old, &bytes, &keys.trusted).expect("apply"),
         old
     );
 }
@@ -141,11 +141,11 @@ fn identical_images_need_no_payload() {
 #[test]
 fn shifted_data_is_found_across_block_boundaries() {
     // 2 MiB of noise shifted by 1000 bytes: no block matches, the anchors must find it.
-    let keys = common::keys();
-    let old = common::noise(2 << 20, 9);
+    let keys = kit::keys();
+    let old = kit::noise(2 << 20, 9);
     let mut new = vec![0xEEu8; 1000];
     new.extend_from_slice(&old);
-    let bytes = common::build(
+    let bytes = kit::build(
         &old,
         &new,
         &keys.secret,
@@ -157,7 +157,7 @@ fn shifted_data_is_found_across_block_boundaries() {
         bytes.len()
     );
     assert_eq!(
-        common::apply(&old, &bytes, &keys.trusted).expect("apply"),
+        kit::apply_bytes(&old, &bytes, &keys.trusted).expect("apply"),
         new
     );
 }

@@ -8,10 +8,9 @@
 
 use std::path::{Path, PathBuf};
 
-use deltaward_engine::{
-    format::{Header, HEADER_LEN},
-    sign, BuildOptions, FrameKind, Patch,
-};
+use deltaward_testkit as kit;
+
+use deltaward_engine::{BuildOptions, FrameKind, Patch, SecretKey, TrustedKeys};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
@@ -51,12 +50,10 @@ fn opts() -> BuildOptions {
     BuildOptions::default().block_size(512).frame_len(16 << 10)
 }
 
-/// Everything but the signature: header fields other than its length, manifest, payloads.
+/// Everything but the signature: manifest and payloads.
 fn unsigned_parts(patch: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let h = Header::parse(&patch[..HEADER_LEN]).expect("header");
-    let m_end = HEADER_LEN + h.manifest_len as usize;
-    let p_start = m_end + h.signature_len as usize;
-    (patch[HEADER_LEN..m_end].to_vec(), patch[p_start..].to_vec())
+    let s = kit::sections(patch);
+    (s.manifest.to_vec(), s.payloads.to_vec())
 }
 
 #[test]
@@ -65,8 +62,8 @@ fn golden_patch_applies_and_rebuilds_identically() {
     let (old, new) = pair();
     if std::env::var_os("DELTAWARD_BLESS").is_some() {
         std::fs::create_dir_all(&d).expect("mkdir");
-        let kp = sign::generate_keypair(None).expect("keygen");
-        let key = sign::SecretKey::from_text(&kp.secret, None).expect("secret");
+        let kp = deltaward_engine::generate_keypair(None).expect("keygen");
+        let key = SecretKey::from_text(&kp.secret, None).expect("secret");
         let patch = Patch::build(&old, &new, &opts())
             .expect("build")
             .sign(&key)
@@ -85,12 +82,12 @@ fn golden_patch_applies_and_rebuilds_identically() {
     let golden = read("patch.dwp");
 
     // The reader accepts the golden patch.
-    let mut trusted = sign::TrustedKeys::new();
+    let mut trusted = TrustedKeys::new();
     trusted
         .add_text(&String::from_utf8(read("key.pub")).expect("utf8"))
         .expect("key");
     let mut out = Vec::new();
-    let m = deltaward_engine::apply::apply(
+    let m = deltaward_engine::apply(
         &old.as_slice(),
         &mut golden.as_slice(),
         &mut out,
@@ -109,7 +106,7 @@ fn golden_patch_applies_and_rebuilds_identically() {
     assert!(kinds.contains(&FrameKind::Bsdiff));
 
     // The writer produces the same bytes.
-    let key = sign::SecretKey::from_text(&String::from_utf8(read("key.key")).expect("utf8"), None)
+    let key = SecretKey::from_text(&String::from_utf8(read("key.key")).expect("utf8"), None)
         .expect("key");
     let again = Patch::build(&old, &new, &opts())
         .expect("build")

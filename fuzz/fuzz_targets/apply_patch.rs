@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use deltaward_engine::{apply, sign::TrustedKeys, ApplyOptions};
+use deltaward_engine::{apply, ApplyOptions, TrustedKeys};
 use libfuzzer_sys::fuzz_target;
 
 /// The public key of the golden vectors, so seeds from engine/tests/vectors verify
@@ -25,7 +25,7 @@ fn keys() -> &'static TrustedKeys {
 fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();
     let opts = ApplyOptions::default().memory_limit(64 << 20);
-    if apply::apply(&OLD, &mut &data[..], &mut out, keys(), &opts, &|_| {}).is_ok() {
+    if apply(&OLD, &mut &data[..], &mut out, keys(), &opts, &|_| {}).is_ok() {
         // Only the genuine patch can get through every check.
         assert_eq!(out, NEW, "a patch was accepted but produced the wrong image");
     }

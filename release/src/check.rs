@@ -12,7 +12,7 @@ use std::{
     time::SystemTime,
 };
 
-use deltaward_engine::{atomic, error::hex};
+use deltaward_engine::{write_file, Digest};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -63,7 +63,7 @@ fn hash_file(path: &Path) -> Result<(String, u64)> {
     let f = std::fs::File::open(path).map_err(io_err("opening", path))?;
     let mut h = blake3::Hasher::new();
     h.update_reader(f).map_err(io_err("reading", path))?;
-    Ok((hex(h.finalize().as_bytes()), h.count()))
+    Ok((Digest::from(h.finalize()).to_string(), h.count()))
 }
 
 /// What the device should do.
@@ -119,7 +119,7 @@ impl StateDir {
             )));
         }
         std::fs::create_dir_all(&self.dir).map_err(io_err("creating", &self.dir))?;
-        atomic::write_file(&self.dir.join("root.json"), root_json)?;
+        write_file(&self.dir.join("root.json"), root_json)?;
         Ok(())
     }
 
@@ -141,7 +141,7 @@ impl StateDir {
 
     fn save(&self, s: &State) -> Result<()> {
         let b = serde_json::to_vec_pretty(s).unwrap_or_default();
-        atomic::write_file(&self.dir.join("state.json"), &b)?;
+        write_file(&self.dir.join("state.json"), &b)?;
         Ok(())
     }
 }
@@ -185,7 +185,7 @@ fn update_root(repo: &Repo, state: &StateDir, now: SystemTime) -> Result<Root> {
         }
         let (bytes, sigs) = repo.get_signed(&rel)?;
         trusted = verify_rotation(&trusted, &bytes, &sigs)?;
-        atomic::write_file(&state.dir.join("root.json"), &bytes)?;
+        write_file(&state.dir.join("root.json"), &bytes)?;
     }
     // The repository's current root may not be newer than the chain we could follow.
     if let Ok((bytes, _)) = repo.get_signed("root.json") {
@@ -263,7 +263,7 @@ pub fn check_release(
     }
 
     let (rbytes, rsigs) = repo.get_signed(&entry.path)?;
-    let found = hex(blake3::hash(&rbytes).as_bytes());
+    let found = Digest::of(&rbytes).to_string();
     if found != entry.blake3 || rbytes.len() as u64 != entry.length {
         return Err(Error::MixAndMatch {
             what: entry.path.clone(),

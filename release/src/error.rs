@@ -85,7 +85,7 @@ pub enum Error {
     #[error("root rotation refused: {0}")]
     RootRotation(String),
     /// A signature is malformed, legacy, or its trusted comment does not match.
-    #[error("{file}: {source}")]
+    #[error("{file}: signature rejected")]
     Signature {
         /// Document.
         file: String,
@@ -115,7 +115,7 @@ pub enum Error {
     #[error("refusing to release: {0}")]
     Refused(String),
     /// A file could not be read or written.
-    #[error("{action} {}: {source}", path.display())]
+    #[error("{action} {}", path.display())]
     Io {
         /// What was being done.
         action: &'static str,
@@ -127,6 +127,54 @@ pub enum Error {
     /// The engine failed (building a patch, writing a file).
     #[error(transparent)]
     Engine(#[from] deltaward_engine::Error),
+}
+
+/// What kind of failure an [`Error`] is, for callers that act on it (the CLI maps
+/// classes to exit codes) without matching on messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// A counter or version below the highest accepted.
+    Rollback,
+    /// An expired document.
+    Freeze,
+    /// Not for this hardware.
+    WrongHardware,
+    /// The device's image is not the base the release names.
+    BaseMismatch,
+    /// A file differs from its signed hash.
+    MixAndMatch,
+    /// Signed by a key the root does not list for the role.
+    UnknownKey,
+    /// Fewer valid signatures than the threshold.
+    Threshold,
+    /// A bad root rotation.
+    RootRotation,
+    /// A malformed, legacy or mismatched signature.
+    Signature,
+    /// An engine failure, with the engine's own class.
+    Engine(deltaward_engine::ErrorClass),
+    /// Anything else.
+    Other,
+}
+
+impl Error {
+    /// The class of this failure.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Rollback { .. } => ErrorClass::Rollback,
+            Self::Expired { .. } => ErrorClass::Freeze,
+            Self::WrongHardware { .. } => ErrorClass::WrongHardware,
+            Self::BaseMismatch { .. } => ErrorClass::BaseMismatch,
+            Self::MixAndMatch { .. } => ErrorClass::MixAndMatch,
+            Self::UnknownKey { .. } => ErrorClass::UnknownKey,
+            Self::Threshold { .. } => ErrorClass::Threshold,
+            Self::RootRotation(_) => ErrorClass::RootRotation,
+            Self::Signature { .. } | Self::Comment { .. } => ErrorClass::Signature,
+            Self::Engine(e) => ErrorClass::Engine(e.class()),
+            _ => ErrorClass::Other,
+        }
+    }
 }
 
 /// Shorthand.

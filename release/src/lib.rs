@@ -26,4 +26,4 @@ pub mod notice;
 pub mod repo;
 pub mod trust;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorClass, Result};

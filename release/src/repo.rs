@@ -16,9 +16,9 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use deltaward_engine::{atomic, error::hex, image::Image, sign::SecretKey, BuildOptions, Patch};
+use deltaward_engine::{write_file, BuildOptions, Digest, Image, Patch, SecretKey};
 use rayon::prelude::*;
-use sha2::Digest;
+use sha2::Digest as _;
 
 use crate::{
     error::{io_err, Error, Result},
@@ -151,12 +151,12 @@ impl Repo {
 
     /// Stores bytes as a content-addressed object, returning its reference.
     pub fn put_object(&self, bytes: &[u8]) -> Result<Object> {
-        let h = hex(blake3::hash(bytes).as_bytes());
+        let h = Digest::of(bytes).to_string();
         let rel = format!("objects/{h}");
         let path = self.path(&rel);
         if !path.exists() {
             self.mkdirs(&rel)?;
-            atomic::write_file(&path, bytes)?;
+            write_file(&path, bytes)?;
         }
         Ok(Object {
             path: rel,
@@ -170,11 +170,11 @@ impl Repo {
         self.mkdirs(rel)?;
         let path = self.path(rel);
         // Signatures first: a reader that sees the new document also sees its signatures.
-        atomic::write_file(
+        write_file(
             &PathBuf::from(format!("{}.minisig", path.display())),
             sigs.as_bytes(),
         )?;
-        atomic::write_file(&path, bytes)?;
+        write_file(&path, bytes)?;
         Ok(())
     }
 
@@ -256,11 +256,8 @@ pub fn build_release(
     let new = Image::open(&req.image)?;
     let target = Target {
         length: new.len() as u64,
-        blake3: hex(blake3::Hasher::new()
-            .update_rayon(&new)
-            .finalize()
-            .as_bytes()),
-        sha256: hex(&sha2::Sha256::digest(&*new)),
+        blake3: Digest::from(blake3::Hasher::new().update_rayon(&new).finalize()).to_string(),
+        sha256: Digest(sha2::Sha256::digest(&*new).into()).to_string(),
     };
 
     // Patches: as many at once as the memory limit allows (each build is parallel too).
@@ -279,7 +276,7 @@ pub fn build_release(
                 Ok(Base {
                     version: b.version.clone(),
                     length: m.source_size,
-                    blake3: hex(&m.source_hash),
+                    blake3: m.source_hash.to_string(),
                     patch: repo.put_object(&bytes)?,
                     window: m.max_window,
                     apply_memory: m.apply_memory(),
@@ -356,7 +353,7 @@ pub fn build_release(
         version: req.version.clone(),
         counter: req.counter,
         path: rel,
-        blake3: hex(blake3::hash(&bytes).as_bytes()),
+        blake3: Digest::of(&bytes).to_string(),
         length: bytes.len() as u64,
     });
     channel.releases.sort_by_key(|r| r.counter);

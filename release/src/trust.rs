@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use deltaward_engine::sign::{self, SecretKey, TrustedKeys};
+use deltaward_engine::{signature_key_id, SecretKey, TrustedKeys};
 
 use crate::{
     error::{Error, Result},
@@ -94,7 +94,7 @@ pub fn verify_document(
     let mut valid = BTreeSet::new();
     let mut unknown = None;
     for block in blocks(sigs) {
-        let key_id = sign::signature_key_id(&block).map_err(|source| Error::Signature {
+        let key_id = signature_key_id(&block).map_err(|source| Error::Signature {
             file: file.to_owned(),
             source,
         })?;

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use deltaward_engine::{apply, sign, BuildOptions, Level};
+use deltaward_engine::{self as sign, BuildOptions, Level};
 use deltaward_release::{
     check::{check_release, verify_object, Device, Plan, StateDir},
     model::*,
@@ -226,7 +226,7 @@ fn release_from_two_bases_round_trips_each_patch() {
     for b in &r.bases {
         let patch = verify_object(&w.repo, &b.patch).expect("object");
         let out = w.dir.path().join(format!("out-{}.img", b.version));
-        apply::apply_to_file(
+        deltaward_engine::apply_to_file(
             &w.img(&b.version),
             &patch,
             &out,

@@ -6,21 +6,10 @@ use std::{
     path::Path,
 };
 
-use deltaward_engine::{apply, image::Image, sign, BuildOptions, FrameKind, Level, Patch};
+use deltaward_engine::{BuildOptions, FrameKind, Image, Level, Patch};
+use deltaward_testkit::{self as kit, noise};
 
 const GIB: u64 = 1 << 30;
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 fn sparse(path: &Path, len: u64, parts: &[(u64, &[u8])]) {
     let mut f = OpenOptions::new()
@@ -72,10 +61,8 @@ fn sparse_images_over_4_gib_round_trip() {
 
     let old = Image::open(&old_path).expect("old");
     let new = Image::open(&new_path).expect("new");
-    let kp = sign::generate_keypair(None).expect("keygen");
-    let key = sign::SecretKey::from_text(&kp.secret, None).expect("secret");
-    let mut trusted = sign::TrustedKeys::new();
-    trusted.add_text(&kp.public).expect("public");
+    let keys = kit::keys();
+    let (key, trusted) = (keys.secret, keys.trusted);
     let patch = Patch::build(&old, &new, &BuildOptions::default().level(Level::Fast))
         .expect("build")
         .sign(&key)
@@ -107,12 +94,12 @@ fn sparse_images_over_4_gib_round_trip() {
     drop((old, new));
 
     let out = dir.path().join("out.img");
-    apply::apply_to_file(
+    deltaward_engine::apply_to_file(
         &old_path,
         &patch_path,
         &out,
         &trusted,
-        &apply::ApplyOptions::default(),
+        &deltaward_engine::ApplyOptions::default(),
         &|_| {},
     )
     .expect("apply");

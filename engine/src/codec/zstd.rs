@@ -1,10 +1,4 @@
-//! Frame coders: zstd with the reference window as prefix, and a bsdiff-style
-//! add/extra transform against the window, followed by zstd.
-//!
-//! Each delta frame is encoded by the coders the level enables; the smallest payload
-//! wins. Decoding lives here too, so that both directions of each coder sit together.
-
-pub mod bsdiff;
+//! The zstd coder: a zstd frame with the frame's reference window as prefix.
 
 use zstd_safe::{CCtx, CParameter, DCtx, DParameter};
 
@@ -35,7 +29,7 @@ fn code_name(code: usize) -> &'static str {
 }
 
 /// Compresses `data` with `window` as zstd reference prefix.
-pub fn zstd_encode(window: &[u8], data: &[u8], s: ZstdSettings) -> Result<Vec<u8>, &'static str> {
+pub fn encode(window: &[u8], data: &[u8], s: ZstdSettings) -> Result<Vec<u8>, &'static str> {
     let mut cctx = CCtx::create();
     let wlog = window_log(window.len() as u64, data.len() as u64);
     cctx.set_parameter(CParameter::CompressionLevel(s.level))
@@ -58,9 +52,9 @@ pub fn zstd_encode(window: &[u8], data: &[u8], s: ZstdSettings) -> Result<Vec<u8
     Ok(out)
 }
 
-/// Decompresses a zstd frame made by [`zstd_encode`] into `out`, which must be
+/// Decompresses a zstd frame made by [`encode`] into `out`, which must be
 /// exactly the frame's output length.
-pub fn zstd_decode(window: &[u8], payload: &[u8], out: &mut [u8]) -> Result<(), &'static str> {
+pub fn decode(window: &[u8], payload: &[u8], out: &mut [u8]) -> Result<(), &'static str> {
     let mut dctx = DCtx::create();
     dctx.set_parameter(DParameter::WindowLogMax(window_log(
         window.len() as u64,
@@ -103,16 +97,16 @@ mod tests {
             level: 3,
             long_distance: false,
         };
-        let payload = zstd_encode(&window, &data, s).expect("encode");
+        let payload = encode(&window, &data, s).expect("encode");
         assert!(
             payload.len() < data.len() / 50,
             "prefix not used: {}",
             payload.len()
         );
         let mut out = vec![0u8; data.len()];
-        zstd_decode(&window, &payload, &mut out).expect("decode");
+        decode(&window, &payload, &mut out).expect("decode");
         assert_eq!(out, data);
         let mut short = vec![0u8; data.len() - 1];
-        assert!(zstd_decode(&window, &payload, &mut short).is_err());
+        assert!(decode(&window, &payload, &mut short).is_err());
     }
 }

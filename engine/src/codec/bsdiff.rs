@@ -19,17 +19,13 @@
 //!
 //! A + E equals the frame's output length, C is at most output length + 64.
 
-use super::{zstd_decode, zstd_encode, ZstdSettings};
+use super::zstd::{self, ZstdSettings};
+use crate::format::{bsdiff_max_control_len, bsdiff_max_decoded_len, BSDIFF_HEADER_LEN};
 
-const HEADER: usize = 12;
-
-/// Largest decoded payload for a frame of `target_len` bytes.
-pub fn max_decoded_len(target_len: u64) -> u64 {
-    HEADER as u64 + 64 + target_len.saturating_mul(2)
-}
+const HEADER: usize = BSDIFF_HEADER_LEN as usize;
 
 fn max_control_len(target_len: usize) -> usize {
-    target_len + 64
+    bsdiff_max_control_len(target_len as u64) as usize
 }
 
 /// Length of the common prefix of `a` and `b`, eight bytes at a time.
@@ -236,7 +232,7 @@ pub fn encode(
     blob.extend_from_slice(&ctrl);
     blob.extend_from_slice(&add);
     blob.extend_from_slice(&extra);
-    zstd_encode(&[], &blob, zstd).map(Some)
+    zstd::encode(&[], &blob, zstd).map(Some)
 }
 
 /// How far ahead the scan looks for the current alignment to resume before searching.
@@ -411,16 +407,26 @@ fn diff(finder: &dyn Finder, old: &[u8], new: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u
 }
 
 /// Decodes a payload made by [`encode`] against `old` into `out` (exactly the
-/// frame's output length). Every length and position is checked.
-pub fn decode(old: &[u8], payload: &[u8], out: &mut [u8]) -> Result<(), &'static str> {
-    let cap = max_decoded_len(out.len() as u64);
+/// frame's output length), using `scratch` (at least
+/// `bsdiff_max_decoded_len(out.len())` bytes) for the decoded streams. Every
+/// length and position is checked.
+pub fn decode(
+    old: &[u8],
+    payload: &[u8],
+    out: &mut [u8],
+    scratch: &mut [u8],
+) -> Result<(), &'static str> {
+    let cap = bsdiff_max_decoded_len(out.len() as u64);
     let declared = match zstd_safe::get_frame_content_size(payload) {
         Ok(Some(n)) if n <= cap => n as usize,
         Ok(Some(_)) => return Err("decoded streams larger than the frame allows"),
         _ => return Err("zstd frame header is missing or unreadable"),
     };
-    let mut blob = vec![0u8; declared];
-    zstd_decode(&[], payload, &mut blob)?;
+    let blob = scratch
+        .get_mut(..declared)
+        .ok_or("decoder scratch memory is smaller than the frame allows")?;
+    zstd::decode(&[], payload, blob)?;
+    let blob = &*blob;
     let field = |i: usize| -> Result<usize, &'static str> {
         let b = blob
             .get(i * 4..i * 4 + 4)
@@ -487,6 +493,10 @@ pub fn decode(old: &[u8], payload: &[u8], out: &mut [u8]) -> Result<(), &'static
 mod tests {
     use super::*;
 
+    fn scratch_for(len: usize) -> Vec<u8> {
+        vec![0; bsdiff_max_decoded_len(len as u64) as usize]
+    }
+
     const Z: ZstdSettings = ZstdSettings {
         level: 3,
         long_distance: false,
@@ -502,7 +512,8 @@ mod tests {
                 .expect("encode")
                 .expect("within bounds");
             let mut out = vec![0u8; new.len()];
-            decode(old, &payload, &mut out).expect("decode");
+            let mut scratch = scratch_for(out.len());
+            decode(old, &payload, &mut out, &mut scratch).expect("decode");
             assert_eq!(out, new, "{finder:?}");
             sizes[i] = payload.len();
         }
@@ -542,6 +553,7 @@ mod tests {
             .expect("encode")
             .expect("bounds");
         let mut out = vec![0u8; 901];
-        assert!(decode(&old, &payload, &mut out).is_err());
+        let mut scratch = scratch_for(out.len());
+        assert!(decode(&old, &payload, &mut out, &mut scratch).is_err());
     }
 }

@@ -1,0 +1,192 @@
+//! The decode loop: each frame's payload checked before it is decoded, each output
+//! checked before it reaches the sink, and nothing allowed after the last payload.
+
+use std::io::{self, Read};
+
+use crate::{
+    codec,
+    container::read_region,
+    error::{Error, Hashed, Result},
+    format::{Digest, FormatError, Frame, FrameKind, Manifest, Region, COPY_CHUNK},
+    image::Source,
+};
+
+use super::source_err;
+
+/// Where rebuilt frames go.
+pub(super) trait FrameSink {
+    fn write(&mut self, bytes: &[u8]) -> Result<()>;
+    /// Like `write`, for bytes known to be zero: a file sink leaves a hole.
+    fn write_zeros(&mut self, zeros: &[u8]) -> Result<()> {
+        self.write(zeros)
+    }
+    /// Frame `index` is written and verified; `end` is the target offset after it.
+    fn frame_done(&mut self, index: usize, end: u64) -> Result<()>;
+}
+
+fn output_mismatch(frame: usize, expected: Digest, actual: Digest) -> Error {
+    Error::FrameHash {
+        frame: frame as u32,
+        what: Hashed::Output,
+        expected,
+        actual,
+    }
+}
+
+/// Reads frame `i`'s payload into `buf` (exactly its length) and checks its hash
+/// before anything decodes it.
+fn read_payload<R: Read>(
+    patch: &mut R,
+    f: &Frame,
+    i: usize,
+    start: u64,
+    buf: &mut [u8],
+) -> Result<()> {
+    read_region(patch, buf, Region::FramePayload, start + f.payload_offset)?;
+    let actual = Digest::of(buf);
+    if actual != f.payload_hash {
+        return Err(Error::FrameHash {
+            frame: i as u32,
+            what: Hashed::Payload,
+            expected: f.payload_hash,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// The working memory of an apply: one allocation of [`Manifest::apply_memory`]
+/// bytes, cut per frame into window, payload, output and decoder scratch. Peak use
+/// is therefore what the manifest declares and the memory limit allowed, whatever
+/// the order of large and small frames.
+pub(super) struct Arena(Vec<u8>);
+
+impl Arena {
+    pub(super) fn for_manifest(m: &Manifest) -> Self {
+        // Zeroed allocations are lazily backed: pages count only once touched.
+        Self(vec![0u8; m.apply_memory() as usize])
+    }
+
+    /// Cuts the arena into consecutive slices of the given lengths. The manifest
+    /// bounds every frame's needs by the arena's size, so this cannot fail for a
+    /// parsed manifest; it still refuses rather than panics.
+    fn split<const N: usize>(&mut self, lens: [u64; N]) -> Result<[&mut [u8]; N]> {
+        let mut rest: &mut [u8] = &mut self.0;
+        let mut out: [&mut [u8]; N] = std::array::from_fn(|_| <&mut [u8]>::default());
+        for (slot, len) in out.iter_mut().zip(lens) {
+            let len = usize::try_from(len)
+                .ok()
+                .filter(|&l| l <= rest.len())
+                .ok_or(Error::Format(FormatError::Inconsistent(
+                    "a frame needs more memory than the manifest declares",
+                )))?;
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(len);
+            *slot = head;
+            rest = tail;
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes frames `first..` from `patch` (positioned at the payload of frame
+/// `first`), verifying each, into `sink`.
+pub(super) fn apply_frames<S: Source, R: Read>(
+    source: &S,
+    m: &Manifest,
+    patch: &mut R,
+    first: usize,
+    payload_start: u64,
+    sink: &mut dyn FrameSink,
+    progress: &dyn Fn(u64),
+) -> Result<()> {
+    let mut arena = Arena::for_manifest(m);
+    for (i, f) in m.frames.iter().enumerate().skip(first) {
+        match f.kind {
+            FrameKind::Copy | FrameKind::Zero => {
+                let [chunk_buf] = arena.split([f.target_len.min(COPY_CHUNK)])?;
+                let zero = f.kind == FrameKind::Zero;
+                if zero {
+                    chunk_buf.fill(0);
+                }
+                let mut h = blake3::Hasher::new();
+                let mut done = 0u64;
+                while done < f.target_len {
+                    let n = (f.target_len - done).min(COPY_CHUNK) as usize;
+                    let chunk = &mut chunk_buf[..n];
+                    if zero {
+                        sink.write_zeros(chunk)?;
+                    } else {
+                        source
+                            .read_exact_at(chunk, f.source_offset + done)
+                            .map_err(source_err)?;
+                        sink.write(chunk)?;
+                    }
+                    h.update(chunk);
+                    done += n as u64;
+                }
+                let actual = Digest::from(h.finalize());
+                if actual != f.output_hash {
+                    return Err(output_mismatch(i, f.output_hash, actual));
+                }
+            }
+            FrameKind::Zstd | FrameKind::Bsdiff => {
+                let scratch = f.apply_memory() - f.source_len - f.payload_len - f.target_len;
+                let [window, payload, out, scratch] =
+                    arena.split([f.source_len, f.payload_len, f.target_len, scratch])?;
+                read_payload(patch, f, i, payload_start, payload)?;
+                source
+                    .read_exact_at(window, f.source_offset)
+                    .map_err(source_err)?;
+                codec::decode(f.kind, window, payload, out, scratch).map_err(|reason| {
+                    Error::Decode {
+                        frame: i as u32,
+                        reason,
+                    }
+                })?;
+                let actual = Digest::of(out);
+                if actual != f.output_hash {
+                    return Err(output_mismatch(i, f.output_hash, actual));
+                }
+                sink.write(out)?;
+            }
+        }
+        sink.frame_done(i, f.target_offset + f.target_len)?;
+        progress(f.target_len);
+    }
+    expect_end(patch)
+}
+
+/// Reads every payload and checks its hash, decoding nothing (verify without an old
+/// image), then requires the end of the patch.
+pub(super) fn check_payloads<R: Read>(
+    patch: &mut R,
+    m: &Manifest,
+    payload_start: u64,
+) -> Result<()> {
+    let mut arena = Arena::for_manifest(m);
+    for (i, f) in m.frames.iter().enumerate() {
+        if f.kind.has_payload() {
+            let [payload] = arena.split([f.payload_len])?;
+            read_payload(patch, f, i, payload_start, payload)?;
+        }
+    }
+    expect_end(patch)
+}
+
+/// Most trailing bytes counted for the error message: the count is "at least".
+const TRAILING_COUNT_CAP: u64 = 1 << 20;
+
+/// Requires that nothing follows the last payload. Trailing bytes are unsigned and
+/// may be endless: they are counted up to a bound, never stored.
+fn expect_end<R: Read>(patch: &mut R) -> Result<()> {
+    let stream_err = |source| Error::Stream {
+        action: "reading patch",
+        source,
+    };
+    let extra =
+        io::copy(&mut patch.take(TRAILING_COUNT_CAP), &mut io::sink()).map_err(stream_err)?;
+    if extra > 0 {
+        return Err(FormatError::TrailingBytes { extra }.into());
+    }
+    Ok(())
+}

@@ -1,0 +1,367 @@
+//! Applying a patch: verify the signature, the old image, each frame's payload and
+//! output, and the whole rebuilt image; write through a temporary file; resume an
+//! interrupted apply from its last verified frame.
+//!
+//! Order of checks (each before the next step reads more):
+//! 1. header bounds, then the minisign signature over the manifest bytes, against the
+//!    trusted keys; only then is the manifest parsed, and its trusted comment matched;
+//! 2. the patch's memory and size needs against [`ApplyOptions`];
+//! 3. the old image's size and BLAKE3;
+//! 4. per frame: the payload's BLAKE3 before decoding, the output's BLAKE3 after;
+//! 5. the BLAKE3 of the whole output, then fsync and rename.
+//!
+//! Memory is bounded by [`Manifest::apply_memory`]: one frame's window, payload,
+//! decoded streams and output, whatever the image size.
+
+mod decode;
+mod head;
+mod resume;
+mod sink;
+
+use std::{
+    fs::{self, File},
+    io::{self, BufReader, Read, Seek, SeekFrom, Write},
+    path::Path,
+};
+
+use crate::{
+    atomic::AtomicFile,
+    container::payload_start,
+    error::{Error, Result},
+    format::{Digest, FormatError, Limit, Manifest, Region, COPY_CHUNK},
+    image::{FileSource, Source},
+    sign::TrustedKeys,
+};
+
+use decode::apply_frames;
+pub use head::{read_head, VerifiedHead};
+pub use resume::resume_paths;
+use resume::{verify_done, Checkpoint};
+use sink::{check_target, FileSink, HashingSink};
+
+/// Options for applying a patch.
+///
+/// Defaults: a 256 MiB working-memory limit, a 1 TiB output-size limit, no resume.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ApplyOptions {
+    /// Refuse patches whose most demanding frame needs more working memory.
+    pub memory_limit: u64,
+    /// Refuse patches that claim a larger output.
+    pub max_target_size: u64,
+    /// Continue an interrupted apply of the same patch to the same destination.
+    pub resume: bool,
+    /// Write a resume checkpoint (after an fsync) every this many output bytes.
+    pub checkpoint_bytes: u64,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        Self {
+            memory_limit: 256 << 20,
+            max_target_size: 1 << 40,
+            resume: false,
+            checkpoint_bytes: 32 << 20,
+        }
+    }
+}
+
+impl ApplyOptions {
+    /// Sets the working-memory limit.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = bytes;
+        self
+    }
+    /// Sets the output-size limit.
+    pub fn max_target_size(mut self, bytes: u64) -> Self {
+        self.max_target_size = bytes;
+        self
+    }
+    /// Enables resuming.
+    pub fn resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
+    /// Sets how often a resume checkpoint is written.
+    pub fn checkpoint_bytes(mut self, bytes: u64) -> Self {
+        self.checkpoint_bytes = bytes.max(1);
+        self
+    }
+}
+
+/// What an apply did.
+#[derive(Debug, Clone)]
+pub struct ApplyReport {
+    /// The verified manifest.
+    pub manifest: Manifest,
+    /// Id of the key that signed it.
+    pub key_id: String,
+    /// Frames taken over from an interrupted run.
+    pub resumed_frames: u32,
+}
+
+/// Refuses a patch that needs more than the options allow.
+fn check_limits(m: &Manifest, opts: &ApplyOptions) -> Result<()> {
+    if m.target_size > opts.max_target_size {
+        return Err(FormatError::LimitExceeded {
+            limit: Limit::TargetSize,
+            value: m.target_size,
+            max: opts.max_target_size,
+        }
+        .into());
+    }
+    let needed = m.apply_memory();
+    if needed > opts.memory_limit {
+        return Err(Error::MemoryLimit {
+            needed,
+            limit: opts.memory_limit,
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn source_err(source: io::Error) -> Error {
+    Error::Stream {
+        action: "reading old image",
+        source,
+    }
+}
+
+/// Checks the old image's size and BLAKE3 against the manifest.
+pub fn check_source<S: Source>(source: &S, m: &Manifest) -> Result<()> {
+    let mismatch = |found_hash| Error::SourceMismatch {
+        expected_size: m.source_size,
+        expected_hash: m.source_hash,
+        found_size: source.size(),
+        found_hash,
+    };
+    if source.size() != m.source_size {
+        return Err(mismatch(None));
+    }
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; COPY_CHUNK as usize];
+    let mut off = 0u64;
+    while off < m.source_size {
+        let n = (m.source_size - off).min(COPY_CHUNK) as usize;
+        source
+            .read_exact_at(&mut buf[..n], off)
+            .map_err(source_err)?;
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
+    let found = Digest::from(h.finalize());
+    if found != m.source_hash {
+        return Err(mismatch(Some(found)));
+    }
+    Ok(())
+}
+
+/// Applies a patch read from `patch` to `source`, streaming the new image into
+/// `sink`, and returns the verified manifest.
+///
+/// Every check described in the module docs runs, but `sink` receives bytes as
+/// frames are verified, before the final hash is known: write into a temporary
+/// place and keep it only when this returns `Ok` ([`apply_to_file`] does that).
+pub fn apply<S: Source, R: Read, W: Write>(
+    source: &S,
+    patch: &mut R,
+    sink: &mut W,
+    keys: &TrustedKeys,
+    opts: &ApplyOptions,
+    progress: &dyn Fn(u64),
+) -> Result<Manifest> {
+    let head = read_head(patch, keys)?;
+    check_limits(&head.manifest, opts)?;
+    check_source(source, &head.manifest)?;
+    let mut s = HashingSink {
+        hasher: blake3::Hasher::new(),
+        out: sink,
+    };
+    apply_frames(
+        source,
+        &head.manifest,
+        patch,
+        0,
+        payload_start(&head.header),
+        &mut s,
+        progress,
+    )?;
+    check_target(&head.manifest, &s.hasher)?;
+    Ok(head.manifest)
+}
+
+/// Verifies a patch without an old image: signature, manifest, every payload hash,
+/// and nothing trailing. With `source`, also checks the old image and decodes
+/// every frame, verifying each output and the final image hash, writing nothing.
+pub fn verify_patch<S: Source, R: Read>(
+    patch: &mut R,
+    keys: &TrustedKeys,
+    source: Option<&S>,
+    opts: &ApplyOptions,
+) -> Result<VerifiedHead> {
+    let head = read_head(patch, keys)?;
+    check_limits(&head.manifest, opts)?;
+    if let Some(source) = source {
+        check_source(source, &head.manifest)?;
+        let mut null = io::sink();
+        let mut s = HashingSink {
+            hasher: blake3::Hasher::new(),
+            out: &mut null,
+        };
+        apply_frames(
+            source,
+            &head.manifest,
+            patch,
+            0,
+            payload_start(&head.header),
+            &mut s,
+            &|_| {},
+        )?;
+        check_target(&head.manifest, &s.hasher)?;
+        return Ok(head);
+    }
+    decode::check_payloads(patch, &head.manifest, payload_start(&head.header))?;
+    Ok(head)
+}
+
+/// Applies the patch file `patch` to the image `old`, writing the new image to `out`
+/// atomically. With `opts.resume`, continues a previous interrupted apply of the
+/// same patch to the same `out` from its last verified checkpoint.
+///
+/// On any verification failure nothing is created at `out` and the partial output
+/// is removed; on an I/O failure the partial output is kept for `--resume`.
+pub fn apply_to_file(
+    old: &Path,
+    patch: &Path,
+    out: &Path,
+    keys: &TrustedKeys,
+    opts: &ApplyOptions,
+    progress: &dyn Fn(u64),
+) -> Result<ApplyReport> {
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::Io {
+            action: "writing into",
+            path: dir.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::NotFound, "directory does not exist"),
+        });
+    }
+    let patch_file = File::open(patch).map_err(|source| Error::Io {
+        action: "opening",
+        path: patch.to_path_buf(),
+        source,
+    })?;
+    let mut reader = BufReader::with_capacity(1 << 16, patch_file);
+    let head = read_head(&mut reader, keys)?;
+    let m = &head.manifest;
+    check_limits(m, opts)?;
+    let source = FileSource::open(old)?;
+    check_source(&source, m)?;
+
+    let (partial, state) = resume_paths(out);
+    let manifest_id = Digest::of(&head.manifest_bytes);
+    let previous = if opts.resume {
+        fs::read_to_string(&state)
+            .ok()
+            .and_then(|t| Checkpoint::parse(&t))
+    } else {
+        None
+    };
+    let mut target = AtomicFile::resumable(out, partial.clone(), previous.is_some())?;
+    let mut resumed = None;
+    if let Some(cp) = previous.filter(|cp| cp.manifest == manifest_id) {
+        if let Some(hasher) = verify_done(target.file(), m, &cp) {
+            resumed = Some((cp, hasher));
+        }
+    }
+    let (first, offset, hasher) = match resumed {
+        Some((cp, h)) => (cp.frames, cp.offset, h),
+        None => (0, 0, blake3::Hasher::new()),
+    };
+    let file_err = |action| {
+        let p = partial.clone();
+        move |source| Error::Io {
+            action,
+            path: p,
+            source,
+        }
+    };
+    target
+        .file()
+        .set_len(offset)
+        .map_err(file_err("truncating"))?;
+    target
+        .file()
+        .seek(SeekFrom::Start(offset))
+        .map_err(file_err("seeking"))?;
+    // Skip the payloads of frames already done.
+    let skip: u64 = m.frames.iter().take(first).map(|f| f.payload_len).sum();
+    let skipped = io::copy(&mut (&mut reader).take(skip), &mut io::sink()).map_err(|source| {
+        Error::Stream {
+            action: "reading patch",
+            source,
+        }
+    })?;
+    if skipped != skip {
+        return Err(FormatError::Truncated {
+            region: Region::FramePayload,
+            offset: payload_start(&head.header) + skipped,
+        }
+        .into());
+    }
+    progress(offset);
+
+    let result = {
+        let file = target.file();
+        let mut sink = FileSink {
+            file: io::BufWriter::with_capacity(1 << 20, &*file),
+            partial: &partial,
+            state: &state,
+            manifest: manifest_id,
+            hasher,
+            since_checkpoint: 0,
+            checkpoint_bytes: opts.checkpoint_bytes,
+            frames: m.frames.len(),
+        };
+        apply_frames(
+            &source,
+            m,
+            &mut reader,
+            first,
+            payload_start(&head.header),
+            &mut sink,
+            progress,
+        )
+        .and_then(|()| {
+            sink.file.flush().map_err(|source| Error::Io {
+                action: "writing",
+                path: partial.clone(),
+                source,
+            })?;
+            check_target(m, &sink.hasher)
+        })
+    };
+    match result {
+        Ok(()) => {
+            target.commit()?;
+            let _ = fs::remove_file(&state);
+            Ok(ApplyReport {
+                manifest: head.manifest,
+                key_id: head.key_id,
+                resumed_frames: first as u32,
+            })
+        }
+        Err(e) => {
+            // A bad patch leaves nothing worth resuming; an I/O failure, or a patch
+            // that ends inside the payloads (a download cut short), does.
+            if !e.is_resumable() {
+                target.discard();
+                let _ = fs::remove_file(&state);
+            }
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Where verified frames go: a hashing stream, or the partial output file with its
+//! checkpoints.
+
+use std::{
+    fs::File,
+    io::{self, Seek, SeekFrom, Write},
+    path::Path,
+};
+
+use crate::{
+    atomic,
+    error::{Error, Result},
+    format::{Digest, Manifest},
+};
+
+use super::{decode::FrameSink, resume::Checkpoint};
+
+/// A sink that hashes what it is given and forwards it to a writer.
+pub(super) struct HashingSink<'a, W: Write> {
+    pub(super) hasher: blake3::Hasher,
+    pub(super) out: &'a mut W,
+}
+
+impl<W: Write> FrameSink for HashingSink<'_, W> {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.hasher.update(bytes);
+        self.out.write_all(bytes).map_err(|source| Error::Stream {
+            action: "writing output",
+            source,
+        })
+    }
+    fn frame_done(&mut self, _: usize, _: u64) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Compares the hash of the whole output with the manifest's target hash.
+pub(super) fn check_target(m: &Manifest, hasher: &blake3::Hasher) -> Result<()> {
+    let actual = Digest::from(hasher.finalize());
+    if actual != m.target_hash {
+        return Err(Error::TargetMismatch {
+            expected: m.target_hash,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// Writes frames into the partial file and checkpoints them.
+pub(super) struct FileSink<'a> {
+    pub(super) file: io::BufWriter<&'a File>,
+    pub(super) partial: &'a Path,
+    pub(super) state: &'a Path,
+    pub(super) manifest: Digest,
+    pub(super) hasher: blake3::Hasher,
+    pub(super) since_checkpoint: u64,
+    pub(super) checkpoint_bytes: u64,
+    pub(super) frames: usize,
+}
+
+impl FileSink<'_> {
+    fn io(&self, action: &'static str) -> impl FnOnce(io::Error) -> Error + '_ {
+        move |source| Error::Io {
+            action,
+            path: self.partial.to_path_buf(),
+            source,
+        }
+    }
+}
+
+impl FrameSink for FileSink<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.hasher.update(bytes);
+        self.since_checkpoint += bytes.len() as u64;
+        self.file.write_all(bytes).map_err(self.io("writing"))
+    }
+
+    fn write_zeros(&mut self, zeros: &[u8]) -> Result<()> {
+        // Zero runs become holes: image files are often mostly empty space.
+        self.hasher.update(zeros);
+        self.since_checkpoint += zeros.len() as u64;
+        self.file.flush().map_err(self.io("writing"))?;
+        let mut file: &File = self.file.get_ref();
+        file.seek(SeekFrom::Current(zeros.len() as i64))
+            .map_err(self.io("seeking"))?;
+        Ok(())
+    }
+
+    fn frame_done(&mut self, index: usize, end: u64) -> Result<()> {
+        let last = index + 1 == self.frames;
+        if self.since_checkpoint < self.checkpoint_bytes && !last {
+            return Ok(());
+        }
+        self.file.flush().map_err(self.io("writing"))?;
+        // After zero frames the file may end before `end` (a hole not yet given its
+        // length): extend it, so the output is whole and the checkpoint resumable.
+        self.file
+            .get_ref()
+            .set_len(end)
+            .map_err(self.io("extending"))?;
+        self.file
+            .get_ref()
+            .sync_data()
+            .map_err(self.io("syncing"))?;
+        let cp = Checkpoint {
+            manifest: self.manifest,
+            frames: index + 1,
+            offset: end,
+        };
+        atomic::write_file(self.state, cp.to_text().as_bytes())?;
+        self.since_checkpoint = 0;
+        Ok(())
+    }
+}

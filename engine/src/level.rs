@@ -1,0 +1,176 @@
+//! Effort levels and the tuning table behind them: which coders run, at which zstd
+//! levels, with which windows and frame lengths.
+
+use crate::{codec::bsdiff::MatchFinder, format};
+
+/// How hard the diff works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Level {
+    /// zstd only, small windows: the fastest diff.
+    Fast,
+    /// zstd and the bsdiff-style coder, whichever is smaller per frame.
+    #[default]
+    Default,
+    /// Both coders at high effort and larger windows: the smallest patch.
+    Best,
+}
+
+impl Level {
+    /// The level's name as the command line spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Fast => "fast",
+            Self::Default => "default",
+            Self::Best => "best",
+        }
+    }
+}
+
+/// Options for [`Patch::build`].
+///
+/// Defaults: level [`Level::Default`], 4 KiB blocks, a 2 GiB memory limit for the
+/// encoders running at once, and the level's window and frame sizes.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BuildOptions {
+    /// Effort level.
+    pub level: Level,
+    /// Block size of the old image's BLAKE3 index (power of two, 512 B to 1 MiB).
+    pub block_size: u32,
+    /// Upper bound on the memory of frame encoders running at once.
+    pub memory_limit: u64,
+    /// Largest reference window per frame (also bounds the applier's memory).
+    pub max_window: Option<u64>,
+    /// Largest output of one delta frame.
+    pub frame_len: Option<u64>,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            level: Level::Default,
+            block_size: 4096,
+            memory_limit: 2 << 30,
+            max_window: None,
+            frame_len: None,
+        }
+    }
+}
+
+impl BuildOptions {
+    /// Sets the level.
+    pub fn level(mut self, level: Level) -> Self {
+        self.level = level;
+        self
+    }
+    /// Sets the block size.
+    pub fn block_size(mut self, block_size: u32) -> Self {
+        self.block_size = block_size;
+        self
+    }
+    /// Sets the encoders' memory limit.
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = bytes;
+        self
+    }
+    /// Caps the reference window per frame.
+    pub fn max_window(mut self, bytes: u64) -> Self {
+        self.max_window = Some(bytes);
+        self
+    }
+    /// Caps the output length of one delta frame.
+    pub fn frame_len(mut self, bytes: u64) -> Self {
+        self.frame_len = Some(bytes);
+        self
+    }
+
+    pub(crate) fn params(&self) -> LevelParams {
+        let mut p = match self.level {
+            Level::Fast => LevelParams {
+                zstd_level: 3,
+                long_distance: true,
+                bsdiff: false,
+                bsdiff_zstd_level: 3,
+                match_finder: MatchFinder::HashChain,
+                zstd_retry_ratio: 1,
+                max_window: 16 << 20,
+                frame_len: 4 << 20,
+            },
+            Level::Default => LevelParams {
+                zstd_level: 6,
+                long_distance: true,
+                bsdiff: true,
+                bsdiff_zstd_level: 3,
+                match_finder: MatchFinder::HashChain,
+                zstd_retry_ratio: 12,
+                max_window: 32 << 20,
+                frame_len: 4 << 20,
+            },
+            Level::Best => LevelParams {
+                zstd_level: 19,
+                long_distance: true,
+                bsdiff: true,
+                bsdiff_zstd_level: 19,
+                match_finder: MatchFinder::SuffixArray,
+                zstd_retry_ratio: u64::MAX,
+                max_window: 64 << 20,
+                frame_len: 8 << 20,
+            },
+        };
+        if let Some(w) = self.max_window {
+            p.max_window = w.min(format::MAX_WINDOW);
+        }
+        if let Some(f) = self.frame_len {
+            p.frame_len = f.clamp(self.block_size as u64, format::MAX_FRAME_LEN);
+        }
+        p
+    }
+
+    /// The options as recorded in the manifest.
+    pub(crate) fn describe(&self) -> String {
+        let p = self.params();
+        format!(
+            "level={} block={} window={} frame={} zstd={} bsdiff={}",
+            self.level.name(),
+            self.block_size,
+            p.max_window,
+            p.frame_len,
+            p.zstd_level,
+            if p.bsdiff {
+                p.bsdiff_zstd_level.to_string()
+            } else {
+                "off".into()
+            }
+        )
+    }
+}
+
+/// Concrete parameters behind a [`Level`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LevelParams {
+    pub(crate) zstd_level: i32,
+    pub(crate) long_distance: bool,
+    pub(crate) bsdiff: bool,
+    pub(crate) bsdiff_zstd_level: i32,
+    /// The bsdiff coder's match finder.
+    pub(crate) match_finder: MatchFinder,
+    /// zstd also runs when bsdiff's payload is above 1/ratio of the frame.
+    pub(crate) zstd_retry_ratio: u64,
+    pub(crate) max_window: u64,
+    pub(crate) frame_len: u64,
+}
+
+impl LevelParams {
+    /// Rough memory of one frame encoder: zstd's tables over the window, plus the
+    /// suffix array and streams of the bsdiff coder.
+    pub(crate) fn encode_memory(&self) -> u64 {
+        let zstd = 3 * (self.max_window + self.frame_len);
+        let bsdiff = if self.bsdiff {
+            5 * self.max_window + 3 * self.frame_len
+        } else {
+            0
+        };
+        zstd + bsdiff
+    }
+}

@@ -1,0 +1,231 @@
+//! Planning a patch: classify the new image's blocks against the old image's index,
+//! cut them into copy, zero and delta frames, and choose each delta frame's
+//! reference window in the old image.
+
+use rayon::prelude::*;
+
+use crate::index::{scan_anchors, AnchorIndex, BlockIndex};
+
+/// Copy and zero runs longer than this are split, so no single frame is huge.
+pub(crate) const MAX_RUN: u64 = 64 << 20;
+/// Zero and copy runs shorter than this many blocks inside changed data are left to
+/// the delta coder (it finds them in the window for a few bytes) rather than becoming
+/// frames of their own: fewer, longer frames cost less manifest and window setup.
+const ABSORB_BLOCKS: u64 = 16;
+/// Margin added around the old data an anchor cluster points at.
+const WINDOW_PAD: u64 = 256 << 10;
+
+/// What one block of the new image is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Block {
+    Zero,
+    Copy(u64),
+    Changed,
+}
+
+/// A frame before encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Planned {
+    pub(crate) kind: PlanKind,
+    pub(crate) start: u64,
+    pub(crate) len: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PlanKind {
+    Copy(u64),
+    Zero,
+    Delta,
+}
+
+/// Classifies every block of `new`.
+pub(crate) fn classify(old: &[u8], new: &[u8], bs: usize, index: &BlockIndex) -> Vec<Block> {
+    let mut blocks: Vec<Block> = new
+        .par_chunks(bs)
+        .enumerate()
+        .map(|(i, blk)| {
+            let at = i * bs;
+            if blk.iter().all(|&b| b == 0) {
+                Block::Zero
+            } else if old.get(at..at + blk.len()) == Some(blk) {
+                Block::Copy(at as u64)
+            } else if blk.len() == bs {
+                match index.lookup(blk) {
+                    Some(p) if old.get(p as usize..p as usize + bs) == Some(blk) => Block::Copy(p),
+                    _ => Block::Changed,
+                }
+            } else {
+                Block::Changed
+            }
+        })
+        .collect();
+    // Prefer continuing the previous copy: duplicate blocks (common in images) then
+    // merge into long runs instead of jumping to the first occurrence.
+    for i in 1..blocks.len() {
+        if let (Block::Copy(prev), Block::Copy(cur)) = (blocks[i - 1], blocks[i]) {
+            let want = prev + bs as u64;
+            if cur != want {
+                let at = i * bs;
+                let blk = &new[at..(at + bs).min(new.len())];
+                if old.get(want as usize..want as usize + blk.len()) == Some(blk) {
+                    blocks[i] = Block::Copy(want);
+                }
+            }
+        }
+    }
+    blocks
+}
+
+/// Turns block classes into frames: copy runs, zero runs and delta frames of at
+/// most `frame_len` bytes.
+pub(crate) fn plan(blocks: &[Block], bs: u64, new_len: u64, frame_len: u64) -> Vec<Planned> {
+    // Runs of identical class (copies contiguous in the old image).
+    let mut runs: Vec<Planned> = Vec::new();
+    for (i, b) in blocks.iter().enumerate() {
+        let start = i as u64 * bs;
+        let len = bs.min(new_len - start);
+        let kind = match *b {
+            Block::Zero => PlanKind::Zero,
+            Block::Copy(p) => PlanKind::Copy(p),
+            Block::Changed => PlanKind::Delta,
+        };
+        if let Some(last) = runs.last_mut() {
+            let extends = match (last.kind, kind) {
+                (PlanKind::Copy(p), PlanKind::Copy(q)) => p + last.len == q,
+                (a, b) => a == b,
+            };
+            if extends {
+                last.len += len;
+                continue;
+            }
+        }
+        runs.push(Planned { kind, start, len });
+    }
+    // Short runs between changed data join the delta.
+    for i in 1..runs.len().saturating_sub(1) {
+        if runs[i].kind != PlanKind::Delta
+            && runs[i].len <= ABSORB_BLOCKS * bs
+            && runs[i - 1].kind == PlanKind::Delta
+            && runs[i + 1].kind == PlanKind::Delta
+        {
+            runs[i].kind = PlanKind::Delta;
+        }
+    }
+    let mut merged: Vec<Planned> = Vec::with_capacity(runs.len());
+    for r in runs {
+        match merged.last_mut() {
+            Some(last) if last.kind == PlanKind::Delta && r.kind == PlanKind::Delta => {
+                last.len += r.len
+            }
+            _ => merged.push(r),
+        }
+    }
+    // Split long runs.
+    let mut out = Vec::with_capacity(merged.len());
+    for r in merged {
+        let cap = if r.kind == PlanKind::Delta {
+            frame_len
+        } else {
+            MAX_RUN
+        };
+        let pieces = r.len.div_ceil(cap).max(1);
+        // Equal pieces, rounded up to whole blocks.
+        let piece = r.len.div_ceil(pieces).div_ceil(bs) * bs;
+        let mut off = 0;
+        while off < r.len {
+            let len = piece.min(r.len - off);
+            let kind = match r.kind {
+                PlanKind::Copy(p) => PlanKind::Copy(p + off),
+                k => k,
+            };
+            out.push(Planned {
+                kind,
+                start: r.start + off,
+                len,
+            });
+            off += len;
+        }
+    }
+    out
+}
+
+/// Picks the old range that the anchors of `new[t0..t1]` point at most densely.
+pub(crate) fn select_window(
+    anchors: &AnchorIndex,
+    old_len: u64,
+    new: &[u8],
+    t0: usize,
+    t1: usize,
+    max_window: u64,
+) -> (u64, u64) {
+    let mut hits: Vec<u64> = Vec::new();
+    scan_anchors(new, t0, t1, |_, key| {
+        if let Some(p) = anchors.get(key) {
+            hits.push(p);
+        }
+    });
+    if hits.is_empty() || max_window == 0 {
+        return (0, 0);
+    }
+    hits.sort_unstable();
+    // The data of one frame rarely comes from an old range much longer than the frame:
+    // bound the window by the frame's length too, so small frames get small windows.
+    let frame = (t1 - t0) as u64;
+    let max_window = max_window.min(2 * frame + 2 * WINDOW_PAD);
+    let span = max_window.saturating_sub(2 * WINDOW_PAD).max(1);
+    let (mut best_i, mut best_j, mut j) = (0usize, 0usize, 0usize);
+    for i in 0..hits.len() {
+        while j + 1 < hits.len() && hits[j + 1] - hits[i] < span {
+            j += 1;
+        }
+        if j - i > best_j - best_i {
+            (best_i, best_j) = (i, j);
+        }
+    }
+    let lo = hits[best_i].saturating_sub(WINDOW_PAD);
+    let hi = (hits[best_j] + WINDOW_PAD).min(old_len);
+    let len = (hi - lo).min(max_window);
+    (lo, len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_merges_runs_and_absorbs_short_zero_gaps() {
+        use Block::*;
+        let blocks = [
+            Copy(0),
+            Copy(4),
+            Changed,
+            Zero,
+            Changed,
+            Zero,
+            Zero,
+            Zero,
+            Zero,
+            Zero,
+            Copy(100),
+        ];
+        let p = plan(&blocks, 4, 44, 1 << 20);
+        let kinds: Vec<_> = p.iter().map(|f| (f.kind, f.start, f.len)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (PlanKind::Copy(0), 0, 8),
+                (PlanKind::Delta, 8, 12),
+                (PlanKind::Zero, 20, 20),
+                (PlanKind::Copy(100), 40, 4)
+            ]
+        );
+    }
+
+    #[test]
+    fn plan_splits_long_delta_into_equal_frames() {
+        let blocks = vec![Block::Changed; 10];
+        let p = plan(&blocks, 4, 38, 16);
+        assert_eq!(p.iter().map(|f| f.len).collect::<Vec<_>>(), vec![16, 16, 6]);
+        assert_eq!(p.iter().map(|f| f.len).sum::<u64>(), 38);
+    }
+}
