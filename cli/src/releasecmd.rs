@@ -16,14 +16,10 @@ use deltaward_release::{
     repo::{self, BaseImage, ReleaseRequest, Repo},
 };
 
-use crate::{keys, LevelArg};
+use crate::{args::LevelArg, keys};
 
 fn level(l: LevelArg) -> Level {
-    match l {
-        LevelArg::Fast => Level::Fast,
-        LevelArg::Default => Level::Default,
-        LevelArg::Best => Level::Best,
-    }
+    l.into()
 }
 
 fn duration(s: &str) -> Result<Duration> {
@@ -142,7 +138,7 @@ pub fn release(a: ReleaseArgs) -> Result<()> {
         now: SystemTime::now(),
     };
     let repo = Repo::new(&a.output);
-    let r = crate::cmd::thread_pool(a.threads)?
+    let r = crate::args::thread_pool(a.threads)?
         .install(|| repo::build_release(&repo, &req, &release_refs, &channel_refs))
         .context("building the release")?;
     eprintln!(

@@ -4,16 +4,11 @@ mod common;
 
 use std::fs;
 
-use common::{deltaward, fails_with, ok, run, s, Fixture};
-
-const SIGNATURE: i32 = 3;
-const CORRUPT: i32 = 4;
-const WRONG_BASE: i32 = 5;
-const FAILURE: i32 = 1;
+use common::{deltaward, exit::*, fails_with, fixture, ok, run, s, Fixture};
 
 #[test]
 fn diff_apply_verify_inspect_round_trip() {
-    let fx = Fixture::new(4);
+    let fx = fixture(4);
     let patch = fx.diff("p.dwp", &["--level", "fast", "--threads", "1"]);
     let out = fx.path("out.img");
     let json = ok(&deltaward(&[
@@ -54,7 +49,7 @@ fn diff_apply_verify_inspect_round_trip() {
 
 #[test]
 fn minisign_signs_and_verifies_with_deltaward_keys() {
-    let fx = Fixture::new(1);
+    let fx = fixture(1);
     let msg = fx.path("message.txt");
     fs::write(&msg, b"release notes").expect("write");
     ok(&run("minisign", &["-S", "-s", s(&fx.key), "-m", s(&msg)]));
@@ -66,7 +61,7 @@ fn minisign_signs_and_verifies_with_deltaward_keys() {
 
 #[test]
 fn extracted_manifest_verifies_with_minisign() {
-    let fx = Fixture::new(1);
+    let fx = fixture(1);
     let patch = fx.diff("p.dwp", &[]);
     let (m, sig) = (fx.path("manifest.bin"), fx.path("manifest.minisig"));
     ok(&deltaward(&[
@@ -95,7 +90,7 @@ fn extracted_manifest_verifies_with_minisign() {
 
 #[test]
 fn keys_made_by_minisign_work_with_deltaward() {
-    let fx = Fixture::new(1);
+    let fx = fixture(1);
     let (key, public) = (fx.path("ms.key"), fx.path("ms.pub"));
     ok(&run(
         "minisign",
@@ -129,7 +124,7 @@ fn keys_made_by_minisign_work_with_deltaward() {
 
 #[test]
 fn encrypted_keys_need_the_password() {
-    let fx = Fixture::new(1);
+    let fx = fixture(1);
     let (key, public, pw) = (fx.path("enc.key"), fx.path("enc.pub"), fx.path("pw"));
     fs::write(&pw, "s3cret passphrase\n").expect("write");
     ok(&deltaward(&[
@@ -171,7 +166,7 @@ fn encrypted_keys_need_the_password() {
             "--password-file",
             s(&wrong),
         ]),
-        7,
+        KEY,
     );
     ok(&deltaward(&[
         "diff",
@@ -189,7 +184,7 @@ fn encrypted_keys_need_the_password() {
 
 /// Applies `patch` to `old` into an OUT that already holds data; checks the exit
 /// code, that OUT is untouched and that nothing else was left in the directory.
-fn refused(fx: &Fixture, old: &std::path::Path, patch: &std::path::Path, code: i32) -> String {
+fn refused(fx: &Fixture, old: &std::path::Path, patch: &std::path::Path, code: u8) -> String {
     let out = fx.path("existing-out.img");
     fs::write(&out, b"previous image").expect("seed out");
     let before: Vec<_> = fs::read_dir(fx.dir.path())
@@ -226,7 +221,7 @@ fn refused(fx: &Fixture, old: &std::path::Path, patch: &std::path::Path, code: i
 
 #[test]
 fn bad_input_is_refused_and_nothing_is_written() {
-    let fx = Fixture::new(2);
+    let fx = fixture(2);
     let patch = fx.diff("p.dwp", &[]);
     let bytes = fs::read(&patch).expect("read");
 
@@ -288,7 +283,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
     fs::write(&resigned_manifest, &b).expect("write");
     refused(&fx, &fx.old, &resigned_manifest, SIGNATURE);
 
-    let other = Fixture::new(1);
+    let other = fixture(1);
     let wrong_key = other.diff("other.dwp", &[]);
     let err = refused(&fx, &other.old, &wrong_key, SIGNATURE);
     assert!(err.contains("not trusted"), "{err}");
@@ -320,7 +315,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
 
 #[test]
 fn legacy_signatures_are_refused() {
-    let fx = Fixture::new(1);
+    let fx = fixture(1);
     let patch = fx.diff("p.dwp", &[]);
     let (m, sig) = (fx.path("m.bin"), fx.path("m.minisig"));
     ok(&deltaward(&[
@@ -354,7 +349,7 @@ fn legacy_signatures_are_refused() {
 
 #[test]
 fn a_killed_apply_resumes_to_an_identical_image() {
-    let fx = Fixture::new(24);
+    let fx = fixture(24);
     // Small frames, so the patch has many and the crash lands in the middle.
     let patch = fx.diff("p.dwp", &["--level", "fast", "--max-window", "1"]);
     let out = fx.path("out.img");
@@ -418,5 +413,102 @@ fn demo_runs_end_to_end() {
     assert!(
         out.contains("tampered patch") && out.contains("refused"),
         "{out}"
+    );
+}
+
+#[test]
+fn diff_refuses_to_overwrite_an_existing_patch_without_force() {
+    let fx = fixture(1);
+    let patch = fx.path("p.dwp");
+    fs::write(&patch, b"keep me").expect("seed");
+    let args = |extra: &'static str| {
+        let mut a = vec![
+            "diff",
+            s(&fx.old),
+            s(&fx.new),
+            "-o",
+            s(&patch),
+            "-s",
+            s(&fx.key),
+        ];
+        if !extra.is_empty() {
+            a.push(extra);
+        }
+        a
+    };
+    let err = fails_with(&deltaward(&args("")), FAILURE);
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(fs::read(&patch).expect("patch"), b"keep me");
+    ok(&deltaward(&args("--force")));
+    ok(&deltaward(&["verify", s(&patch), "-p", s(&fx.public)]));
+}
+
+#[test]
+fn apply_to_a_directory_fails_before_any_work() {
+    let fx = fixture(1);
+    let patch = fx.diff("p.dwp", &["--level", "fast"]);
+    let dir = fx.path("outdir");
+    fs::create_dir(&dir).expect("mkdir");
+    let err = fails_with(&fx.apply(&patch, &dir, &[]), FAILURE);
+    assert!(err.contains("is a directory"), "{err}");
+    assert_eq!(fs::read_dir(&dir).expect("ls").count(), 0);
+}
+
+#[test]
+fn a_public_key_given_as_the_secret_key_is_named_as_such() {
+    let fx = fixture(1);
+    let err = fails_with(
+        &deltaward(&[
+            "diff",
+            s(&fx.old),
+            s(&fx.new),
+            "-o",
+            s(&fx.path("p.dwp")),
+            "-s",
+            s(&fx.public),
+        ]),
+        KEY,
+    );
+    assert!(
+        err.contains("a public key was given where a secret key is needed"),
+        "{err}"
+    );
+    assert!(!err.contains("terminal"), "{err}");
+}
+
+#[test]
+fn an_error_prints_each_cause_once() {
+    let fx = fixture(1);
+    let err = fails_with(
+        &deltaward(&[
+            "verify",
+            s(&fx.path("nonexistent.dwp")),
+            "-p",
+            s(&fx.public),
+        ]),
+        FAILURE,
+    );
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
+#[test]
+fn verbose_turns_on_logs() {
+    let fx = fixture(1);
+    let patch = fx.path("p.dwp");
+    let out = deltaward(&[
+        "-v",
+        "diff",
+        s(&fx.old),
+        s(&fx.new),
+        "-o",
+        s(&patch),
+        "-s",
+        s(&fx.key),
+    ]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("INFO") && err.contains("patch written"),
+        "{err}"
     );
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::fs;
 
-use common::{deltaward, fails_with, ok, run, s, Fixture};
+use common::{deltaward, exit::*, fails_with, fixture, ok, run, s};
 
 const NOTES: &str = r#"hardware_ids = ["pump-a1"]
 [compatibility]
@@ -27,7 +27,7 @@ instructions = "IFU section 4"
 
 #[test]
 fn release_check_notice_and_refusals() {
-    let fx = Fixture::new(2);
+    let fx = fixture(2);
     let repo = fx.path("repo");
     let notes = fx.path("NOTES.toml");
     fs::write(&notes, NOTES).expect("notes");
@@ -107,8 +107,8 @@ fn release_check_notice_and_refusals() {
     };
     let out = ok(&check("pump-a1", None));
     assert!(out.contains("plan: patch from old"), "{out}");
-    fails_with(&check("pump-b7", None), 12);
-    fails_with(&check("pump-a1", Some("2099-01-01T00:00:00Z")), 11);
+    fails_with(&check("pump-b7", None), WRONG_HARDWARE);
+    fails_with(&check("pump-a1", Some("2099-01-01T00:00:00Z")), FREEZE);
 
     // A second release, then the first one served again: rollback.
     let snapshot = fx.path("snapshot");
@@ -154,7 +154,7 @@ fn release_check_notice_and_refusals() {
         "--image",
         s(&fx.old),
     ]);
-    let err = fails_with(&out, 10);
+    let err = fails_with(&out, ROLLBACK);
     assert!(err.contains("rollback"), "{err}");
 
     // Refreshing the channel re-signs it without a rebuild.
@@ -206,7 +206,7 @@ fn release_check_notice_and_refusals() {
             "-o",
             s(&repo),
         ]),
-        1,
+        FAILURE,
     );
     assert!(err.contains("mitigations"), "{err}");
 

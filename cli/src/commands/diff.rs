@@ -1,0 +1,140 @@
+//! `deltaward diff`: build a signed patch OLD -> NEW.
+
+use std::{
+    io::BufWriter,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use deltaward_engine::{AtomicFile, BuildOptions, Image, Manifest, Patch, SecretKey};
+use serde_json::json;
+
+use crate::{
+    args::{output_file, Effort, Force, Json, SigningKey, Summary},
+    progress,
+};
+
+/// Build a signed patch that turns OLD into NEW.
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The old image (what devices have).
+    old: PathBuf,
+    /// The new image.
+    new: PathBuf,
+    /// Patch file to write (an existing one only with --force).
+    #[arg(short, long, value_name = "PATCH")]
+    output: PathBuf,
+    #[command(flatten)]
+    key: SigningKey,
+    #[command(flatten)]
+    effort: Effort,
+    /// Block size of the old image's index, in bytes.
+    #[arg(long, default_value_t = 4096, value_name = "BYTES")]
+    block_size: u32,
+    /// Largest reference window per frame, in MiB (bounds the applier's memory).
+    #[arg(long, value_name = "MIB")]
+    max_window: Option<u64>,
+    /// Memory for encoders running at once, in MiB.
+    #[arg(long, default_value_t = 2048, value_name = "MIB")]
+    memory_limit: u64,
+    #[command(flatten)]
+    force: Force,
+    #[command(flatten)]
+    json: Json,
+}
+
+pub fn run(a: DiffArgs) -> Result<()> {
+    a.force.check(&a.output)?;
+    output_file(&a.output)?;
+    let key = a.key.load()?;
+    let mut opts = BuildOptions::default()
+        .level(a.effort.level.into())
+        .block_size(a.block_size)
+        .memory_limit(a.memory_limit << 20);
+    if let Some(w) = a.max_window {
+        opts = opts.max_window(w << 20);
+    }
+    let summary = a
+        .effort
+        .pool()?
+        .install(|| build_patch_file(&a.old, &a.new, &a.output, &key, &opts))?;
+    a.json.report(&summary);
+    Ok(())
+}
+
+/// What a diff did, for the summary.
+pub struct DiffSummary {
+    pub patch: PathBuf,
+    pub old_size: u64,
+    pub new_size: u64,
+    pub patch_size: u64,
+    pub seconds: f64,
+    pub manifest: Manifest,
+}
+
+/// Diffs the image files `old` and `new` on the caller's rayon pool, signs the
+/// patch and writes it to `output` atomically.
+pub fn build_patch_file(
+    old: &Path,
+    new: &Path,
+    output: &Path,
+    key: &SecretKey,
+    opts: &BuildOptions,
+) -> Result<DiffSummary> {
+    let start = Instant::now();
+    let old_img = Image::open(old)?;
+    let new_img = Image::open(new)?;
+    // Fail early, before the work, if the output cannot be created.
+    let mut out = AtomicFile::create(output)?;
+    tracing::info!(
+        old = old_img.len(),
+        new = new_img.len(),
+        level = opts.level.name(),
+        "diffing"
+    );
+    let bar = progress::bytes(new_img.len() as u64, "diff");
+    let patch = Patch::build_with_progress(&old_img, &new_img, opts, &|n| bar.inc(n))
+        .with_context(|| format!("diffing {} -> {}", old.display(), new.display()))?
+        .sign(key)?;
+    bar.finish_and_clear();
+    patch.write_to(BufWriter::with_capacity(1 << 20, out.file()))?;
+    out.commit()?;
+    tracing::info!(bytes = patch.len(), "patch written");
+    Ok(DiffSummary {
+        patch: output.to_path_buf(),
+        old_size: old_img.len() as u64,
+        new_size: new_img.len() as u64,
+        patch_size: patch.len(),
+        seconds: start.elapsed().as_secs_f64(),
+        manifest: patch.manifest().clone(),
+    })
+}
+
+impl Summary for DiffSummary {
+    fn json(&self) -> serde_json::Value {
+        let m = &self.manifest;
+        json!({
+            "patch": self.patch,
+            "old_size": self.old_size,
+            "new_size": self.new_size,
+            "patch_size": self.patch_size,
+            "seconds": self.seconds,
+            "frames": m.frames.len(),
+            "max_window": m.max_window,
+            "apply_memory": m.apply_memory(),
+            "target_blake3": m.target_hash.to_string(),
+        })
+    }
+    fn text(&self) -> String {
+        format!(
+            "wrote {}: {} bytes ({:.2}% of the new image), {} frames, in {:.2} s",
+            self.patch.display(),
+            self.patch_size,
+            100.0 * self.patch_size as f64 / self.new_size.max(1) as f64,
+            self.manifest.frames.len(),
+            self.seconds
+        )
+    }
+}

@@ -1,0 +1,197 @@
+//! `deltaward inspect`: show a patch's manifest. Nothing is verified, so everything
+//! shown is untrusted: text fields are printed with control characters escaped, and
+//! memory is bounded before the manifest is parsed.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::{BufReader, Write},
+    path::PathBuf,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use deltaward_engine::{format, read_unverified, Frame, Manifest, UnverifiedHead};
+use serde_json::json;
+
+/// Show a patch's manifest (no key needed; nothing here is verified).
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// The patch.
+    patch: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Write the signed manifest bytes to FILE (verify with minisign -V).
+    #[arg(long, value_name = "FILE", requires = "extract_signature")]
+    extract_manifest: Option<PathBuf>,
+    /// Write the minisign signature to FILE.
+    #[arg(long, value_name = "FILE", requires = "extract_manifest")]
+    extract_signature: Option<PathBuf>,
+    /// Refuse manifests whose bytes and parsed frames need more memory than this, in MiB.
+    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    memory_limit: u64,
+}
+
+/// Memory to hold a manifest of `len` bytes and its parsed frames.
+fn manifest_memory(len: u32) -> u64 {
+    let frames = u64::from(len) / format::FRAME_ENTRY_LEN as u64;
+    u64::from(len) + frames * std::mem::size_of::<Frame>() as u64
+}
+
+/// Escapes control characters (terminal escapes among them) in untrusted text.
+fn clean(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
+pub fn run(a: InspectArgs) -> Result<()> {
+    let file =
+        File::open(&a.patch).with_context(|| format!("opening patch {}", a.patch.display()))?;
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let UnverifiedHead {
+        header,
+        manifest_bytes,
+        signature,
+    } = read_unverified(&mut reader).with_context(|| format!("reading {}", a.patch.display()))?;
+    if let (Some(m), Some(s)) = (&a.extract_manifest, &a.extract_signature) {
+        deltaward_engine::write_file(m, &manifest_bytes)?;
+        deltaward_engine::write_file(s, signature.as_bytes())?;
+    }
+    let need = manifest_memory(header.manifest_len);
+    if need > a.memory_limit << 20 {
+        bail!(
+            "the manifest ({} bytes) needs {need} bytes of memory to inspect, above --memory-limit {} MiB",
+            header.manifest_len,
+            a.memory_limit
+        );
+    }
+    let m = Manifest::parse(&manifest_bytes)
+        .with_context(|| format!("parsing the manifest of {}", a.patch.display()))?;
+    drop(manifest_bytes);
+    let comment = signature
+        .lines()
+        .find_map(|l| l.strip_prefix("trusted comment: "))
+        .unwrap_or("")
+        .to_owned();
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        print_json(&mut out, &m, header.manifest_len, &comment)?;
+    } else {
+        print_text(&mut out, &a.patch, &m, header.manifest_len, &comment)?;
+    }
+    Ok(())
+}
+
+fn print_json(out: &mut impl Write, m: &Manifest, manifest_len: u32, comment: &str) -> Result<()> {
+    let head = json!({
+        "format_version": format::VERSION,
+        "verified": false,
+        "tool": m.tool,
+        "options": m.options,
+        "source": {"size": m.source_size, "blake3": m.source_hash.to_string()},
+        "target": {"size": m.target_size, "blake3": m.target_hash.to_string()},
+        "block_size": m.block_size,
+        "max_window": m.max_window,
+        "max_frame_len": m.max_frame_len,
+        "apply_memory": m.apply_memory(),
+        "manifest_len": manifest_len,
+        "payload_len": m.payload_len,
+        "trusted_comment": comment,
+    });
+    // The frames are streamed one by one: a manifest may hold half a million.
+    let head = head.to_string();
+    let open = head.strip_suffix('}').unwrap_or(&head);
+    write!(out, "{open},\"frames\":[")?;
+    for (i, f) in m.frames.iter().enumerate() {
+        let frame = json!({
+            "kind": f.kind.name(),
+            "target_offset": f.target_offset,
+            "target_len": f.target_len,
+            "source_offset": f.source_offset,
+            "source_len": f.source_len,
+            "payload_offset": f.payload_offset,
+            "payload_len": f.payload_len,
+            "payload_blake3": f.payload_hash.to_string(),
+            "output_blake3": f.output_hash.to_string(),
+        });
+        write!(out, "{}{frame}", if i == 0 { "" } else { "," })?;
+    }
+    writeln!(out, "]}}")?;
+    Ok(())
+}
+
+fn print_text(
+    out: &mut impl Write,
+    patch: &std::path::Path,
+    m: &Manifest,
+    manifest_len: u32,
+    comment: &str,
+) -> Result<()> {
+    let mut kinds = BTreeMap::<&str, (u64, u64, u64)>::new();
+    for f in &m.frames {
+        let e = kinds.entry(f.kind.name()).or_default();
+        e.0 += 1;
+        e.1 += f.target_len;
+        e.2 += f.payload_len;
+    }
+    writeln!(
+        out,
+        "patch       {} (format v{}, NOT VERIFIED: use `deltaward verify`)",
+        patch.display(),
+        format::VERSION
+    )?;
+    writeln!(out, "tool        {}", clean(&m.tool))?;
+    writeln!(out, "options     {}", clean(&m.options))?;
+    writeln!(
+        out,
+        "source      {} bytes, BLAKE3 {}",
+        m.source_size, m.source_hash
+    )?;
+    writeln!(
+        out,
+        "target      {} bytes, BLAKE3 {}",
+        m.target_size, m.target_hash
+    )?;
+    writeln!(out, "signature   (unverified) {}", clean(comment))?;
+    writeln!(
+        out,
+        "manifest    {} bytes, payload {} bytes",
+        manifest_len, m.payload_len
+    )?;
+    writeln!(
+        out,
+        "apply needs {} bytes of working memory (largest window {})",
+        m.apply_memory(),
+        m.max_window
+    )?;
+    writeln!(out, "frames      {}", m.frames.len())?;
+    for (kind, (n, out_len, payload)) in kinds {
+        writeln!(
+            out,
+            "  {kind:<8} {n:>7} frames {out_len:>14} bytes out {payload:>12} bytes payload"
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_escapes_in_untrusted_text_are_escaped() {
+        let forged = "x\u{1b}[2K\rOK: signature verified\u{7}";
+        let shown = clean(forged);
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(shown.contains("\\u{1b}[2K\\rOK"), "{shown:?}");
+    }
+}

@@ -1,0 +1,58 @@
+//! One module per command, each holding its clap `Args` and its `run()`.
+
+pub mod apply;
+pub mod demo;
+pub mod diff;
+pub mod inspect;
+pub mod keygen;
+pub mod verify;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use crate::releasecmd;
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Write a new minisign-compatible key pair.
+    Keygen(keygen::KeygenArgs),
+    /// Build a signed patch that turns OLD into NEW.
+    Diff(diff::DiffArgs),
+    /// Rebuild the new image from OLD and PATCH, verifying everything.
+    Apply(apply::ApplyArgs),
+    /// Check a patch's signature and payloads; with --old, decode it fully.
+    Verify(verify::VerifyArgs),
+    /// Show a patch's manifest (no key needed; nothing here is verified).
+    Inspect(inspect::InspectArgs),
+    /// Build a signed release: a patch per base, the full image, release.json, channel.json.
+    Release(releasecmd::ReleaseArgs),
+    /// Manage a product's signed channel.
+    #[command(subcommand)]
+    Channel(releasecmd::ChannelCmd),
+    /// Write a signed root.json (first version, or a rotation).
+    Root(releasecmd::RootArgs),
+    /// Verify the latest release for this device, as the device does.
+    CheckRelease(releasecmd::CheckArgs),
+    /// Render the update notice of a release.json for operators.
+    Notice(releasecmd::NoticeArgs),
+    /// Run the whole pipeline on built-in defaults: keys, images, diff, apply, verify, release.
+    Demo(demo::DemoArgs),
+}
+
+impl Command {
+    pub fn run(self) -> Result<()> {
+        match self {
+            Self::Keygen(a) => keygen::run(a),
+            Self::Diff(a) => diff::run(a),
+            Self::Apply(a) => apply::run(a),
+            Self::Verify(a) => verify::run(a),
+            Self::Inspect(a) => inspect::run(a),
+            Self::Release(a) => releasecmd::release(a),
+            Self::Channel(c) => releasecmd::channel(c),
+            Self::Root(a) => releasecmd::root(a),
+            Self::CheckRelease(a) => releasecmd::check(a),
+            Self::Notice(a) => releasecmd::notice(a),
+            Self::Demo(a) => demo::run(a),
+        }
+    }
+}
