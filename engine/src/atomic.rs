@@ -25,6 +25,232 @@ pub struct AtomicFile {
     keep_on_drop: bool,
 }
 
+/// Fsyncs the directory after `dest` was renamed into place. A failure here is
+/// reported as [`Error::NotDurable`]: `dest` is replaced, but the rename may not
+/// survive a power cut.
+fn sync_renamed(dest: &Path) -> Result<()> {
+    sync_dir(parent_dir(dest)).map_err(|e| match e {
+        Error::Io { source, .. } => Error::NotDurable {
+            path: dest.to_path_buf(),
+            source,
+        },
+        other => other,
+    })
+}
+
+/// Options for files only this process may have made: never through a link,
+/// created exclusively, owner-only.
+fn private_options() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc::O_NOFOLLOW).mode(0o600);
+    }
+    o
+}
+
+/// Opens `path` for reading without following a link at its name, and only if it
+/// is a regular file (not a FIFO, device or directory).
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NONBLOCK: opening a FIFO must not wait for a writer.
+        o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let f = o.open(path)?;
+    if !f.metadata()?.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(f)
+}
+
+/// The partial output of an apply: a file beside the destination that only this
+/// process created and writes, kept after an interruption so that a later apply
+/// can resume it.
+///
+/// The guarantees, each against a defect found by an adversarial review:
+/// - one apply per destination: the lock file `DIR/.NAME.deltaward-lock` (created
+///   if missing, never removed, never followed if a link) is locked exclusively
+///   before anything else is looked at or removed;
+/// - the partial file is never opened through a link (`O_NOFOLLOW`); a fresh one is
+///   created exclusively (`O_EXCL`) with mode 0600; an existing one is reused only
+///   if it is a regular file owned by this user, with mode 0600 and one link,
+///   otherwise it is removed and created afresh;
+/// - every operation after opening goes through the descriptor; [`commit`] renames
+///   only while the name still refers to the descriptor's file, after setting its
+///   final mode on the descriptor.
+///
+/// [`commit`]: Self::commit
+#[derive(Debug)]
+pub struct PartialFile {
+    file: File,
+    _lock: File,
+    path: PathBuf,
+    dest: PathBuf,
+}
+
+fn would_block(e: std::fs::TryLockError) -> io::Error {
+    match e {
+        std::fs::TryLockError::WouldBlock => io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "another deltaward apply is writing this output",
+        ),
+        std::fs::TryLockError::Error(e) => e,
+    }
+}
+
+/// Whether an existing partial file may be resumed: only one that this process's
+/// user made the way [`PartialFile`] makes them.
+fn trustworthy(m: &fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        #[allow(unsafe_code)]
+        // SAFETY: geteuid takes no arguments, touches no memory and always succeeds.
+        let uid = unsafe { libc::geteuid() };
+        m.file_type().is_file() && m.nlink() == 1 && m.uid() == uid && m.mode() & 0o7777 == 0o600
+    }
+    #[cfg(not(unix))]
+    {
+        m.file_type().is_file()
+    }
+}
+
+impl PartialFile {
+    /// Takes the lock for `dest`, then opens the partial file `path`: the existing
+    /// one when `reuse` is set and it is trustworthy, a new empty one otherwise.
+    /// Returns the file and whether an existing one was kept.
+    ///
+    /// `before_open` runs while the lock is held and before the partial file is
+    /// touched (the applier reads its checkpoint there); it decides `reuse`.
+    pub fn open(
+        dest: &Path,
+        path: PathBuf,
+        lock: &Path,
+        before_open: impl FnOnce() -> bool,
+    ) -> Result<(Self, bool)> {
+        let dir = parent_dir(dest);
+        if !dir.is_dir() {
+            return Err(Error::Io {
+                action: "writing into",
+                path: dir.to_path_buf(),
+                source: io::Error::new(io::ErrorKind::NotFound, "directory does not exist"),
+            });
+        }
+        let lock_file = {
+            let mut o = private_options();
+            o.create(true).truncate(false);
+            o.open(lock).map_err(io_err("opening lock", lock))?
+        };
+        lock_file
+            .try_lock()
+            .map_err(|e| io_err("locking", lock)(would_block(e)))?;
+        let reuse = before_open();
+        if reuse {
+            let existing = private_options().open(&path);
+            if let Ok(file) = existing {
+                if file.metadata().is_ok_and(|m| trustworthy(&m)) {
+                    return Ok((
+                        Self {
+                            file,
+                            _lock: lock_file,
+                            path,
+                            dest: dest.to_path_buf(),
+                        },
+                        true,
+                    ));
+                }
+            }
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("removing stale", &path)(e)),
+        }
+        let file = private_options()
+            .create_new(true)
+            .open(&path)
+            .map_err(io_err("creating", &path))?;
+        Ok((
+            Self {
+                file,
+                _lock: lock_file,
+                path,
+                dest: dest.to_path_buf(),
+            },
+            false,
+        ))
+    }
+
+    /// The open partial file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Path of the partial file.
+    #[cfg(test)]
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the partial file (a bad patch leaves nothing worth resuming).
+    pub fn discard(self) {
+        if self.still_named() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+
+    /// Whether the partial file's name still refers to the open file.
+    fn still_named(&self) -> bool {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            match (fs::symlink_metadata(&self.path), self.file.metadata()) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            true
+        }
+    }
+
+    /// Fsyncs the file, sets `mode` on the descriptor, and renames it over the
+    /// destination if its name still refers to it; then fsyncs the directory.
+    pub fn commit(self, mode: u32) -> Result<()> {
+        self.file
+            .sync_all()
+            .map_err(io_err("syncing", &self.path))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            self.file
+                .set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(io_err("setting the mode of", &self.path))?;
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        if !self.still_named() {
+            return Err(Error::Io {
+                action: "renaming into place",
+                path: self.path.clone(),
+                source: io::Error::other("the partial file was replaced by another file"),
+            });
+        }
+        fs::rename(&self.path, &self.dest).map_err(io_err("renaming into place", &self.dest))?;
+        sync_renamed(&self.dest)
+    }
+}
+
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
     move |source| Error::Io {
         action,
@@ -80,52 +306,6 @@ impl AtomicFile {
         }
     }
 
-    /// Opens (or creates) a named, resumable temporary file `tmp` for `dest`. It
-    /// survives a drop without commit, so an interrupted writer can continue.
-    pub fn resumable(dest: &Path, tmp: PathBuf, keep_existing: bool) -> Result<Self> {
-        let dir = parent_dir(dest);
-        if !dir.is_dir() {
-            return Err(Error::Io {
-                action: "writing into",
-                path: dir.to_path_buf(),
-                source: io::Error::new(io::ErrorKind::NotFound, "directory does not exist"),
-            });
-        }
-        // Never follow a link planted at the partial file's name: resume only a plain
-        // file, otherwise start afresh with a file created here (O_EXCL).
-        let plain =
-            fs::symlink_metadata(&tmp).map(|m| m.file_type().is_file() && link_count(&m) == 1);
-        let reuse = keep_existing && matches!(plain, Ok(true));
-        if !reuse && plain.is_ok() {
-            fs::remove_file(&tmp).map_err(io_err("removing stale", &tmp))?;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(!reuse)
-            .open(&tmp)
-            .map_err(io_err("opening", &tmp))?;
-        // One writer at a time: a second apply to the same destination would corrupt
-        // the bytes under the first one's hash.
-        file.try_lock().map_err(|e| Error::Io {
-            action: "locking",
-            path: tmp.clone(),
-            source: match e {
-                std::fs::TryLockError::WouldBlock => io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    "another deltaward apply is writing this output",
-                ),
-                std::fs::TryLockError::Error(e) => e,
-            },
-        })?;
-        Ok(Self {
-            file,
-            tmp,
-            dest: dest.to_path_buf(),
-            keep_on_drop: true,
-        })
-    }
-
     /// The open temporary file.
     pub fn file(&mut self) -> &mut File {
         &mut self.file
@@ -136,12 +316,6 @@ impl AtomicFile {
         &self.tmp
     }
 
-    /// Removes the temporary file now, even a resumable one.
-    pub fn discard(mut self) {
-        let _ = fs::remove_file(&self.tmp);
-        self.keep_on_drop = true; // already removed
-    }
-
     /// Flushes and fsyncs the temporary file, renames it over the destination and
     /// fsyncs the directory.
     pub fn commit(mut self) -> Result<()> {
@@ -149,7 +323,7 @@ impl AtomicFile {
         self.file.sync_all().map_err(io_err("syncing", &self.tmp))?;
         fs::rename(&self.tmp, &self.dest).map_err(io_err("renaming into place", &self.dest))?;
         self.keep_on_drop = true; // nothing left to remove
-        sync_dir(parent_dir(&self.dest))
+        sync_renamed(&self.dest)
     }
 }
 
@@ -168,16 +342,6 @@ impl Drop for AtomicFile {
             let _ = fs::remove_file(&self.tmp);
         }
     }
-}
-
-#[cfg(unix)]
-fn link_count(m: &fs::Metadata) -> u64 {
-    std::os::unix::fs::MetadataExt::nlink(m)
-}
-
-#[cfg(not(unix))]
-fn link_count(_: &fs::Metadata) -> u64 {
-    1
 }
 
 /// Writes `bytes` to `dest` atomically with permissions for the owner only (secret
@@ -261,17 +425,31 @@ mod tests {
         assert_eq!(fs::read(&dest).expect("read"), b"new");
     }
 
+    fn open(dest: &Path, reuse: bool) -> Result<(PartialFile, bool)> {
+        PartialFile::open(
+            dest,
+            sibling(dest, "partial"),
+            &sibling(dest, "lock"),
+            || reuse,
+        )
+    }
+
     #[test]
-    fn a_second_writer_of_a_resumable_file_is_refused() {
+    fn a_second_apply_does_not_remove_the_first_ones_partial_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let dest = dir.path().join("out.img");
-        let tmp = sibling(&dest, "partial");
-        let _first = AtomicFile::resumable(&dest, tmp.clone(), false).expect("first");
-        let err = AtomicFile::resumable(&dest, tmp, true).expect_err("second writer allowed");
-        assert!(
-            matches!(&err, Error::Io { source, .. } if source.kind() == io::ErrorKind::WouldBlock),
-            "{err:?}"
-        );
+        let (first, _) = open(&dest, false).expect("first");
+        (&*first.file()).write_all(b"first").expect("write");
+        for reuse in [false, true] {
+            let err = open(&dest, reuse).expect_err("second writer allowed");
+            assert!(
+                matches!(&err, Error::Io { source, .. } if source.kind() == io::ErrorKind::WouldBlock),
+                "{err:?}"
+            );
+        }
+        assert_eq!(fs::read(first.path()).expect("partial"), b"first");
+        first.commit(0o644).expect("commit");
+        assert_eq!(fs::read(&dest).expect("dest"), b"first");
     }
 
     #[cfg(unix)]
@@ -281,18 +459,55 @@ mod tests {
         let victim = dir.path().join("victim");
         fs::write(&victim, b"precious").expect("seed");
         let dest = dir.path().join("out.img");
-        let tmp = sibling(&dest, "partial");
-        std::os::unix::fs::symlink(&victim, &tmp).expect("symlink");
-        let mut f = AtomicFile::resumable(&dest, tmp.clone(), true).expect("open");
-        f.file().set_len(0).expect("truncate");
-        f.write_all(b"image").expect("write");
-        f.commit().expect("commit");
+        std::os::unix::fs::symlink(&victim, sibling(&dest, "partial")).expect("symlink");
+        let (f, reused) = open(&dest, true).expect("open");
+        assert!(!reused);
+        (&*f.file()).write_all(b"image").expect("write");
+        f.commit(0o644).expect("commit");
         assert_eq!(fs::read(&victim).expect("victim"), b"precious");
         assert_eq!(fs::read(&dest).expect("dest"), b"image");
         assert!(!fs::symlink_metadata(&dest)
             .expect("meta")
             .file_type()
             .is_symlink());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_planted_partial_file_is_not_reused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("out.img");
+        let partial = sibling(&dest, "partial");
+        fs::write(&partial, b"planted").expect("plant");
+        fs::set_permissions(&partial, fs::Permissions::from_mode(0o666)).expect("chmod");
+        let (f, reused) = open(&dest, true).expect("open");
+        assert!(!reused, "a world-writable partial file was resumed");
+        assert_eq!(f.file().metadata().expect("meta").len(), 0);
+        let mode = f.file().metadata().expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A partial file made here is resumed.
+        (&*f.file()).write_all(b"ours").expect("write");
+        drop(f);
+        let (f, reused) = open(&dest, true).expect("reopen");
+        assert!(reused);
+        f.commit(0o644).expect("commit");
+        let mode = fs::metadata(&dest).expect("dest").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn commit_refuses_when_the_name_was_swapped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("out.img");
+        let (f, _) = open(&dest, false).expect("open");
+        (&*f.file()).write_all(b"verified").expect("write");
+        fs::remove_file(f.path()).expect("unlink");
+        fs::write(f.path(), b"EVIL").expect("swap");
+        f.commit(0o644)
+            .expect_err("renamed a file that was not verified");
+        assert!(!dest.exists());
     }
 
     #[test]

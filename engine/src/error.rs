@@ -95,6 +95,15 @@ pub enum Error {
         /// Why it cannot be used.
         reason: &'static str,
     },
+    /// The output replaced the destination, but the directory could not be synced,
+    /// so the rename may not survive a power cut.
+    #[error("{} was replaced, but its directory could not be synced: the change may not survive a power cut", path.display())]
+    NotDurable {
+        /// The destination.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
     /// The options given cannot work.
     #[error("invalid option {name}: {reason}")]
     InvalidOption {
@@ -237,6 +246,7 @@ impl Error {
             Self::Io { .. }
             | Self::Stream { .. }
             | Self::ResumeState { .. }
+            | Self::NotDurable { .. }
             | Self::InvalidOption { .. }
             | Self::Encode { .. } => ErrorClass::Other,
         }

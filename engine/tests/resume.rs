@@ -88,3 +88,119 @@ fn cut_download_resumes_after_a_zero_frame() {
     assert_eq!(std::fs::read(&out).expect("out"), new);
     assert!(!partial.exists() && !state.exists());
 }
+
+/// A patch of several frames (each at least 64 KiB of output) and its images.
+fn setup() -> (
+    kit::Keys,
+    tempfile::TempDir,
+    Vec<u8>,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let keys = kit::keys();
+    let old = kit::noise(1 << 20, 5);
+    let mut new = old.clone();
+    for at in (0..new.len()).step_by(128 << 10) {
+        new[at..at + 100].fill(3);
+    }
+    let patch = kit::build(
+        &old,
+        &new,
+        &keys.secret,
+        &BuildOptions::default().frame_len(64 << 10),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old_path = dir.path().join("old.img");
+    let patch_path = dir.path().join("p.dwp");
+    std::fs::write(&old_path, &old).expect("old");
+    std::fs::write(&patch_path, &patch).expect("patch");
+    (keys, dir, new, old_path, patch_path)
+}
+
+/// Issue 7, apply defect 2: a partial file planted by someone else (mode 0666, a
+/// checkpoint naming this very patch) is not resumed, and bytes written into the
+/// partial file behind the applier's back never reach OUT as "verified".
+#[cfg(unix)]
+#[test]
+fn resume_refuses_a_planted_partial_file_and_verifies_the_bytes_on_disk() {
+    use std::os::unix::fs::{FileExt, PermissionsExt};
+    let (keys, dir, new, old_path, patch_path) = setup();
+    let out = dir.path().join("new.img");
+    let (partial, state) = resume_paths(&out);
+    let opts = ApplyOptions::default().checkpoint_bytes(1).resume(true);
+
+    // A genuine run, cut short, leaves a checkpoint; then the partial file is
+    // replaced by a planted, world-writable one with the same content.
+    let cut = dir.path().join("cut.dwp");
+    let patch = std::fs::read(&patch_path).expect("patch");
+    std::fs::write(&cut, &patch[..patch.len() - 10]).expect("cut");
+    apply_to_file(&old_path, &cut, &out, &keys.trusted, &opts, &|_| {}).expect_err("cut applied");
+    assert!(state.exists());
+    let content = std::fs::read(&partial).expect("partial");
+    std::fs::remove_file(&partial).expect("rm");
+    std::fs::write(&partial, &content).expect("plant");
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let report =
+        apply_to_file(&old_path, &patch_path, &out, &keys.trusted, &opts, &|_| {}).expect("apply");
+    assert_eq!(
+        report.resumed_frames, 0,
+        "a planted partial file was resumed"
+    );
+    assert_eq!(std::fs::read(&out).expect("out"), new);
+    let mode = std::fs::metadata(&out).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "OUT kept the planted mode");
+
+    // Someone holding a descriptor to the partial file writes into it while the
+    // apply runs: the apply must fail rather than rename what it did not verify.
+    std::fs::remove_file(&out).expect("rm out");
+    // The write lands after the last frame is flushed and verified (progress is
+    // reported after each frame), before the final check and the rename.
+    let done = std::cell::Cell::new(0u64);
+    let progress = |n: u64| {
+        done.set(done.get() + n);
+        if done.get() == new.len() as u64 {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&partial)
+                .expect("open partial");
+            f.write_all_at(b"EVIL", 0).expect("evil write");
+        }
+    };
+    let opts = ApplyOptions::default();
+    let err = apply_to_file(
+        &old_path,
+        &patch_path,
+        &out,
+        &keys.trusted,
+        &opts,
+        &progress,
+    )
+    .expect_err("tampered output renamed into place");
+    assert!(matches!(err, Error::TargetMismatch { .. }), "{err:?}");
+    assert!(!out.exists());
+}
+
+/// Issue 7, apply defect 6: the checkpoint is read through no link and only up to
+/// a small bound; a checkpoint linked to /dev/zero or a FIFO does not hang or
+/// exhaust memory, the apply starts afresh.
+#[cfg(unix)]
+#[test]
+fn a_checkpoint_linked_to_dev_zero_or_a_fifo_is_ignored() {
+    let (keys, dir, new, old_path, patch_path) = setup();
+    let out = dir.path().join("new.img");
+    let (_, state) = resume_paths(&out);
+    let opts = ApplyOptions::default().resume(true);
+    std::os::unix::fs::symlink("/dev/zero", &state).expect("symlink");
+    let report =
+        apply_to_file(&old_path, &patch_path, &out, &keys.trusted, &opts, &|_| {}).expect("apply");
+    assert_eq!(report.resumed_frames, 0);
+    assert_eq!(std::fs::read(&out).expect("out"), new);
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(&state)
+        .status()
+        .expect("mkfifo");
+    assert!(fifo.success());
+    std::fs::remove_file(&out).expect("rm");
+    apply_to_file(&old_path, &patch_path, &out, &keys.trusted, &opts, &|_| {}).expect("apply");
+    assert_eq!(std::fs::read(&out).expect("out"), new);
+}

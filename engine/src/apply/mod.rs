@@ -25,7 +25,7 @@ use std::{
 };
 
 use crate::{
-    atomic::AtomicFile,
+    atomic::{sibling, PartialFile},
     container::payload_start,
     error::{Error, Result},
     format::{Digest, FormatError, Limit, Manifest, Region, COPY_CHUNK},
@@ -36,7 +36,16 @@ use crate::{
 use decode::apply_frames;
 pub use head::{read_head, VerifiedHead};
 pub use resume::resume_paths;
-use resume::{verify_done, Checkpoint};
+
+/// Mode of an applied image (set on the descriptor before the rename; the partial
+/// file is 0600 until then).
+const OUTPUT_MODE: u32 = 0o644;
+
+/// The lock file that allows one apply at a time to `out`.
+fn lock_path(out: &Path) -> std::path::PathBuf {
+    sibling(out, "deltaward-lock")
+}
+use resume::{hash_file, read_checkpoint, verify_done};
 use sink::{check_target, FileSink, HashingSink};
 
 /// Options for applying a patch.
@@ -263,20 +272,21 @@ pub fn apply_to_file(
 
     let (partial, state) = resume_paths(out);
     let manifest_id = Digest::of(&head.manifest_bytes);
-    let previous = if opts.resume {
-        fs::read_to_string(&state)
-            .ok()
-            .and_then(|t| Checkpoint::parse(&t))
-    } else {
-        None
-    };
-    let mut target = AtomicFile::resumable(out, partial.clone(), previous.is_some())?;
-    let mut resumed = None;
-    if let Some(cp) = previous.filter(|cp| cp.manifest == manifest_id) {
-        if let Some(hasher) = verify_done(target.file(), m, &cp) {
-            resumed = Some((cp, hasher));
-        }
-    }
+    // The lock is taken before the checkpoint is read or anything is removed; the
+    // checkpoint names the manifest, and the manifest names the old image, which
+    // was verified above: a checkpoint counts only for this patch and this image.
+    let mut previous = None;
+    let (target, reused) = PartialFile::open(out, partial.clone(), &lock_path(out), || {
+        previous = opts
+            .resume
+            .then(|| read_checkpoint(&state))
+            .flatten()
+            .filter(|cp| cp.manifest == manifest_id);
+        previous.is_some()
+    })?;
+    let resumed = previous
+        .filter(|_| reused)
+        .and_then(|cp| verify_done(target.file(), m, &cp).map(|h| (cp, h)));
     let (first, offset, hasher) = match resumed {
         Some((cp, h)) => (cp.frames, cp.offset, h),
         None => (0, 0, blake3::Hasher::new()),
@@ -289,13 +299,9 @@ pub fn apply_to_file(
             source,
         }
     };
-    target
-        .file()
-        .set_len(offset)
-        .map_err(file_err("truncating"))?;
-    target
-        .file()
-        .seek(SeekFrom::Start(offset))
+    let mut file = target.file();
+    file.set_len(offset).map_err(file_err("truncating"))?;
+    file.seek(SeekFrom::Start(offset))
         .map_err(file_err("seeking"))?;
     // Skip the payloads of frames already done.
     let skip: u64 = m.frames.iter().take(first).map(|f| f.payload_len).sum();
@@ -315,9 +321,8 @@ pub fn apply_to_file(
     progress(offset);
 
     let result = {
-        let file = target.file();
         let mut sink = FileSink {
-            file: io::BufWriter::with_capacity(1 << 20, &*file),
+            file: io::BufWriter::with_capacity(1 << 20, target.file()),
             partial: &partial,
             state: &state,
             manifest: manifest_id,
@@ -336,17 +341,25 @@ pub fn apply_to_file(
             progress,
         )
         .and_then(|()| {
-            sink.file.flush().map_err(|source| Error::Io {
-                action: "writing",
-                path: partial.clone(),
-                source,
-            })?;
-            check_target(m, &sink.hasher)
+            sink.file.flush().map_err(file_err("writing"))?;
+            check_target(m, &sink.hasher)?;
+            // What is renamed must be what was verified: hash the bytes on disk,
+            // after they are synced, through the descriptor that will be renamed.
+            target.file().sync_all().map_err(file_err("syncing"))?;
+            let on_disk =
+                hash_file(target.file(), m.target_size).map_err(file_err("re-reading"))?;
+            if on_disk != m.target_hash {
+                return Err(Error::TargetMismatch {
+                    expected: m.target_hash,
+                    actual: on_disk,
+                });
+            }
+            Ok(())
         })
     };
     match result {
         Ok(()) => {
-            target.commit()?;
+            target.commit(OUTPUT_MODE)?;
             let _ = fs::remove_file(&state);
             Ok(ApplyReport {
                 manifest: head.manifest,

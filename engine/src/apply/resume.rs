@@ -3,7 +3,7 @@
 
 use std::{
     fs::File,
-    io::{BufReader, Read, Seek, SeekFrom},
+    io::{self, BufReader, Read, Seek, SeekFrom},
     path::{Path, PathBuf},
 };
 
@@ -43,6 +43,32 @@ impl Checkpoint {
             offset,
         })
     }
+}
+
+/// Largest checkpoint file read: a real one is about 120 bytes.
+const MAX_CHECKPOINT_LEN: u64 = 4096;
+
+/// Reads the checkpoint at `path`, if there is a usable one: a regular file (not a
+/// link, FIFO or device), read up to a small bound, that parses.
+pub(super) fn read_checkpoint(path: &Path) -> Option<Checkpoint> {
+    let file = atomic::open_regular(path).ok()?;
+    let mut text = String::new();
+    file.take(MAX_CHECKPOINT_LEN)
+        .read_to_string(&mut text)
+        .ok()?;
+    Checkpoint::parse(&text)
+}
+
+/// BLAKE3 of the first `len` bytes of `file`, read back through the descriptor.
+pub(super) fn hash_file(file: &File, len: u64) -> io::Result<Digest> {
+    let mut reader = BufReader::with_capacity(COPY_CHUNK as usize, file);
+    reader.seek(SeekFrom::Start(0))?;
+    let mut h = blake3::Hasher::new();
+    let copied = io::copy(&mut reader.take(len), &mut h)?;
+    if copied != len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(h.finalize().into())
 }
 
 /// Paths of the partial output and its resume state for destination `out`.
