@@ -122,12 +122,24 @@ pub(crate) fn payload_start(h: &Header) -> u64 {
 /// Reads the header, manifest and signature of a patch without verifying them (the
 /// applier checks the signature against its trusted keys before parsing the
 /// manifest). The header's lengths are bounded before anything is allocated.
-pub fn read_unverified<R: Read>(r: &mut R) -> Result<UnverifiedHead> {
+///
+/// `memory_limit` bounds what holding the manifest takes
+/// ([`manifest_memory`](crate::format::manifest_memory)), checked before the
+/// manifest is allocated: a hostile header cannot make the reader allocate 64 MiB
+/// before any signature is checked.
+pub fn read_unverified<R: Read>(r: &mut R, memory_limit: u64) -> Result<UnverifiedHead> {
     let mut hb = [0u8; HEADER_LEN];
     read_region(r, &mut hb, Region::Header, 0)?;
     let header = Header::parse(&hb)?;
     if header.signature_len == 0 {
         return Err(SignatureError::Unsigned.into());
+    }
+    let needed = crate::format::manifest_memory(header.manifest_len);
+    if needed > memory_limit {
+        return Err(Error::MemoryLimit {
+            needed,
+            limit: memory_limit,
+        });
     }
     let mut manifest_bytes = vec![0u8; header.manifest_len as usize];
     read_region(r, &mut manifest_bytes, Region::Manifest, HEADER_LEN as u64)?;

@@ -27,6 +27,14 @@ pub const MAX_TEXT_LEN: usize = 1024;
 /// The applier copies and zero-fills in chunks of this many bytes: the working memory
 /// of a copy or zero frame.
 pub const COPY_CHUNK: u64 = 1 << 20;
+/// Memory that holding a manifest of `manifest_len` bytes takes: the bytes and, at
+/// most, one parsed [`Frame`] per frame entry they can hold. The applier counts it
+/// in its memory limit, before the bytes are read.
+pub fn manifest_memory(manifest_len: u32) -> u64 {
+    let frames = u64::from(manifest_len) / FRAME_ENTRY_LEN as u64;
+    u64::from(manifest_len) + frames * std::mem::size_of::<Frame>() as u64
+}
+
 /// Length of the stream-length header at the start of a decoded bsdiff payload.
 pub const BSDIFF_HEADER_LEN: u64 = 12;
 

@@ -9,9 +9,9 @@ use std::{
     path::PathBuf,
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
-use deltaward_engine::{format, read_unverified, Frame, Manifest, UnverifiedHead};
+use deltaward_engine::{format, read_unverified, Manifest, UnverifiedHead};
 use serde_json::json;
 
 /// Show a patch's manifest (no key needed; nothing here is verified).
@@ -31,12 +31,6 @@ pub struct InspectArgs {
     /// Refuse manifests whose bytes and parsed frames need more memory than this, in MiB.
     #[arg(long, default_value_t = 256, value_name = "MIB")]
     memory_limit: u64,
-}
-
-/// Memory to hold a manifest of `len` bytes and its parsed frames.
-fn manifest_memory(len: u32) -> u64 {
-    let frames = u64::from(len) / format::FRAME_ENTRY_LEN as u64;
-    u64::from(len) + frames * std::mem::size_of::<Frame>() as u64
 }
 
 /// Escapes control characters (terminal escapes among them) in untrusted text.
@@ -61,18 +55,11 @@ pub fn run(a: InspectArgs) -> Result<()> {
         header,
         manifest_bytes,
         signature,
-    } = read_unverified(&mut reader).with_context(|| format!("reading {}", a.patch.display()))?;
+    } = read_unverified(&mut reader, a.memory_limit << 20)
+        .with_context(|| format!("reading {}", a.patch.display()))?;
     if let (Some(m), Some(s)) = (&a.extract_manifest, &a.extract_signature) {
         deltaward_engine::write_file(m, &manifest_bytes)?;
         deltaward_engine::write_file(s, signature.as_bytes())?;
-    }
-    let need = manifest_memory(header.manifest_len);
-    if need > a.memory_limit << 20 {
-        bail!(
-            "the manifest ({} bytes) needs {need} bytes of memory to inspect, above --memory-limit {} MiB",
-            header.manifest_len,
-            a.memory_limit
-        );
     }
     let m = Manifest::parse(&manifest_bytes)
         .with_context(|| format!("parsing the manifest of {}", a.patch.display()))?;

@@ -26,12 +26,17 @@ pub struct VerifiedHead {
 }
 
 /// Reads and verifies the start of a patch: signature first, then the manifest.
-pub fn read_head<R: Read>(r: &mut R, keys: &TrustedKeys) -> Result<VerifiedHead> {
+/// Holding the manifest may take at most `memory_limit` bytes.
+pub fn read_head<R: Read>(
+    r: &mut R,
+    keys: &TrustedKeys,
+    memory_limit: u64,
+) -> Result<VerifiedHead> {
     let UnverifiedHead {
         header,
         manifest_bytes,
         signature,
-    } = read_unverified(r)?;
+    } = read_unverified(r, memory_limit)?;
     let comment = keys.verify_canonical(&manifest_bytes, &signature)?;
     let manifest = Manifest::parse(&manifest_bytes)?;
     let expected = manifest.trusted_comment();

@@ -28,7 +28,7 @@ use crate::{
     atomic::{sibling, PartialFile},
     container::payload_start,
     error::{Error, Result},
-    format::{Digest, FormatError, Limit, Manifest, Region, COPY_CHUNK},
+    format::{manifest_memory, Digest, FormatError, Limit, Manifest, Region, COPY_CHUNK},
     image::{FileSource, Source},
     sign::TrustedKeys,
 };
@@ -110,7 +110,8 @@ pub struct ApplyReport {
 }
 
 /// Refuses a patch that needs more than the options allow.
-fn check_limits(m: &Manifest, opts: &ApplyOptions) -> Result<()> {
+fn check_limits(head: &VerifiedHead, opts: &ApplyOptions) -> Result<()> {
+    let m = &head.manifest;
     if m.target_size > opts.max_target_size {
         return Err(FormatError::LimitExceeded {
             limit: Limit::TargetSize,
@@ -119,7 +120,10 @@ fn check_limits(m: &Manifest, opts: &ApplyOptions) -> Result<()> {
         }
         .into());
     }
-    let needed = m.apply_memory();
+    // The frames' working memory, and the manifest held throughout.
+    let needed = m
+        .apply_memory()
+        .saturating_add(manifest_memory(head.header.manifest_len));
     if needed > opts.memory_limit {
         return Err(Error::MemoryLimit {
             needed,
@@ -179,8 +183,8 @@ pub fn apply<S: Source, R: Read, W: Write>(
     opts: &ApplyOptions,
     progress: &dyn Fn(u64),
 ) -> Result<Manifest> {
-    let head = read_head(patch, keys)?;
-    check_limits(&head.manifest, opts)?;
+    let head = read_head(patch, keys, opts.memory_limit)?;
+    check_limits(&head, opts)?;
     check_source(source, &head.manifest)?;
     let mut s = HashingSink {
         hasher: blake3::Hasher::new(),
@@ -208,8 +212,8 @@ pub fn verify_patch<S: Source, R: Read>(
     source: Option<&S>,
     opts: &ApplyOptions,
 ) -> Result<VerifiedHead> {
-    let head = read_head(patch, keys)?;
-    check_limits(&head.manifest, opts)?;
+    let head = read_head(patch, keys, opts.memory_limit)?;
+    check_limits(&head, opts)?;
     if let Some(source) = source {
         check_source(source, &head.manifest)?;
         let mut null = io::sink();
@@ -264,9 +268,9 @@ pub fn apply_to_file(
         source,
     })?;
     let mut reader = BufReader::with_capacity(1 << 16, patch_file);
-    let head = read_head(&mut reader, keys)?;
+    let head = read_head(&mut reader, keys, opts.memory_limit)?;
     let m = &head.manifest;
-    check_limits(m, opts)?;
+    check_limits(&head, opts)?;
     let source = FileSource::open(old)?;
     check_source(&source, m)?;
 

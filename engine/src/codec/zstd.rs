@@ -69,9 +69,42 @@ pub fn decode(window: &[u8], payload: &[u8], out: &mut [u8]) -> Result<(), &'sta
         Ok(Some(_)) => return Err("declared content size differs from the frame length"),
         _ => return Err("zstd frame header is missing or unreadable"),
     }
+    check_frame(payload, window_log(window.len() as u64, out.len() as u64))?;
     let written = dctx.decompress(out, payload).map_err(code_name)?;
     if written != out.len() {
         return Err("decoded length differs from the frame length");
+    }
+    Ok(())
+}
+
+/// Requires the payload to be exactly one zstd frame (nothing after it, not even a
+/// skippable frame), without a dictionary id, declaring a window no larger than
+/// `1 << window_log` (the format derives the window log from the manifest).
+fn check_frame(payload: &[u8], window_log: u32) -> Result<(), &'static str> {
+    match zstd_safe::find_frame_compressed_size(payload) {
+        Ok(n) if n == payload.len() => {}
+        Ok(_) => return Err("bytes follow the zstd frame"),
+        Err(code) => return Err(code_name(code)),
+    }
+    // Frame header: magic (4 bytes), frame header descriptor, then the window
+    // descriptor unless the frame is a single segment (RFC 8878, 3.1.1.1).
+    let fhd = *payload
+        .get(4)
+        .ok_or("zstd frame header is missing or unreadable")?;
+    if fhd & 0b11 != 0 {
+        return Err("zstd frame names a dictionary");
+    }
+    let single_segment = fhd & 0b10_0000 != 0;
+    if !single_segment {
+        let wd = *payload
+            .get(5)
+            .ok_or("zstd frame header is missing or unreadable")?;
+        let log = 10 + u64::from(wd >> 3);
+        let base = 1u64 << log;
+        let size = base + (base / 8) * u64::from(wd & 7);
+        if size > 1u64 << window_log {
+            return Err("zstd frame declares a window larger than the format allows");
+        }
     }
     Ok(())
 }
@@ -108,5 +141,71 @@ mod tests {
         assert_eq!(out, data);
         let mut short = vec![0u8; data.len() - 1];
         assert!(decode(&window, &payload, &mut short).is_err());
+    }
+
+    /// Issue 7, apply defect 8: a payload is one frame, nothing more.
+    #[test]
+    fn a_payload_followed_by_a_skippable_or_empty_frame_is_refused() {
+        let s = ZstdSettings {
+            level: 3,
+            long_distance: false,
+        };
+        let data = vec![5u8; 10_000];
+        let payload = encode(&[], &data, s).expect("encode");
+        let mut out = vec![0u8; data.len()];
+        decode(&[], &payload, &mut out).expect("clean payload");
+        let mut skippable = payload.clone();
+        skippable.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4]);
+        assert!(decode(&[], &skippable, &mut out).is_err());
+        let mut empty = payload.clone();
+        empty.extend(encode(&[], &[], s).expect("empty frame"));
+        assert!(decode(&[], &empty, &mut out).is_err());
+    }
+
+    /// Issue 7, apply defect 8: a frame may declare no larger window than the
+    /// format derives from the manifest.
+    #[test]
+    fn a_payload_declaring_a_larger_window_is_refused() {
+        let data = vec![5u8; 4096];
+        let mut cctx = CCtx::create();
+        cctx.set_parameter(CParameter::WindowLog(30)).expect("wlog");
+        cctx.set_parameter(CParameter::ContentSizeFlag(true))
+            .expect("size");
+        let mut payload = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
+        // Streaming compression keeps the declared window (no single segment).
+        let mut out_buf = zstd_safe::OutBuffer::around(&mut payload);
+        let mut in_buf = zstd_safe::InBuffer::around(&data);
+        cctx.compress_stream2(
+            &mut out_buf,
+            &mut in_buf,
+            zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_continue,
+        )
+        .expect("compress");
+        while cctx
+            .compress_stream2(
+                &mut out_buf,
+                &mut in_buf,
+                zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_end,
+            )
+            .expect("end")
+            != 0
+        {}
+        // No content size was pledged, so the frame has a window descriptor and no
+        // content size: declare a 1 GiB window (descriptor 160) and add a 4-byte
+        // content size field (FHD bits 7-6 = 2), as a hostile builder could.
+        assert_eq!(payload.get(4).map(|fhd| fhd & 0b1110_0000), Some(0));
+        payload[4] |= 0b1000_0000;
+        payload[5] = 160;
+        let size = (data.len() as u32).to_le_bytes();
+        payload.splice(6..6, size);
+        assert!(matches!(
+            zstd_safe::get_frame_content_size(&payload),
+            Ok(Some(n)) if n == data.len() as u64
+        ));
+        let mut out = vec![0u8; data.len()];
+        assert_eq!(
+            decode(&[], &payload, &mut out),
+            Err("zstd frame declares a window larger than the format allows")
+        );
     }
 }
