@@ -127,8 +127,11 @@ impl BuildOptions {
         p
     }
 
-    /// The options as recorded in the manifest.
-    pub(crate) fn describe(&self) -> String {
+    /// The options string recorded in the manifest's `options` field:
+    /// `level=L block=B window=W frame=F zstd=Z bsdiff=X`, with the window and frame
+    /// length in effect (in bytes) and `X` the bsdiff coder's zstd level, or `off`.
+    /// Readers display it and never interpret it (see `engine/FORMAT.md`).
+    pub fn describe(&self) -> String {
         let p = self.params();
         format!(
             "level={} block={} window={} frame={} zstd={} bsdiff={}",

@@ -1,5 +1,7 @@
 //! Any bytes given to apply as a patch: never a panic, and never an output unless
-//! the patch is exactly a validly signed one (which random input cannot be).
+//! the patch is exactly a validly signed one (which random input cannot be). Seeds:
+//! the format cases of engine/tests/vectors, several of them signed by the vector
+//! key, so that mutations get past the signature and reach the frame decoders.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -7,8 +9,7 @@ use std::sync::OnceLock;
 use deltaward_engine::{apply, ApplyOptions, TrustedKeys};
 use libfuzzer_sys::fuzz_target;
 
-/// The public key of the golden vectors, so seeds from engine/tests/vectors verify
-/// their signature and the fuzzer reaches the frame decoders.
+/// The public key that signed the vector patch and the re-signed format cases.
 const VECTOR_KEY: &str = include_str!("../../engine/tests/vectors/key.pub");
 const OLD: &[u8] = include_bytes!("../../engine/tests/vectors/old.bin");
 const NEW: &[u8] = include_bytes!("../../engine/tests/vectors/new.bin");
@@ -27,6 +28,9 @@ fuzz_target!(|data: &[u8]| {
     let opts = ApplyOptions::default().memory_limit(64 << 20);
     if apply(&OLD, &mut &data[..], &mut out, keys(), &opts, &|_| {}).is_ok() {
         // Only the genuine patch can get through every check.
-        assert_eq!(out, NEW, "a patch was accepted but produced the wrong image");
+        assert_eq!(
+            out, NEW,
+            "a patch was accepted but produced the wrong image"
+        );
     }
 });
