@@ -92,9 +92,27 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
 #[derive(Debug)]
 pub struct PartialFile {
     file: File,
-    _lock: File,
+    lock: File,
+    lock_path: PathBuf,
     path: PathBuf,
     dest: PathBuf,
+}
+
+/// Whether `path` names the open file `file` (same device and inode).
+fn names(path: &Path, file: &File) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (fs::symlink_metadata(path), file.metadata()) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, file);
+        true
+    }
 }
 
 fn would_block(e: std::fs::TryLockError) -> io::Error {
@@ -153,6 +171,13 @@ impl PartialFile {
         lock_file
             .try_lock()
             .map_err(|e| io_err("locking", lock)(would_block(e)))?;
+        // The lock file is removed when an apply ends; a lock taken on a file that
+        // was removed meanwhile excludes no one, so it counts as contended.
+        if !names(lock, &lock_file) {
+            return Err(io_err("locking", lock)(would_block(
+                std::fs::TryLockError::WouldBlock,
+            )));
+        }
         let reuse = before_open();
         if reuse {
             let existing = private_options().open(&path);
@@ -161,7 +186,8 @@ impl PartialFile {
                     return Ok((
                         Self {
                             file,
-                            _lock: lock_file,
+                            lock: lock_file,
+                            lock_path: lock.to_path_buf(),
                             path,
                             dest: dest.to_path_buf(),
                         },
@@ -182,7 +208,8 @@ impl PartialFile {
         Ok((
             Self {
                 file,
-                _lock: lock_file,
+                lock: lock_file,
+                lock_path: lock.to_path_buf(),
                 path,
                 dest: dest.to_path_buf(),
             },
@@ -210,18 +237,7 @@ impl PartialFile {
 
     /// Whether the partial file's name still refers to the open file.
     fn still_named(&self) -> bool {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            match (fs::symlink_metadata(&self.path), self.file.metadata()) {
-                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-                _ => false,
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            true
-        }
+        names(&self.path, &self.file)
     }
 
     /// Fsyncs the file, sets `mode` on the descriptor, and renames it over the
@@ -324,6 +340,17 @@ impl AtomicFile {
         fs::rename(&self.tmp, &self.dest).map_err(io_err("renaming into place", &self.dest))?;
         self.keep_on_drop = true; // nothing left to remove
         sync_renamed(&self.dest)
+    }
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        // Still holding the lock: remove the lock file if it is ours, so that no
+        // file is left beside the destination (a waiting apply that opened it
+        // notices the removal and counts the lock as contended).
+        if names(&self.lock_path, &self.lock) {
+            let _ = fs::remove_file(&self.lock_path);
+        }
     }
 }
 
