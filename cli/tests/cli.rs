@@ -512,3 +512,30 @@ fn verbose_turns_on_logs() {
         "{err}"
     );
 }
+
+/// Issue 7, apply defect 7: inspect shows untrusted text with control characters
+/// escaped, and bounds the memory of a manifest before reading it.
+#[test]
+fn inspect_escapes_hostile_text_and_bounds_manifest_memory() {
+    let fx = fixture(1);
+    let patch = fx.diff("p.dwp", &["--level", "fast"]);
+    let bytes = fs::read(&patch).expect("patch");
+    let mut m = deltaward_testkit::manifest(&bytes);
+    m.tool = "x\u{1b}[2K\rOK: signature verified\u{7}".into();
+    let key =
+        deltaward_engine::SecretKey::from_text(&fs::read_to_string(&fx.key).expect("key"), None)
+            .expect("secret key");
+    let hostile = fx.path("hostile.dwp");
+    fs::write(&hostile, deltaward_testkit::resign(&bytes, &m, &key)).expect("write");
+    let shown = ok(&deltaward(&["inspect", s(&hostile)]));
+    assert!(
+        !shown.contains('\u{1b}') && !shown.contains('\r'),
+        "{shown:?}"
+    );
+    assert!(shown.contains("NOT VERIFIED"), "{shown}");
+    let err = fails_with(
+        &deltaward(&["inspect", s(&hostile), "--memory-limit", "0"]),
+        LIMIT,
+    );
+    assert!(err.contains("working memory"), "{err}");
+}

@@ -308,6 +308,37 @@ fn signature_key(signature: &str) -> Result<(String, bool), SignatureError> {
 mod tests {
     use super::*;
 
+    /// Issue 7, apply defect 10: key ids are not signed and anyone can make a key
+    /// with a chosen id; every trusted key with the signature's id is tried.
+    #[test]
+    fn several_trusted_keys_with_one_key_id_are_each_tried() {
+        let real = generate_keypair(None).expect("keygen");
+        let other = generate_keypair(None).expect("keygen");
+        let line = |t: &str| t.lines().nth(1).expect("key line").to_owned();
+        let real_raw = decode_b64(&line(&real.public)).expect("b64");
+        let mut decoy = decode_b64(&line(&other.public)).expect("b64");
+        decoy[2..10].copy_from_slice(&real_raw[2..10]);
+        let decoy = Base64::encode_to_string(&decoy).expect("b64");
+        let sk = SecretKey::from_text(&real.secret, None).expect("secret");
+        let sig = sk.sign(b"manifest", "comment").expect("sign");
+        for order in [
+            [decoy.as_str(), real.public.as_str()],
+            [real.public.as_str(), decoy.as_str()],
+        ] {
+            let mut keys = TrustedKeys::new();
+            for k in order {
+                assert_eq!(keys.add_text(k).expect("add"), real.key_id);
+            }
+            assert_eq!(keys.verify(b"manifest", &sig).expect("verify"), "comment");
+        }
+        let mut only_decoy = TrustedKeys::new();
+        only_decoy.add_text(&decoy).expect("add");
+        assert_eq!(
+            only_decoy.verify(b"manifest", &sig),
+            Err(SignatureError::Invalid)
+        );
+    }
+
     #[test]
     fn sign_and_verify_round_trip() {
         let kp = generate_keypair(None).expect("keygen");
