@@ -1,4 +1,5 @@
 //! The `deltaward` command end to end, with the reference `minisign` program.
+#![allow(clippy::disallowed_methods)] // reason: tests write their fixtures directly
 
 mod common;
 

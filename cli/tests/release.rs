@@ -1,5 +1,6 @@
 //! `deltaward release`, `root`, `channel refresh`, `check-release` and `notice` end
 //! to end, with the reference minisign on release.json.
+#![allow(clippy::disallowed_methods)] // reason: tests write their fixtures directly
 
 mod common;
 

@@ -8,6 +8,8 @@
 //! destination is untouched; a temporary file is removed when the writer is
 //! dropped uncommitted, unless it was opened as resumable.
 
+#![allow(clippy::disallowed_methods)] // reason: the one module that creates, writes and renames files
+
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, Write},

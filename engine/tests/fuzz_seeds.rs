@@ -11,6 +11,7 @@
 //! vectors give today (other files, such as inputs that once crashed, may sit
 //! beside them). Regenerate after blessing new vectors with
 //! `DELTAWARD_BLESS=1 cargo test -p deltaward-engine --test fuzz_seeds`.
+#![allow(clippy::disallowed_methods)] // reason: tests write their fixtures directly
 
 use std::{
     collections::BTreeMap,

@@ -1,5 +1,6 @@
 //! A download cut short inside the payloads leaves a resumable partial output, even
 //! when the last checkpoint follows a zero frame (a hole).
+#![allow(clippy::disallowed_methods)] // reason: tests write their fixtures directly
 
 use deltaward_testkit as kit;
 

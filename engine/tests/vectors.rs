@@ -20,6 +20,7 @@
 //! verified instead). Regenerate both after changing the generator with
 //! `DELTAWARD_BLESS=1 cargo test -p deltaward-engine --test vectors`; re-signed
 //! files whose other sections did not change are kept as they are.
+#![allow(clippy::disallowed_methods)] // reason: tests write their fixtures directly
 
 use std::{
     collections::BTreeSet,

@@ -1,5 +1,6 @@
 //! Each refusal of `check_release`, named after the attack it stops, plus the
 //! release round trip, minisign interop and the golden notice.
+#![allow(clippy::disallowed_methods)] // reason: tests write their fixtures directly
 
 use std::{
     collections::BTreeMap,

@@ -6,6 +6,7 @@
 //! This crate is a dev-dependency only; it panics on failure, as tests want.
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used)] // reason: test fixtures fail loudly by design
+#![allow(clippy::disallowed_methods)] // reason: fixtures write test files directly
 
 pub mod cli;
 

@@ -4,6 +4,7 @@
 //! The tests are ignored when run plainly (the pairs take a download and 30 s to
 //! build); `.ci/run` builds the pairs and runs them with `--include-ignored`, and a
 //! missing corpus then fails them.
+#![allow(clippy::disallowed_methods)] // reason: tests write their fixtures directly
 
 use std::path::Path;
 

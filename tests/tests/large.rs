@@ -1,4 +1,5 @@
 //! Images over 4 GiB, as sparse files: every offset and length is a u64 end to end.
+#![allow(clippy::disallowed_methods)] // reason: tests write their fixtures directly
 
 use std::{
     fs::{File, OpenOptions},

@@ -1,6 +1,7 @@
 //! Mutation sweep (issue 7): every bit of a small signed patch, and a random sample
 //! of offsets in a large one, flipped one at a time; each mutant must be refused,
 //! leaving no output file and nothing else behind.
+#![allow(clippy::disallowed_methods)] // reason: tests write their fixtures directly
 
 use std::path::Path;
 
