@@ -33,6 +33,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
                 R::UnknownKey { .. } => exit::UNKNOWN_KEY,
                 R::Threshold { .. } => exit::THRESHOLD,
                 R::RootRotation(_) => exit::ROOT_ROTATION,
+                R::Limit { .. } => exit::LIMIT,
                 R::Signature { .. } | R::Comment { .. } => exit::SIGNATURE,
                 _ => exit::FAILURE,
             };
