@@ -58,6 +58,7 @@ fn release(c: deltaward_release::ErrorClass) -> Option<u8> {
         R::Threshold => Some(THRESHOLD),
         R::RootRotation => Some(ROOT_ROTATION),
         R::Signature => Some(SIGNATURE),
+        R::Limit => Some(LIMIT),
         R::Engine(e) => engine(e),
         _ => None,
     }

@@ -225,3 +225,43 @@ fn release_check_notice_and_refusals() {
         );
     }
 }
+
+/// `deltaward root` refuses one Ed25519 key listed under two key ids: minisign does not
+/// sign the key id, so the key would count twice toward a threshold.
+#[test]
+fn root_refuses_two_ids_for_one_key() {
+    use ct_codecs::{Base64, Decoder, Encoder};
+    let fx = fixture(1);
+    let text = fs::read_to_string(&fx.public).expect("public key");
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut raw = Base64::decode_to_vec(&lines[1], None).expect("base64");
+    raw[2..10].copy_from_slice(&[0x5a; 8]);
+    lines[1] = Base64::encode_to_string(&raw).expect("base64");
+    let alias = fx.path("alias.pub");
+    fs::write(&alias, lines.join("\n") + "\n").expect("write");
+    let repo = fx.path("repo");
+    let err = fails_with(
+        &deltaward(&[
+            "root",
+            "-o",
+            s(&repo),
+            "--root-pub",
+            s(&fx.public),
+            "--release-pub",
+            s(&fx.public),
+            "--release-pub",
+            s(&alias),
+            "--channel-pub",
+            s(&fx.public),
+            "--thresholds",
+            "1",
+            "2",
+            "1",
+            "-s",
+            s(&fx.key),
+        ]),
+        1,
+    );
+    assert!(err.contains("two ids"), "{err}");
+    assert!(!repo.join("root.json").exists());
+}

@@ -53,8 +53,20 @@ fn private_options() -> OpenOptions {
     o
 }
 
+/// Opens (creating if missing, mode 0600, never through a link) the lock file
+/// `path` and locks it exclusively, waiting for another holder.
+pub fn lock_file(path: &Path) -> io::Result<File> {
+    let mut o = private_options();
+    o.create(true).truncate(false);
+    let f = o.open(path)?;
+    f.lock()?;
+    Ok(f)
+}
+
 /// Opens `path` for reading without following a link at its name, and only if it
-/// is a regular file (not a FIFO, device or directory).
+/// is a regular file (not a FIFO, device or directory). A link gives the OS's
+/// "too many levels of symbolic links" error, anything else not regular
+/// [`io::ErrorKind::InvalidInput`].
 pub fn open_regular(path: &Path) -> io::Result<File> {
     let mut o = OpenOptions::new();
     o.read(true);
@@ -468,7 +480,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let dest = dir.path().join("out.img");
         let (first, _) = open(&dest, false).expect("first");
-        (&*first.file()).write_all(b"first").expect("write");
+        first.file().write_all(b"first").expect("write");
         for reuse in [false, true] {
             let err = open(&dest, reuse).expect_err("second writer allowed");
             assert!(
@@ -491,7 +503,7 @@ mod tests {
         std::os::unix::fs::symlink(&victim, sibling(&dest, "partial")).expect("symlink");
         let (f, reused) = open(&dest, true).expect("open");
         assert!(!reused);
-        (&*f.file()).write_all(b"image").expect("write");
+        f.file().write_all(b"image").expect("write");
         f.commit(0o644).expect("commit");
         assert_eq!(fs::read(&victim).expect("victim"), b"precious");
         assert_eq!(fs::read(&dest).expect("dest"), b"image");
@@ -516,7 +528,7 @@ mod tests {
         let mode = f.file().metadata().expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         // A partial file made here is resumed.
-        (&*f.file()).write_all(b"ours").expect("write");
+        f.file().write_all(b"ours").expect("write");
         drop(f);
         let (f, reused) = open(&dest, true).expect("reopen");
         assert!(reused);
@@ -531,7 +543,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let dest = dir.path().join("out.img");
         let (f, _) = open(&dest, false).expect("open");
-        (&*f.file()).write_all(b"verified").expect("write");
+        f.file().write_all(b"verified").expect("write");
         fs::remove_file(f.path()).expect("unlink");
         fs::write(f.path(), b"EVIL").expect("swap");
         f.commit(0o644)

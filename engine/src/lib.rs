@@ -67,13 +67,17 @@ pub use apply::{
     apply, apply_to_file, read_head, resume_paths, verify_patch, ApplyOptions, ApplyReport,
     VerifiedHead,
 };
-pub use atomic::{sync_dir, write_file, write_new_file, write_private_file, AtomicFile};
+pub use atomic::{
+    lock_file, open_regular, sync_dir, write_file, write_new_file, write_private_file, AtomicFile,
+};
 pub use container::{read_unverified, Patch, Sections, SignedPatch, UnverifiedHead};
 pub use error::{Error, ErrorClass, Hashed, KeyError, Result, SignatureError};
 pub use format::{Digest, FormatError, Frame, FrameKind, Header, Limit, Manifest, Region};
 pub use image::{FileSource, Image, Source};
 pub use level::{BuildOptions, Level};
-pub use sign::{generate_keypair, signature_key_id, KeyPairText, SecretKey, TrustedKeys};
+pub use sign::{
+    format_key_id, generate_keypair, signature_key_id, KeyPairText, SecretKey, TrustedKeys,
+};
 
 /// Entry points for the fuzz targets and tests that exercise the decoders directly,
 /// below the signature check. Not part of the stable API.

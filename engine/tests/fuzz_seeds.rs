@@ -107,10 +107,14 @@ fn every_fuzz_target_has_current_seeds() {
     }
     let targets = targets();
     assert!(targets.len() >= 4, "fuzz targets: {targets:?}");
+    // The engine's targets get their seeds from here; the release crate's targets
+    // have seeds made with the CLI (fuzz/fixtures/README.md). Every target has some.
     for target in &targets {
+        let derived = seeds.keys().any(|(t, _)| t == target);
+        let stored = std::fs::read_dir(corpus.join(target)).map_or(0, |d| d.count());
         assert!(
-            seeds.keys().any(|(t, _)| t == target),
-            "fuzz target {target} has no seeds: add them here"
+            derived || stored > 0,
+            "fuzz target {target} has no seeds in fuzz/corpus/{target}"
         );
     }
     let mut problems = Vec::new();

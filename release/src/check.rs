@@ -6,8 +6,15 @@
 //! rotations of the root, the channel, the release, the device's own image, and
 //! refuses rollback, freeze, wrong hardware, a mismatched base, mix-and-match,
 //! unknown keys and unmet thresholds, each with its own error.
+//!
+//! Provisioning writes both files; a provisioned device whose `state.json` is gone
+//! refuses (fail closed). A check holds the directory's lock from reading the state
+//! to writing it. A root rotation that revokes the channel or release keys resets the
+//! number that role vouched for, so that a fast-forward made with a stolen key is
+//! undone by rotating that key out.
 
 use std::{
+    io::Read,
     path::{Path, PathBuf},
     time::SystemTime,
 };
@@ -16,10 +23,16 @@ use deltaward_engine::{write_file, Digest};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    error::{io_err, Error, Result},
+    error::{
+        invalid, io_err, Error, InvalidError, LimitError, Mismatch, ReleaseId, Result,
+        RootRotationError, StateError,
+    },
+    limits::{
+        CHANNEL_JSON_MAX_BYTES, RELEASE_JSON_MAX_BYTES, ROOT_JSON_MAX_BYTES, STATE_JSON_MAX_BYTES,
+    },
     model::*,
-    repo::{parse_time, timestamp, Repo},
-    trust::{verify_document, verify_rotation, RoleName},
+    repo::{check_name, check_object_path, parse_time, read_capped, read_up_to, timestamp, Repo},
+    trust::{rotation_revokes, verify_document, verify_rotation, RoleName},
 };
 
 /// What the device remembers between checks.
@@ -88,6 +101,15 @@ pub struct Checked {
     pub root_version: u64,
 }
 
+/// The lock file of a state directory (see [`StateDir::lock`]).
+pub const STATE_LOCK: &str = "state.lock";
+
+/// An exclusive lock on a state directory, released when dropped.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
 /// The device's state directory.
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -102,66 +124,80 @@ impl StateDir {
         }
     }
 
-    /// Installs a trusted root (provisioning). A device that already trusts a root
-    /// keeps it: later roots arrive only through signed rotations, so provisioning
-    /// again cannot undo one.
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes the directory's exclusive lock (the file [`STATE_LOCK`] in it), waiting
+    /// for another holder. [`check_release`] and [`init`](Self::init) hold it from
+    /// reading the state to writing it back, so that overlapping checks cannot write
+    /// older numbers over newer ones.
+    pub fn lock(&self) -> Result<StateLock> {
+        let p = self.dir.join(STATE_LOCK);
+        let file = deltaward_engine::lock_file(&p).map_err(io_err("locking", &p))?;
+        Ok(StateLock { _file: file })
+    }
+
+    /// Installs a trusted root and a zero state (provisioning). A device that already
+    /// trusts a root keeps it, and keeps its state: later roots arrive only through
+    /// signed rotations, so provisioning again cannot undo one, and a missing
+    /// `state.json` is not recreated (checks then refuse: fail closed).
     pub fn init(&self, root_json: &[u8]) -> Result<()> {
-        let root = parse::<Root>("root.json", root_json)?;
-        check_kind("root.json", &root.kind, "deltaward-root", root.spec_version)?;
+        Root::from_json(root_json)?;
+        std::fs::create_dir_all(&self.dir).map_err(io_err("creating", &self.dir))?;
+        let _lock = self.lock()?;
         let existing = self.dir.join("root.json");
-        if let Ok(current) = std::fs::read(&existing) {
-            if current == root_json {
+        if std::fs::symlink_metadata(&existing).is_ok() {
+            if read_capped(&existing, "root.json", ROOT_JSON_MAX_BYTES)? == root_json {
                 return Ok(());
             }
-            return Err(Error::RootRotation(format!(
-                "{} already holds a trusted root; a new root must come as a signed rotation",
-                existing.display()
-            )));
+            return Err(Error::RootRotation(RootRotationError::AlreadyProvisioned {
+                dir: self.dir.clone(),
+            }));
         }
-        std::fs::create_dir_all(&self.dir).map_err(io_err("creating", &self.dir))?;
-        write_file(&self.dir.join("root.json"), root_json)?;
+        // The state first: a root.json on disk always has its state.json beside it.
+        if std::fs::symlink_metadata(self.dir.join("state.json")).is_err() {
+            self.save(&State::default())?;
+        }
+        write_file(&existing, root_json)?;
         Ok(())
+    }
+
+    fn provisioned(&self) -> Result<PathBuf> {
+        let p = self.dir.join("root.json");
+        if std::fs::symlink_metadata(&p).is_err() {
+            return Err(Error::State(StateError::NotProvisioned {
+                dir: self.dir.clone(),
+            }));
+        }
+        Ok(p)
     }
 
     fn root(&self) -> Result<Root> {
-        let p = self.dir.join("root.json");
-        let b = std::fs::read(&p).map_err(io_err("reading trusted root", &p))?;
-        parse("root.json", &b)
+        let p = self.provisioned()?;
+        Root::from_json(&read_capped(&p, "root.json", ROOT_JSON_MAX_BYTES)?)
     }
 
-    /// The remembered state.
+    /// The remembered state. A provisioned device without `state.json` refuses
+    /// ([`StateError::Missing`]) rather than start again from zero.
     pub fn state(&self) -> Result<State> {
+        self.provisioned()?;
         let p = self.dir.join("state.json");
-        match std::fs::read(&p) {
-            Ok(b) => parse("state.json", &b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
-            Err(e) => Err(io_err("reading", &p)(e)),
+        if std::fs::symlink_metadata(&p).is_err() {
+            return Err(Error::State(StateError::Missing {
+                dir: self.dir.clone(),
+            }));
         }
+        let b = read_capped(&p, "state.json", STATE_JSON_MAX_BYTES)?;
+        serde_json::from_slice(&b).map_err(|e| invalid("state.json", e))
     }
 
     fn save(&self, s: &State) -> Result<()> {
-        let b = serde_json::to_vec_pretty(s).unwrap_or_default();
+        let b = serde_json::to_vec_pretty(s).map_err(|e| invalid("state.json", e))?;
         write_file(&self.dir.join("state.json"), &b)?;
         Ok(())
     }
-}
-
-fn parse<T: serde::de::DeserializeOwned>(file: &str, b: &[u8]) -> Result<T> {
-    serde_json::from_slice(b).map_err(|e| Error::Invalid {
-        file: file.to_owned(),
-        reason: e.to_string(),
-    })
-}
-
-/// Checks a document's `_type` and `spec_version`.
-fn check_kind(file: &str, kind: &str, expected: &str, spec: u32) -> Result<()> {
-    if kind != expected || spec != SPEC_VERSION {
-        return Err(Error::Invalid {
-            file: file.to_owned(),
-            reason: format!("is {kind} version {spec}, expected {expected} version {SPEC_VERSION}"),
-        });
-    }
-    Ok(())
 }
 
 fn not_expired(file: &str, expires: &str, now: SystemTime) -> Result<()> {
@@ -175,28 +211,48 @@ fn not_expired(file: &str, expires: &str, now: SystemTime) -> Result<()> {
     Ok(())
 }
 
-/// Walks root rotations published in the repository from the trusted root.
-fn update_root(repo: &Repo, state: &StateDir, now: SystemTime) -> Result<Root> {
-    let mut trusted = state.root()?;
+/// Walks root rotations published in the repository from the trusted root. A
+/// rotation that revokes keys of the channel or release role (or raises its
+/// threshold) resets the version that role vouched for (TUF 5.3.11): the reset is
+/// saved before the new root, so that a crash in between repeats the rotation and the
+/// reset instead of keeping the new root with the old numbers.
+fn update_root(
+    repo: &Repo,
+    state_dir: &StateDir,
+    state: &mut State,
+    now: SystemTime,
+) -> Result<Root> {
+    let mut trusted = state_dir.root()?;
     while let Some(next) = trusted.version.checked_add(1) {
         let rel = Repo::root_rel(next);
-        if !repo.path(&rel).exists() {
+        if !repo.has(&rel) {
             break;
         }
-        let (bytes, sigs) = repo.get_signed(&rel)?;
-        trusted = verify_rotation(&trusted, &bytes, &sigs)?;
-        write_file(&state.dir.join("root.json"), &bytes)?;
+        let (bytes, sigs) = repo.get_signed(&rel, ROOT_JSON_MAX_BYTES)?;
+        let new = verify_rotation(&trusted, &bytes, &sigs)?;
+        let mut reset = false;
+        if rotation_revokes(&trusted, &new, RoleName::Channel) {
+            state.channel_version = 0;
+            reset = true;
+        }
+        if rotation_revokes(&trusted, &new, RoleName::Release) {
+            state.highest_counter = 0;
+            reset = true;
+        }
+        if reset {
+            state_dir.save(state)?;
+        }
+        write_file(&state_dir.dir.join("root.json"), &bytes)?;
+        trusted = new;
     }
     // The repository's current root may not be newer than the chain we could follow.
-    if let Ok((bytes, _)) = repo.get_signed("root.json") {
-        let current: Root = parse("root.json", &bytes)?;
+    if repo.has("root.json") {
+        let current = Root::from_json(&repo.read("root.json", ROOT_JSON_MAX_BYTES)?)?;
         if current.version > trusted.version {
-            return Err(Error::RootRotation(format!(
-                "the repository's root is version {} but no signed version {} follows the trusted version {}",
-                current.version,
-                trusted.version.saturating_add(1),
-                trusted.version
-            )));
+            return Err(Error::RootRotation(RootRotationError::ChainBroken {
+                current: current.version,
+                trusted: trusted.version,
+            }));
         }
     }
     not_expired("root.json", &trusted.expires, now)?;
@@ -204,6 +260,7 @@ fn update_root(repo: &Repo, state: &StateDir, now: SystemTime) -> Result<Root> {
 }
 
 /// Verifies the latest release of `product` for `device`, and records its counter.
+/// The state directory's lock is held from reading the state to writing it.
 pub fn check_release(
     repo: &Repo,
     product: &str,
@@ -211,17 +268,13 @@ pub fn check_release(
     device: &Device,
     now: SystemTime,
 ) -> Result<Checked> {
+    check_name(product)?;
+    let _lock = state_dir.lock()?;
     let mut state = state_dir.state()?;
-    let root = update_root(repo, state_dir, now)?;
+    let root = update_root(repo, state_dir, &mut state, now)?;
 
-    let (cbytes, csigs) = repo.get_signed(&Repo::channel_rel(product))?;
-    let channel: Channel = parse("channel.json", &cbytes)?;
-    check_kind(
-        "channel.json",
-        &channel.kind,
-        "deltaward-channel",
-        channel.spec_version,
-    )?;
+    let (cbytes, csigs) = repo.get_signed(&Repo::channel_rel(product), CHANNEL_JSON_MAX_BYTES)?;
+    let channel = Channel::from_json(&cbytes)?;
     verify_document(
         &root,
         RoleName::Channel,
@@ -233,8 +286,10 @@ pub fn check_release(
     if channel.product != product {
         return Err(Error::MixAndMatch {
             what: "channel.json".into(),
-            expected: product.into(),
-            found: channel.product,
+            mismatch: Mismatch::Product {
+                expected: product.into(),
+                found: channel.product,
+            },
         });
     }
     not_expired("channel.json", &channel.expires, now)?;
@@ -249,10 +304,7 @@ pub fn check_release(
         .releases
         .iter()
         .max_by_key(|r| r.counter)
-        .ok_or_else(|| Error::Invalid {
-            file: "channel.json".into(),
-            reason: "lists no release".into(),
-        })?
+        .ok_or_else(|| invalid("channel.json", InvalidError::NoReleases))?
         .clone();
     if entry.counter < state.highest_counter {
         return Err(Error::Rollback {
@@ -262,22 +314,48 @@ pub fn check_release(
         });
     }
 
-    let (rbytes, rsigs) = repo.get_signed(&entry.path)?;
-    let found = Digest::of(&rbytes).to_string();
-    if found != entry.blake3 || rbytes.len() as u64 != entry.length {
-        return Err(Error::MixAndMatch {
-            what: entry.path.clone(),
-            expected: entry.blake3,
-            found,
+    // Read no more of release.json than the channel signs (and one byte to notice more).
+    if entry.length > RELEASE_JSON_MAX_BYTES {
+        return Err(Error::Limit {
+            file: entry.path,
+            limit: LimitError::TooLarge {
+                max: RELEASE_JSON_MAX_BYTES,
+            },
         });
     }
-    let release: Release = parse("release.json", &rbytes)?;
-    check_kind(
-        "release.json",
-        &release.kind,
-        "deltaward-release",
-        release.spec_version,
+    let rbytes = read_up_to(
+        repo.open(&entry.path)?,
+        &repo.path(&entry.path),
+        entry.length,
     )?;
+    let found_len = rbytes.len() as u64;
+    if found_len != entry.length {
+        return Err(Error::MixAndMatch {
+            what: entry.path,
+            mismatch: if found_len > entry.length {
+                Mismatch::TooLong {
+                    expected: entry.length,
+                }
+            } else {
+                Mismatch::TooShort {
+                    expected: entry.length,
+                    found: found_len,
+                }
+            },
+        });
+    }
+    let found = Digest::of(&rbytes).to_string();
+    if found != entry.blake3 {
+        return Err(Error::MixAndMatch {
+            what: entry.path,
+            mismatch: Mismatch::Blake3 {
+                expected: entry.blake3,
+                found,
+            },
+        });
+    }
+    let rsigs = repo.get_signatures(&entry.path)?;
+    let release = Release::from_json(&rbytes)?;
     verify_document(
         &root,
         RoleName::Release,
@@ -292,14 +370,29 @@ pub fn check_release(
     {
         return Err(Error::MixAndMatch {
             what: "release.json".into(),
-            expected: format!("{product} {} counter {}", entry.version, entry.counter),
-            found: format!(
-                "{} {} counter {}",
-                release.product, release.version, release.counter
-            ),
+            mismatch: Mismatch::Release {
+                expected: Box::new(ReleaseId {
+                    product: product.into(),
+                    version: entry.version,
+                    counter: entry.counter,
+                }),
+                found: Box::new(ReleaseId {
+                    product: release.product,
+                    version: release.version,
+                    counter: release.counter,
+                }),
+            },
         });
     }
     not_expired("release.json", &release.expires, now)?;
+    for object in release
+        .bases
+        .iter()
+        .map(|b| &b.patch)
+        .chain([&release.full_image.object])
+    {
+        check_object_path(object)?;
+    }
     if !release.hardware_ids.contains(&device.hardware_id) {
         return Err(Error::WrongHardware {
             hardware: device.hardware_id.clone(),
@@ -340,15 +433,40 @@ pub fn check_release(
     })
 }
 
-/// Checks that an object file is the one the signed metadata names.
+/// Checks that an object file is the one the signed metadata names: its path must be
+/// `objects/<blake3>` inside the repository, a regular file, and no more than its
+/// signed length is read (plus one byte, to notice a longer file).
 pub fn verify_object(repo: &Repo, object: &Object) -> Result<PathBuf> {
+    check_object_path(object)?;
     let path = repo.path(&object.path);
-    let (found, _) = hash_file(&path)?;
-    if found != object.blake3 || format!("objects/{found}") != object.path {
+    let f = repo.open(&object.path)?;
+    let mut h = blake3::Hasher::new();
+    h.update_reader(f.take(object.length.saturating_add(1)))
+        .map_err(io_err("reading", &path))?;
+    let n = h.count();
+    if n != object.length {
         return Err(Error::MixAndMatch {
             what: object.path.clone(),
-            expected: object.blake3.clone(),
-            found,
+            mismatch: if n > object.length {
+                Mismatch::TooLong {
+                    expected: object.length,
+                }
+            } else {
+                Mismatch::TooShort {
+                    expected: object.length,
+                    found: n,
+                }
+            },
+        });
+    }
+    let found = Digest::from(h.finalize()).to_string();
+    if found != object.blake3 {
+        return Err(Error::MixAndMatch {
+            what: object.path.clone(),
+            mismatch: Mismatch::Blake3 {
+                expected: object.blake3.clone(),
+                found,
+            },
         });
     }
     Ok(path)

@@ -21,9 +21,13 @@
 
 pub mod check;
 pub mod error;
+pub mod limits;
 pub mod model;
 pub mod notice;
 pub mod repo;
 pub mod trust;
 
-pub use error::{Error, ErrorClass, Result};
+pub use error::{
+    Error, ErrorClass, InvalidError, LimitError, Mismatch, PathError, RefusedError, ReleaseId,
+    Result, RootRotationError, StateError,
+};

@@ -6,6 +6,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::{
+    error::{invalid, Error, InvalidError, LimitError, Result},
+    limits::{CHANNEL_JSON_MAX_BYTES, RELEASE_JSON_MAX_BYTES, ROOT_JSON_MAX_BYTES},
+};
+
 /// Version of these documents' layout.
 pub const SPEC_VERSION: u32 = 1;
 
@@ -291,4 +296,73 @@ pub struct Notes {
     pub approval: Approval,
     /// Installation instructions.
     pub installation: Installation,
+}
+
+/// Parses a signed document: refuses it above `max` bytes before parsing, refuses
+/// unknown fields, and checks `_type` and `spec_version`.
+fn from_json<T: serde::de::DeserializeOwned>(
+    file: &str,
+    bytes: &[u8],
+    max: u64,
+    expected: &'static str,
+    kind: impl Fn(&T) -> (&str, u32),
+) -> Result<T> {
+    if bytes.len() as u64 > max {
+        return Err(Error::Limit {
+            file: file.to_owned(),
+            limit: LimitError::TooLarge { max },
+        });
+    }
+    let v: T = serde_json::from_slice(bytes).map_err(|e| invalid(file, e))?;
+    let (found, spec_version) = kind(&v);
+    if found != expected || spec_version != SPEC_VERSION {
+        return Err(invalid(
+            file,
+            InvalidError::WrongKind {
+                kind: found.to_owned(),
+                spec_version,
+                expected,
+            },
+        ));
+    }
+    Ok(v)
+}
+
+impl Root {
+    /// Parses `root.json` (at most [`ROOT_JSON_MAX_BYTES`]), checking its type.
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        from_json(
+            "root.json",
+            bytes,
+            ROOT_JSON_MAX_BYTES,
+            "deltaward-root",
+            |r: &Self| (&r.kind, r.spec_version),
+        )
+    }
+}
+
+impl Channel {
+    /// Parses `channel.json` (at most [`CHANNEL_JSON_MAX_BYTES`]), checking its type.
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        from_json(
+            "channel.json",
+            bytes,
+            CHANNEL_JSON_MAX_BYTES,
+            "deltaward-channel",
+            |c: &Self| (&c.kind, c.spec_version),
+        )
+    }
+}
+
+impl Release {
+    /// Parses `release.json` (at most [`RELEASE_JSON_MAX_BYTES`]), checking its type.
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        from_json(
+            "release.json",
+            bytes,
+            RELEASE_JSON_MAX_BYTES,
+            "deltaward-release",
+            |r: &Self| (&r.kind, r.spec_version),
+        )
+    }
 }

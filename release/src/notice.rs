@@ -36,99 +36,150 @@ fn support(c: SupportClass) -> &'static str {
     }
 }
 
+/// Removes what could take over a terminal or fake the notice's layout: control
+/// characters (C0, DEL, C1: escapes, carriage returns, line breaks, which become a
+/// space) and Unicode bidirectional and line/paragraph separators (dropped).
+fn clean(s: &str) -> String {
+    s.chars()
+        .filter_map(|c| match c {
+            '\u{2028}' | '\u{2029}' => Some(' '),
+            '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => None,
+            c if c.is_control() => Some(' '),
+            c => Some(c),
+        })
+        .collect()
+}
+
 fn list(v: &[String]) -> String {
     if v.is_empty() {
         "none stated".into()
     } else {
-        v.join(", ")
+        v.iter().map(|x| clean(x)).collect::<Vec<_>>().join(", ")
     }
+}
+
+/// A line of a section: text, or a list item. Every string is cleaned of control
+/// characters when the line is made; each format escapes it when it is written.
+enum Line {
+    Text(String),
+    Item(String),
+}
+
+fn text(s: impl AsRef<str>) -> Line {
+    Line::Text(clean(s.as_ref()))
+}
+
+fn item(s: impl AsRef<str>) -> Line {
+    Line::Item(clean(s.as_ref()))
 }
 
 /// A section of the notice: a heading and its lines.
 struct Section {
     heading: &'static str,
-    lines: Vec<String>,
+    lines: Vec<Line>,
+}
+
+/// The approval statement, from the signed boolean only: no text of the notes is
+/// part of it.
+fn approval(r: &Release) -> &'static str {
+    if r.approval.approved {
+        "Approved by the manufacturer."
+    } else {
+        "NOT approved by the manufacturer. Mitigations:"
+    }
 }
 
 fn sections(r: &Release) -> Vec<Section> {
     let c = &r.compatibility;
     let mut fixes: Vec<_> = r.security_fixes.iter().collect();
     fixes.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.id.cmp(&b.id)));
-    let mut s = vec![
+    let mut approval_lines = vec![Line::Text(approval(r).into())];
+    if !r.approval.approved {
+        approval_lines.extend(r.approval.mitigations.iter().map(item));
+    }
+    vec![
         Section {
             heading: "Approval",
-            lines: if r.approval.approved {
-                vec!["Approved by the manufacturer.".into()]
-            } else {
-                let mut l = vec!["NOT approved by the manufacturer. Mitigations:".into()];
-                l.extend(r.approval.mitigations.iter().map(|m| format!("- {m}")));
-                l
-            },
+            lines: approval_lines,
         },
         Section {
             heading: "Compatibility",
             lines: vec![
-                c.statement.clone(),
-                format!("Applies from versions: {}", list(&c.applies_from)),
-                format!("Hardware: {} (ids: {})", list(&c.hardware), r.hardware_ids.join(", ")),
-                format!("Requires: {}", list(&c.requires)),
-                format!("Incompatible with: {}", list(&c.incompatible_with)),
+                text(&c.statement),
+                text(format!("Applies from versions: {}", list(&c.applies_from))),
+                text(format!(
+                    "Hardware: {} (ids: {})",
+                    list(&c.hardware),
+                    list(&r.hardware_ids)
+                )),
+                text(format!("Requires: {}", list(&c.requires))),
+                text(format!("Incompatible with: {}", list(&c.incompatible_with))),
             ],
         },
         Section {
             heading: "Security fixes",
             lines: if fixes.is_empty() {
-                vec!["None in this release.".into()]
+                vec![text("None in this release.")]
             } else {
                 fixes
                     .iter()
                     .map(|f| {
-                        format!(
-                            "- {} [{}]{}: {}",
+                        item(format!(
+                            "{} [{}]{}: {}",
                             f.id,
                             severity(f.severity),
-                            f.cvss_vector.as_deref().map(|v| format!(" {v}")).unwrap_or_default(),
+                            f.cvss_vector
+                                .as_deref()
+                                .map(|v| format!(" {v}"))
+                                .unwrap_or_default(),
                             f.summary
-                        )
+                        ))
                     })
                     .collect()
             },
         },
         Section {
             heading: "Support",
-            lines: vec![format!(
+            lines: vec![text(format!(
                 "Support class: {}; end of support: {}",
                 support(r.support.class),
                 r.support.end_of_support
-            )],
+            ))],
         },
         Section {
             heading: "Integrity",
             lines: vec![
-                format!("Image: {} bytes", r.target.length),
-                format!("BLAKE3: {}", r.target.blake3),
-                format!("SHA-256: {}", r.target.sha256),
-                "Every update is signed; devices verify the signature and these hashes before installing.".into(),
+                text(format!("Image: {} bytes", r.target.length)),
+                text(format!("BLAKE3: {}", r.target.blake3)),
+                text(format!("SHA-256: {}", r.target.sha256)),
+                text("Every update is signed; devices verify the signature and these hashes before installing."),
             ],
         },
         Section {
             heading: "Installation",
-            lines: vec![r.installation.instructions.clone()],
+            lines: vec![text(&r.installation.instructions)],
         },
-    ];
-    s.retain(|x| !x.lines.is_empty());
-    s
+    ]
 }
 
 fn title(r: &Release) -> String {
-    format!("Update notice: {} {}", r.product, r.version)
+    clean(&format!("Update notice: {} {}", r.product, r.version))
 }
 
 fn subtitle(r: &Release) -> String {
-    format!(
+    clean(&format!(
         "Release counter {}, issued {}, valid until {}",
         r.counter, r.issued, r.expires
-    )
+    ))
+}
+
+/// The approval line under the title, before any text of the notes.
+fn status(r: &Release) -> &'static str {
+    if r.approval.approved {
+        "Manufacturer approval: APPROVED"
+    } else {
+        "Manufacturer approval: NOT APPROVED (see the mitigations below)"
+    }
 }
 
 fn html_escape(s: &str) -> String {
@@ -136,31 +187,89 @@ fn html_escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
-/// Renders the notice.
+/// Escapes one line of text for Markdown: characters that start inline markup
+/// (emphasis, code, links, images, autolinks, raw HTML, tables, strikethrough) are
+/// backslash-escaped or written as entities, and a line that Markdown would read as
+/// a block (heading, list, quote, thematic break, setext underline, code block) has
+/// its leading spaces dropped and its first character escaped.
+fn md_escape(s: &str) -> String {
+    let s = s.trim_start();
+    let mut out = String::with_capacity(s.len());
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let list_number = digits > 0 && matches!(s.as_bytes().get(digits), Some(b'.' | b')'));
+    for (i, c) in s.chars().enumerate() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\\' | '`' | '*' | '_' | '[' | ']' | '!' | '|' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' | '-' | '+' | '=' if i == 0 => {
+                out.push('\\');
+                out.push(c);
+            }
+            '.' | ')' if list_number && i == digits => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Renders the notice. Every string from the release is cleaned of control
+/// characters and escaped for the format; the approval statement and the status line
+/// under the title come from the signed `approval.approved` alone.
 pub fn render(r: &Release, format: Format) -> String {
     let mut out = String::new();
     match format {
         Format::Text => {
             let t = title(r);
-            let _ = writeln!(out, "{t}\n{}\n{}", "=".repeat(t.len()), subtitle(r));
+            let _ = writeln!(
+                out,
+                "{t}\n{}\n{}\n{}",
+                "=".repeat(t.chars().count()),
+                subtitle(r),
+                status(r)
+            );
             for s in sections(r) {
                 let _ = writeln!(out, "\n{}:", s.heading.to_uppercase());
                 for l in s.lines {
-                    let _ = writeln!(out, "  {l}");
+                    match l {
+                        Line::Text(l) => {
+                            let _ = writeln!(out, "  {l}");
+                        }
+                        Line::Item(l) => {
+                            let _ = writeln!(out, "  - {l}");
+                        }
+                    }
                 }
             }
         }
         Format::Markdown => {
-            let _ = writeln!(out, "# {}\n\n{}", title(r), subtitle(r));
+            let _ = writeln!(
+                out,
+                "# {}\n\n{}  \n**{}**",
+                md_escape(&title(r)),
+                md_escape(&subtitle(r)),
+                md_escape(status(r))
+            );
             for s in sections(r) {
                 let _ = writeln!(out, "\n## {}\n", s.heading);
                 for l in s.lines {
-                    if l.starts_with("- ") {
-                        let _ = writeln!(out, "{l}");
-                    } else {
-                        let _ = writeln!(out, "{l}  ");
+                    match l {
+                        Line::Text(l) => {
+                            let _ = writeln!(out, "{}  ", md_escape(&l));
+                        }
+                        Line::Item(l) => {
+                            let _ = writeln!(out, "- {}", md_escape(&l));
+                        }
                     }
                 }
             }
@@ -168,21 +277,26 @@ pub fn render(r: &Release, format: Format) -> String {
         Format::Html => {
             let _ = writeln!(
                 out,
-                "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>{0}</title></head>\n<body>\n<h1>{0}</h1>\n<p>{1}</p>",
+                "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>{0}</title></head>\n<body>\n<h1>{0}</h1>\n<p>{1}</p>\n<p><strong>{2}</strong></p>",
                 html_escape(&title(r)),
-                html_escape(&subtitle(r))
+                html_escape(&subtitle(r)),
+                html_escape(status(r))
             );
             for s in sections(r) {
                 let _ = writeln!(out, "<h2>{}</h2>", s.heading);
-                let (items, text): (Vec<_>, Vec<_>) =
-                    s.lines.iter().partition(|l| l.starts_with("- "));
-                for l in text {
-                    let _ = writeln!(out, "<p>{}</p>", html_escape(l));
+                let (items, texts): (Vec<_>, Vec<_>) =
+                    s.lines.iter().partition(|l| matches!(l, Line::Item(_)));
+                for l in texts {
+                    if let Line::Text(l) = l {
+                        let _ = writeln!(out, "<p>{}</p>", html_escape(l));
+                    }
                 }
                 if !items.is_empty() {
                     let _ = writeln!(out, "<ul>");
                     for l in items {
-                        let _ = writeln!(out, "<li>{}</li>", html_escape(&l[2..]));
+                        if let Line::Item(l) = l {
+                            let _ = writeln!(out, "<li>{}</li>", html_escape(l));
+                        }
                     }
                     let _ = writeln!(out, "</ul>");
                 }

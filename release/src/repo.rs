@@ -11,7 +11,8 @@
 //! ```
 
 use std::{
-    io::Write,
+    fs::File,
+    io::{Read, Write},
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
@@ -20,10 +21,15 @@ use deltaward_engine::{write_file, BuildOptions, Digest, Image, Patch, SecretKey
 use rayon::prelude::*;
 use sha2::Digest as _;
 
+pub use crate::limits::MAX_VALIDITY;
 use crate::{
-    error::{io_err, Error, Result},
+    error::{invalid, io_err, Error, InvalidError, LimitError, PathError, RefusedError, Result},
+    limits::{
+        CHANNEL_JSON_MAX_BYTES, MAX_NAME_BYTES, MAX_PATH_BYTES, ROOT_JSON_MAX_BYTES,
+        SIGNATURE_FILE_MAX_BYTES,
+    },
     model::*,
-    trust::{sign_document, RoleName},
+    trust::{sign_document, validate_root, verify_document, verify_rotation, RoleName},
 };
 
 /// zstd window log of the full-image fallback: 8 MiB of decoder memory.
@@ -42,37 +48,142 @@ pub fn timestamp(t: SystemTime) -> String {
 
 /// Parses an RFC 3339 time.
 pub fn parse_time(file: &str, s: &str) -> Result<SystemTime> {
-    humantime::parse_rfc3339(s).map_err(|e| Error::Invalid {
-        file: file.to_owned(),
-        reason: format!("time {s:?}: {e}"),
+    humantime::parse_rfc3339(s).map_err(|source| {
+        invalid(
+            file,
+            InvalidError::Time {
+                value: s.to_owned(),
+                source,
+            },
+        )
     })
 }
 
-/// Parses a duration such as `7d` or `12h`.
-pub fn parse_duration(what: &str, s: &str) -> Result<Duration> {
-    let d =
-        humantime::parse_duration(s).map_err(|e| Error::Refused(format!("{what} {s:?}: {e}")))?;
-    if d > MAX_VALIDITY {
-        return Err(Error::Refused(format!(
-            "{what} {s:?} is longer than 100 years"
-        )));
-    }
+/// Parses a duration such as `7d` or `12h`; one above [`MAX_VALIDITY`] is refused.
+pub fn parse_duration(what: &'static str, s: &str) -> Result<Duration> {
+    let d = humantime::parse_duration(s).map_err(|source| {
+        Error::Refused(RefusedError::Duration {
+            what,
+            value: s.to_owned(),
+            source,
+        })
+    })?;
+    check_validity(d)?;
     Ok(d)
 }
 
-/// Longest validity accepted: keeps expiry times representable.
-pub const MAX_VALIDITY: Duration = Duration::from_secs(100 * 365 * 86_400);
-
-/// `now + validity`, refused when it cannot be written as an RFC 3339 time.
-pub fn expiry(now: SystemTime, validity: Duration) -> Result<String> {
-    let t = now
-        .checked_add(validity.min(MAX_VALIDITY))
-        .ok_or_else(|| Error::Refused("expiry time overflows".into()))?;
-    let year_9999 = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799);
-    if t > year_9999 {
-        return Err(Error::Refused("expiry time is past the year 9999".into()));
+fn check_validity(validity: Duration) -> Result<()> {
+    if validity > MAX_VALIDITY {
+        return Err(Error::Refused(RefusedError::ValidityTooLong { validity }));
     }
-    Ok(timestamp(t))
+    Ok(())
+}
+
+/// `now + validity`, refused when the validity is above [`MAX_VALIDITY`] (never
+/// shortened) or the time cannot be written as an RFC 3339 time.
+pub fn expiry(now: SystemTime, validity: Duration) -> Result<String> {
+    check_validity(validity)?;
+    let year_9999 = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+    match now.checked_add(validity) {
+        Some(t) if t <= year_9999 => Ok(timestamp(t)),
+        _ => Err(Error::Refused(RefusedError::ExpiryTooLate)),
+    }
+}
+
+/// Checks that a product name or release version is a safe path component: 1 to
+/// [`MAX_NAME_BYTES`] bytes of ASCII letters, digits, `.`, `_`, `+` and `-`, not
+/// starting with `.` (so neither `.` nor `..`).
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Path {
+            path: name.to_owned(),
+            reason: PathError::UnsafeName,
+        })
+    }
+}
+
+/// Checks that a path named by signed metadata is relative and normalised: 1 to
+/// [`MAX_PATH_BYTES`] bytes, `/`-separated, no empty, `.` or `..` component, no
+/// backslash or control character.
+pub fn check_rel(rel: &str) -> Result<()> {
+    let err = |reason| Error::Path {
+        path: rel.to_owned(),
+        reason,
+    };
+    if rel.is_empty() || rel.len() > MAX_PATH_BYTES || rel.starts_with('/') {
+        return Err(err(PathError::NotRelative));
+    }
+    if rel.chars().any(|c| c == '\\' || c.is_control())
+        || rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(err(PathError::NotNormal));
+    }
+    Ok(())
+}
+
+/// Checks that an object is named `objects/<its BLAKE3>`, 64 lower-case hex digits.
+pub fn check_object_path(object: &Object) -> Result<()> {
+    let hex64 = object.blake3.len() == 64
+        && object
+            .blake3
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if hex64 && object.path.strip_prefix("objects/") == Some(object.blake3.as_str()) {
+        Ok(())
+    } else {
+        Err(Error::Path {
+            path: object.path.clone(),
+            reason: PathError::ObjectName,
+        })
+    }
+}
+
+/// Opens a file for reading only if it is a regular file: a final link is not
+/// followed and a FIFO does not block the open; a device, FIFO or directory is refused.
+pub(crate) fn open_regular(path: &Path, shown: &str) -> Result<File> {
+    let not_regular = || Error::Path {
+        path: shown.to_owned(),
+        reason: PathError::NotRegularFile,
+    };
+    match deltaward_engine::open_regular(path) {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Err(not_regular()),
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(not_regular()),
+        Err(e) => Err(io_err("opening", path)(e)),
+    }
+}
+
+/// Reads at most `max + 1` bytes: enough to tell a file longer than `max`.
+pub(crate) fn read_up_to(f: File, path: &Path, max: u64) -> Result<Vec<u8>> {
+    let mut b = Vec::new();
+    f.take(max.saturating_add(1))
+        .read_to_end(&mut b)
+        .map_err(io_err("reading", path))?;
+    Ok(b)
+}
+
+/// Reads a regular file of at most `max` bytes, refusing a longer one after reading
+/// one byte past the cap.
+pub(crate) fn read_capped(path: &Path, shown: &str, max: u64) -> Result<Vec<u8>> {
+    let b = read_up_to(open_regular(path, shown)?, path, max)?;
+    if b.len() as u64 > max {
+        return Err(Error::Limit {
+            file: shown.to_owned(),
+            limit: LimitError::TooLarge { max },
+        });
+    }
+    Ok(b)
 }
 
 /// A base image to patch from.
@@ -178,13 +289,62 @@ impl Repo {
         Ok(())
     }
 
-    /// Reads a document and its signatures.
-    pub fn get_signed(&self, rel: &str) -> Result<(Vec<u8>, String)> {
+    /// Opens a repository file named by (possibly signed) metadata: the path must be
+    /// relative and normalised ([`check_rel`]), its directory must not resolve outside
+    /// the repository, and only a regular file is opened.
+    pub fn open(&self, rel: &str) -> Result<File> {
+        check_rel(rel)?;
         let path = self.path(rel);
-        let bytes = std::fs::read(&path).map_err(io_err("reading", &path))?;
-        let sig_path = PathBuf::from(format!("{}.minisig", path.display()));
-        let sigs = std::fs::read_to_string(&sig_path).map_err(io_err("reading", &sig_path))?;
+        if let (Ok(root), Some(Ok(parent))) = (
+            self.root.canonicalize(),
+            path.parent().map(Path::canonicalize),
+        ) {
+            if !parent.starts_with(&root) {
+                return Err(Error::Path {
+                    path: rel.to_owned(),
+                    reason: PathError::OutsideRepository,
+                });
+            }
+        }
+        open_regular(&path, rel)
+    }
+
+    /// Whether the repository has an entry (of any kind) at `rel`.
+    pub fn has(&self, rel: &str) -> bool {
+        check_rel(rel).is_ok() && std::fs::symlink_metadata(self.path(rel)).is_ok()
+    }
+
+    /// Reads a repository file of at most `max` bytes (reading stops one byte past it).
+    pub fn read(&self, rel: &str, max: u64) -> Result<Vec<u8>> {
+        let path = self.path(rel);
+        let b = read_up_to(self.open(rel)?, &path, max)?;
+        if b.len() as u64 > max {
+            return Err(Error::Limit {
+                file: rel.to_owned(),
+                limit: LimitError::TooLarge { max },
+            });
+        }
+        Ok(b)
+    }
+
+    /// Reads a document of at most `max` bytes and its signatures (at most
+    /// [`SIGNATURE_FILE_MAX_BYTES`]).
+    pub fn get_signed(&self, rel: &str, max: u64) -> Result<(Vec<u8>, String)> {
+        let bytes = self.read(rel, max)?;
+        let sigs = self.get_signatures(rel)?;
         Ok((bytes, sigs))
+    }
+
+    /// Reads the signatures of a document (at most [`SIGNATURE_FILE_MAX_BYTES`]).
+    pub fn get_signatures(&self, rel: &str) -> Result<String> {
+        let sig_rel = format!("{rel}.minisig");
+        let b = self.read(&sig_rel, SIGNATURE_FILE_MAX_BYTES)?;
+        String::from_utf8(b).map_err(|e| {
+            io_err("reading", &self.path(&sig_rel))(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.utf8_error(),
+            ))
+        })
     }
 }
 
@@ -197,7 +357,7 @@ fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
 /// Checks the notes against the rules `release` enforces.
 pub fn check_notes(notes: &Notes) -> Result<()> {
     if notes.hardware_ids.is_empty() {
-        return Err(Error::Refused("notes list no hardware_ids".into()));
+        return Err(Error::Refused(RefusedError::NoHardwareIds));
     }
     if !notes.approval.approved
         && notes
@@ -206,16 +366,10 @@ pub fn check_notes(notes: &Notes) -> Result<()> {
             .iter()
             .all(|m| m.trim().is_empty())
     {
-        return Err(Error::Refused(
-            "the release is not approved by the manufacturer and the notes give no mitigations \
-             (IEC 81001-5-1 6.3.1): add [approval] mitigations"
-                .into(),
-        ));
+        return Err(Error::Refused(RefusedError::NoMitigations));
     }
     if notes.compatibility.statement.trim().is_empty() {
-        return Err(Error::Refused(
-            "notes give no compatibility statement".into(),
-        ));
+        return Err(Error::Refused(RefusedError::NoCompatibilityStatement));
     }
     Ok(())
 }
@@ -231,26 +385,28 @@ pub fn build_release(
     channel_keys: &[&SecretKey],
 ) -> Result<Release> {
     check_notes(&req.notes)?;
+    check_name(&req.product)?;
+    check_name(&req.version)?;
     let Some(release_key) = release_keys.first().copied() else {
-        return Err(Error::Refused("no release key given".into()));
+        return Err(Error::Refused(RefusedError::NoReleaseKey));
     };
     if channel_keys.is_empty() {
-        return Err(Error::Refused("no channel key given".into()));
+        return Err(Error::Refused(RefusedError::NoChannelKey));
     }
     if req.bases.is_empty() {
-        return Err(Error::Refused("no --base images given".into()));
+        return Err(Error::Refused(RefusedError::NoBases));
     }
-    // The counter must go up: check the channel before doing the work.
+    // The counter must go up: check the (verified) channel before doing the work.
     let channel = load_channel(repo, &req.product)?;
-    if let Some(last) = channel
+    if let Some(highest) = channel
         .as_ref()
         .and_then(|c| c.releases.iter().map(|r| r.counter).max())
     {
-        if req.counter <= last {
-            return Err(Error::Refused(format!(
-                "counter {} is not above the channel's highest counter {last}",
-                req.counter
-            )));
+        if req.counter <= highest {
+            return Err(Error::Refused(RefusedError::CounterNotAbove {
+                counter: req.counter,
+                highest,
+            }));
         }
     }
     let new = Image::open(&req.image)?;
@@ -361,20 +517,67 @@ pub fn build_release(
     Ok(release)
 }
 
-/// Reads the product's channel document, if there is one (unverified: the maker's
-/// own repository).
+/// The verified chain of roots of a repository: `roots/1.root.json` signed by its own
+/// root keys, then each `roots/N.root.json` as a rotation of the one before. Returns
+/// the newest root and the older ones.
+fn root_chain(repo: &Repo) -> Result<(Root, Vec<Root>)> {
+    let (bytes, sigs) = repo.get_signed(&Repo::root_rel(1), ROOT_JSON_MAX_BYTES)?;
+    let mut current = Root::from_json(&bytes)?;
+    verify_document(&current, RoleName::Root, "root.json", 1, &bytes, &sigs)?;
+    let mut older = Vec::new();
+    while let Some(next) = current.version.checked_add(1) {
+        let rel = Repo::root_rel(next);
+        if !repo.has(&rel) {
+            break;
+        }
+        let (bytes, sigs) = repo.get_signed(&rel, ROOT_JSON_MAX_BYTES)?;
+        let root = verify_rotation(&current, &bytes, &sigs)?;
+        older.push(std::mem::replace(&mut current, root));
+    }
+    Ok((current, older))
+}
+
+/// Reads the product's channel document, if there is one, and verifies it before it
+/// is built on: it must be a channel of this product whose signatures meet the
+/// channel role's threshold under one of the repository's roots (the chain in
+/// `roots/`, newest first; a root that rotated the channel keys out still vouches for
+/// the channel its keys signed, so that the maker can re-sign it with the new keys).
+/// Its expiry is not checked: refreshing an expired channel is the point.
 pub fn load_channel(repo: &Repo, product: &str) -> Result<Option<Channel>> {
-    let path = repo.path(&Repo::channel_rel(product));
-    if !path.exists() {
+    let rel = Repo::channel_rel(product);
+    if !repo.has(&rel) {
         return Ok(None);
     }
-    let bytes = std::fs::read(&path).map_err(io_err("reading", &path))?;
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| Error::Invalid {
-            file: path.display().to_string(),
-            reason: e.to_string(),
-        })
+    let refused = |e: Error| Error::Refused(RefusedError::ChannelNotVerified(Box::new(e)));
+    let (bytes, sigs) = repo
+        .get_signed(&rel, CHANNEL_JSON_MAX_BYTES)
+        .map_err(refused)?;
+    let channel = Channel::from_json(&bytes).map_err(refused)?;
+    if channel.product != product {
+        return Err(refused(Error::MixAndMatch {
+            what: rel,
+            mismatch: crate::error::Mismatch::Product {
+                expected: product.to_owned(),
+                found: channel.product,
+            },
+        }));
+    }
+    let (newest, older) = root_chain(repo).map_err(refused)?;
+    let verify = |root: &Root| {
+        verify_document(
+            root,
+            RoleName::Channel,
+            "channel.json",
+            channel.version,
+            &bytes,
+            &sigs,
+        )
+    };
+    match verify(&newest) {
+        Ok(()) => Ok(Some(channel)),
+        Err(_) if older.iter().rev().any(|r| verify(r).is_ok()) => Ok(Some(channel)),
+        Err(e) => Err(refused(e)),
+    }
 }
 
 /// Bumps the channel's version, sets a fresh expiry and signs it.
@@ -385,7 +588,11 @@ pub fn sign_channel(
     now: SystemTime,
     validity: Duration,
 ) -> Result<Channel> {
-    channel.version += 1;
+    channel.version = channel.version.checked_add(1).ok_or(Error::Refused(
+        RefusedError::ChannelVersionExhausted {
+            version: channel.version,
+        },
+    ))?;
     channel.issued = timestamp(now);
     channel.expires = expiry(now, validity)?;
     let bytes = json(&channel);
@@ -409,11 +616,12 @@ pub fn refresh_channel(
     now: SystemTime,
     validity: Duration,
 ) -> Result<Channel> {
+    check_name(product)?;
     let channel = load_channel(repo, product)?.ok_or_else(|| {
-        Error::Refused(format!(
-            "product {product} has no channel in {}",
-            repo.dir().display()
-        ))
+        Error::Refused(RefusedError::NoChannel {
+            product: product.to_owned(),
+            dir: repo.dir().to_path_buf(),
+        })
     })?;
     sign_channel(repo, channel, keys, now, validity)
 }
@@ -421,6 +629,7 @@ pub fn refresh_channel(
 /// Writes `root.json` version `root.version`, signed by `keys`, as the current root
 /// and into `roots/`.
 pub fn write_root(repo: &Repo, root: &Root, keys: &[&SecretKey]) -> Result<()> {
+    validate_root(root)?;
     let bytes = json(root);
     let sigs = sign_document(&bytes, keys, RoleName::Root, "root.json", root.version)?;
     repo.put_signed(&Repo::root_rel(root.version), &bytes, &sigs)?;
@@ -429,8 +638,5 @@ pub fn write_root(repo: &Repo, root: &Root, keys: &[&SecretKey]) -> Result<()> {
 
 /// Parses `NOTES.toml`.
 pub fn parse_notes(text: &str) -> Result<Notes> {
-    toml::from_str(text).map_err(|e| Error::Invalid {
-        file: "notes".into(),
-        reason: e.to_string(),
-    })
+    toml::from_str(text).map_err(|e| invalid("notes", e))
 }
