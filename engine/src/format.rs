@@ -811,6 +811,50 @@ mod tests {
     }
 
     #[test]
+    fn header_limits_are_inclusive() {
+        let at = |manifest_len, signature_len| {
+            Header::parse(
+                &Header {
+                    manifest_len,
+                    signature_len,
+                    payload_len: 0,
+                }
+                .to_bytes(),
+            )
+        };
+        assert!(at(MAX_MANIFEST_LEN, MAX_SIGNATURE_LEN).is_ok());
+        assert!(matches!(
+            at(MAX_MANIFEST_LEN + 1, 1),
+            Err(FormatError::LimitExceeded {
+                limit: Limit::ManifestLen,
+                ..
+            })
+        ));
+        assert!(matches!(
+            at(1 << 10, MAX_SIGNATURE_LEN + 1),
+            Err(FormatError::LimitExceeded {
+                limit: Limit::SignatureLen,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn text_fields_at_the_limit_parse_and_one_byte_more_is_refused() {
+        let mut m = sample();
+        m.tool = "t".repeat(MAX_TEXT_LEN);
+        assert!(Manifest::parse(&m.to_bytes()).is_ok());
+        m.tool.push('t');
+        assert!(matches!(
+            Manifest::parse(&m.to_bytes()),
+            Err(FormatError::LimitExceeded {
+                limit: Limit::ToolLen,
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn header_round_trips_and_rejects_bad_magic() {
         let h = Header {
             manifest_len: 200,

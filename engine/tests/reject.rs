@@ -322,3 +322,22 @@ fn manifest_altered_and_resigned_with_another_comment_is_rejected() {
         "{err}"
     );
 }
+
+#[test]
+fn block_sizes_outside_512_bytes_to_1_mib_are_refused() {
+    let old = kit::noise(8192, 1);
+    for (bs, ok) in [
+        (256, false),
+        (512, true),
+        (1 << 20, true),
+        (2 << 20, false),
+        (3000, false),
+    ] {
+        let built =
+            deltaward_engine::Patch::build(&old, &old, &BuildOptions::default().block_size(bs));
+        assert_eq!(built.is_ok(), ok, "block size {bs}");
+        if let Err(e) = built {
+            assert!(matches!(e, Error::InvalidOption { .. }), "{e:?}");
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! Every limit of the release checks, in one place. `docs/LIMITS-release.md` lists
+//! Every limit of the release checks, in one place. `docs/LIMITS.md` lists
 //! each with the test at its edge; none can be changed by a flag.
 //!
 //! Documents are read through [`crate::repo::Repo`], which stops reading one byte past
