@@ -193,32 +193,25 @@ impl PartialFile {
             )));
         }
         let reuse = before_open();
-        if reuse {
-            let existing = private_options().open(&path);
-            if let Ok(file) = existing {
-                if file.metadata().is_ok_and(|m| trustworthy(&m)) {
-                    return Ok((
-                        Self {
-                            file,
-                            lock: lock_file,
-                            lock_path: lock.to_path_buf(),
-                            path,
-                            dest: dest.to_path_buf(),
-                        },
-                        true,
-                    ));
+        let existing = reuse
+            .then(|| private_options().open(&path).ok())
+            .flatten()
+            .filter(|f| f.metadata().is_ok_and(|m| trustworthy(&m)));
+        let reused = existing.is_some();
+        let file = match existing {
+            Some(file) => file,
+            None => {
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("removing stale", &path)(e)),
                 }
+                private_options()
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(io_err("creating", &path))?
             }
-        }
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("removing stale", &path)(e)),
-        }
-        let file = private_options()
-            .create_new(true)
-            .open(&path)
-            .map_err(io_err("creating", &path))?;
+        };
         Ok((
             Self {
                 file,
@@ -227,7 +220,7 @@ impl PartialFile {
                 path,
                 dest: dest.to_path_buf(),
             },
-            false,
+            reused,
         ))
     }
 

@@ -327,6 +327,23 @@ fn overlapping_checks_never_lower_the_state() {
 // ---- 5. Endless data ----------------------------------------------------------------
 
 /// Replaces a repository file by a sparse file of `len` bytes.
+/// A device check of the world's release fails on a document over the cap `max`.
+fn refused_as_too_large(w: &World, max: u64) {
+    let err = w
+        .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
+        .expect_err("accepted");
+    assert!(
+        matches!(
+            err,
+            Error::Limit {
+                limit: LimitError::TooLarge { max: m },
+                ..
+            } if m == max
+        ),
+        "{err}"
+    );
+}
+
 fn sparse(repo: &Repo, rel: &str, len: u64) {
     let f = std::fs::File::create(repo.path(rel)).expect("create");
     f.set_len(len).expect("set_len");
@@ -337,21 +354,7 @@ fn oversized_channel_json_is_refused_before_reading() {
     let w = World::new();
     w.release("2.0", 1).expect("release");
     sparse(&w.repo, PUMP_CHANNEL, 64 << 20);
-    let err = w
-        .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
-        .expect_err("accepted");
-    assert!(
-        matches!(
-            err,
-            Error::Limit {
-                limit: LimitError::TooLarge {
-                    max: CHANNEL_JSON_MAX_BYTES
-                },
-                ..
-            }
-        ),
-        "{err}"
-    );
+    refused_as_too_large(&w, CHANNEL_JSON_MAX_BYTES);
 }
 
 #[test]
@@ -426,21 +429,7 @@ fn release_json_entry_above_the_cap_is_refused_unread() {
     let mut ch = w.channel(&w.repo);
     ch.releases[0].length = RELEASE_JSON_MAX_BYTES + 1;
     w.put_channel(&w.repo, &ch, &w.channel_key);
-    let err = w
-        .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
-        .expect_err("accepted");
-    assert!(
-        matches!(
-            err,
-            Error::Limit {
-                limit: LimitError::TooLarge {
-                    max: RELEASE_JSON_MAX_BYTES
-                },
-                ..
-            }
-        ),
-        "{err}"
-    );
+    refused_as_too_large(&w, RELEASE_JSON_MAX_BYTES);
 }
 
 #[test]
@@ -453,21 +442,7 @@ fn oversized_root_json_is_refused_before_reading() {
     )
     .expect("sig");
     sparse(&w.repo, "roots/2.root.json", 64 << 20);
-    let err = w
-        .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
-        .expect_err("accepted");
-    assert!(
-        matches!(
-            err,
-            Error::Limit {
-                limit: LimitError::TooLarge {
-                    max: ROOT_JSON_MAX_BYTES
-                },
-                ..
-            }
-        ),
-        "{err}"
-    );
+    refused_as_too_large(&w, ROOT_JSON_MAX_BYTES);
 }
 
 #[test]

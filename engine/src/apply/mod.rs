@@ -185,6 +185,19 @@ pub fn apply<S: Source, R: Read, W: Write>(
 ) -> Result<Manifest> {
     let head = read_head(patch, keys, opts.memory_limit)?;
     check_limits(&head, opts)?;
+    decode_to(source, &head, patch, sink, progress)?;
+    Ok(head.manifest)
+}
+
+/// Checks the old image, then decodes every frame into `sink`, verifying each
+/// frame and the whole output.
+fn decode_to<S: Source, R: Read, W: Write>(
+    source: &S,
+    head: &VerifiedHead,
+    patch: &mut R,
+    sink: &mut W,
+    progress: &dyn Fn(u64),
+) -> Result<()> {
     check_source(source, &head.manifest)?;
     let mut s = HashingSink {
         hasher: blake3::Hasher::new(),
@@ -199,8 +212,7 @@ pub fn apply<S: Source, R: Read, W: Write>(
         &mut s,
         progress,
     )?;
-    check_target(&head.manifest, &s.hasher)?;
-    Ok(head.manifest)
+    check_target(&head.manifest, &s.hasher)
 }
 
 /// Verifies a patch without an old image: signature, manifest, every payload hash,
@@ -215,22 +227,7 @@ pub fn verify_patch<S: Source, R: Read>(
     let head = read_head(patch, keys, opts.memory_limit)?;
     check_limits(&head, opts)?;
     if let Some(source) = source {
-        check_source(source, &head.manifest)?;
-        let mut null = io::sink();
-        let mut s = HashingSink {
-            hasher: blake3::Hasher::new(),
-            out: &mut null,
-        };
-        apply_frames(
-            source,
-            &head.manifest,
-            patch,
-            0,
-            payload_start(&head.header),
-            &mut s,
-            &|_| {},
-        )?;
-        check_target(&head.manifest, &s.hasher)?;
+        decode_to(source, &head, patch, &mut io::sink(), &|_| {})?;
         return Ok(head);
     }
     decode::check_payloads(patch, &head.manifest, payload_start(&head.header))?;

@@ -97,18 +97,6 @@ instructions = "IFU-2041 section 7"
     .expect("notes")
 }
 
-pub fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 /// Images 1.0, 1.1 (bases) and 2.0, 2.1 (releases).
 pub struct World {
     pub dir: tempfile::TempDir,
@@ -122,7 +110,7 @@ pub struct World {
 impl World {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let base = noise(256 << 10, 1);
+        let base = deltaward_testkit::noise(256 << 10, 1);
         for (name, edit) in [("1.0", 0u8), ("1.1", 1), ("2.0", 2), ("2.1", 3)] {
             let mut img = base.clone();
             img[1000 + edit as usize * 5000..1100 + edit as usize * 5000].fill(edit + 1);
