@@ -12,16 +12,7 @@ fn diff_apply_verify_inspect_round_trip() {
     let fx = fixture(4);
     let patch = fx.diff("p.dwp", &["--level", "fast", "--threads", "1"]);
     let out = fx.path("out.img");
-    let json = ok(&deltaward(&[
-        "apply",
-        s(&fx.old),
-        s(&patch),
-        "-o",
-        s(&out),
-        "-p",
-        s(&fx.public),
-        "--json",
-    ]));
+    let json = ok(&fx.apply(&patch, &out, &["--json"]));
     assert!(json.contains("\"blake3\""), "{json}");
     assert_eq!(
         fs::read(&out).expect("out"),
@@ -235,18 +226,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
     // frames are kept for --resume with the whole patch.
     fs::write(&truncated, &bytes[..bytes.len() - 100]).expect("write");
     let out = fx.path("existing-out.img");
-    let err = fails_with(
-        &deltaward(&[
-            "apply",
-            s(&fx.old),
-            s(&truncated),
-            "-o",
-            s(&out),
-            "-p",
-            s(&fx.public),
-        ]),
-        CORRUPT,
-    );
+    let err = fails_with(&fx.apply(&truncated, &out, &[]), CORRUPT);
     assert!(err.contains("truncated"), "{err}");
     assert_eq!(
         fs::read(&out).expect("out"),
@@ -254,16 +234,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
         "OUT was modified"
     );
     assert!(fx.path(".existing-out.img.deltaward-partial").exists());
-    ok(&deltaward(&[
-        "apply",
-        s(&fx.old),
-        s(&patch),
-        "-o",
-        s(&out),
-        "-p",
-        s(&fx.public),
-        "--resume",
-    ]));
+    ok(&fx.apply(&patch, &out, &["--resume"]));
     assert_eq!(
         fs::read(&out).expect("out"),
         fs::read(&fx.new).expect("new")
@@ -293,18 +264,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
     assert!(err.contains("expected") && err.contains("found"), "{err}");
 
     let missing = fx.path("no/such/dir/out.img");
-    let err = fails_with(
-        &deltaward(&[
-            "apply",
-            s(&fx.old),
-            s(&patch),
-            "-o",
-            s(&missing),
-            "-p",
-            s(&fx.public),
-        ]),
-        FAILURE,
-    );
+    let err = fails_with(&fx.apply(&patch, &missing, &[]), FAILURE);
     assert!(err.contains("does not exist"), "{err}");
     assert!(!fx.path("no").exists());
 
@@ -354,19 +314,11 @@ fn a_killed_apply_resumes_to_an_identical_image() {
     // Small frames, so the patch has many and the crash lands in the middle.
     let patch = fx.diff("p.dwp", &["--level", "fast", "--max-window", "1"]);
     let out = fx.path("out.img");
-    let crashed = deltaward(&[
-        "apply",
-        s(&fx.old),
-        s(&patch),
-        "-o",
-        s(&out),
-        "-p",
-        s(&fx.public),
-        "--crash-after-frames",
-        "12",
-        "--checkpoint-mib",
-        "1",
-    ]);
+    let crashed = fx.apply(
+        &patch,
+        &out,
+        &["--crash-after-frames", "12", "--checkpoint-mib", "1"],
+    );
     assert!(
         !crashed.status.success(),
         "the simulated crash did not happen"
@@ -380,17 +332,7 @@ fn a_killed_apply_resumes_to_an_identical_image() {
         fx.path(".out.img.deltaward-resume").exists(),
         "no checkpoint"
     );
-    let json = ok(&deltaward(&[
-        "apply",
-        s(&fx.old),
-        s(&patch),
-        "-o",
-        s(&out),
-        "-p",
-        s(&fx.public),
-        "--resume",
-        "--json",
-    ]));
+    let json = ok(&fx.apply(&patch, &out, &["--resume", "--json"]));
     let resumed: u64 = json
         .split("\"resumed_frames\":")
         .nth(1)

@@ -169,14 +169,7 @@ impl PartialFile {
         lock: &Path,
         before_open: impl FnOnce() -> bool,
     ) -> Result<(Self, bool)> {
-        let dir = parent_dir(dest);
-        if !dir.is_dir() {
-            return Err(Error::Io {
-                action: "writing into",
-                path: dir.to_path_buf(),
-                source: io::Error::new(io::ErrorKind::NotFound, "directory does not exist"),
-            });
-        }
+        existing_parent(dest)?;
         let lock_file = {
             let mut o = private_options();
             o.create(true).truncate(false);
@@ -290,6 +283,19 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// The directory of `dest`, which must exist: nothing is created otherwise.
+fn existing_parent(dest: &Path) -> Result<()> {
+    let dir = parent_dir(dest);
+    if !dir.is_dir() {
+        return Err(Error::Io {
+            action: "writing into",
+            path: dir.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::NotFound, "directory does not exist"),
+        });
+    }
+    Ok(())
+}
+
 /// The hidden sibling `dir/.name.suffix` of `dest`.
 pub fn sibling(dest: &Path, suffix: &str) -> PathBuf {
     let name = dest
@@ -303,14 +309,7 @@ impl AtomicFile {
     /// Starts a new temporary file beside `dest`. Fails (and creates nothing) when the
     /// directory of `dest` is missing or not writable.
     pub fn create(dest: &Path) -> Result<Self> {
-        let dir = parent_dir(dest);
-        if !dir.is_dir() {
-            return Err(Error::Io {
-                action: "writing into",
-                path: dir.to_path_buf(),
-                source: io::Error::new(io::ErrorKind::NotFound, "directory does not exist"),
-            });
-        }
+        existing_parent(dest)?;
         let mut n = 0u32;
         loop {
             let tmp = sibling(dest, &format!("tmp-{}-{n}", std::process::id()));
