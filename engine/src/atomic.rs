@@ -223,8 +223,7 @@ impl PartialFile {
     }
 
     /// Path of the partial file.
-    #[cfg(test)]
-    fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         &self.path
     }
 
@@ -284,7 +283,7 @@ fn parent_dir(path: &Path) -> &Path {
 }
 
 /// The directory of `dest`, which must exist: nothing is created otherwise.
-fn existing_parent(dest: &Path) -> Result<()> {
+pub(crate) fn existing_parent(dest: &Path) -> Result<()> {
     let dir = parent_dir(dest);
     if !dir.is_dir() {
         return Err(Error::Io {

@@ -248,17 +248,8 @@ pub fn apply_to_file(
     opts: &ApplyOptions,
     progress: &dyn Fn(u64),
 ) -> Result<ApplyReport> {
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(Error::Io {
-            action: "writing into",
-            path: dir.to_path_buf(),
-            source: io::Error::new(io::ErrorKind::NotFound, "directory does not exist"),
-        });
-    }
+    // Fail before any work when OUT cannot be written.
+    crate::atomic::existing_parent(out)?;
     let patch_file = File::open(patch).map_err(|source| Error::Io {
         action: "opening",
         path: patch.to_path_buf(),
@@ -266,98 +257,20 @@ pub fn apply_to_file(
     })?;
     let mut reader = BufReader::with_capacity(1 << 16, patch_file);
     let head = read_head(&mut reader, keys, opts.memory_limit)?;
-    let m = &head.manifest;
     check_limits(&head, opts)?;
     let source = FileSource::open(old)?;
-    check_source(&source, m)?;
+    check_source(&source, &head.manifest)?;
 
-    let (partial, state) = resume_paths(out);
-    let manifest_id = Digest::of(&head.manifest_bytes);
-    // The lock is taken before the checkpoint is read or anything is removed; the
-    // checkpoint names the manifest, and the manifest names the old image, which
-    // was verified above: a checkpoint counts only for this patch and this image.
-    let mut previous = None;
-    let (target, reused) = PartialFile::open(out, partial.clone(), &lock_path(out), || {
-        previous = opts
-            .resume
-            .then(|| read_checkpoint(&state))
-            .flatten()
-            .filter(|cp| cp.manifest == manifest_id);
-        previous.is_some()
-    })?;
-    let resumed = previous
-        .filter(|_| reused)
-        .and_then(|cp| verify_done(target.file(), m, &cp).map(|h| (cp, h)));
-    let (first, offset, hasher) = match resumed {
-        Some((cp, h)) => (cp.frames, cp.offset, h),
-        None => (0, 0, blake3::Hasher::new()),
-    };
-    let file_err = |action| {
-        let p = partial.clone();
-        move |source| Error::Io {
-            action,
-            path: p,
-            source,
-        }
-    };
-    let mut file = target.file();
-    file.set_len(offset).map_err(file_err("truncating"))?;
-    file.seek(SeekFrom::Start(offset))
-        .map_err(file_err("seeking"))?;
-    // Skip the payloads of frames already done.
-    let skip: u64 = m.frames.iter().take(first).map(|f| f.payload_len).sum();
-    let skipped = io::copy(&mut (&mut reader).take(skip), &mut io::sink()).map_err(|source| {
-        Error::Stream {
-            action: "reading patch",
-            source,
-        }
-    })?;
-    if skipped != skip {
-        return Err(FormatError::Truncated {
-            region: Region::FramePayload,
-            offset: payload_start(&head.header) + skipped,
-        }
-        .into());
-    }
-    progress(offset);
-
-    let result = {
-        let mut sink = FileSink {
-            file: io::BufWriter::with_capacity(1 << 20, target.file()),
-            partial: &partial,
+    let (target, done) = open_partial(out, &head, opts)?;
+    let state = resume_paths(out).1;
+    let result = skip_payloads(&mut reader, &head, done.frames).and_then(|()| {
+        let output = Output {
+            target: &target,
             state: &state,
-            manifest: manifest_id,
-            hasher,
-            since_checkpoint: 0,
-            checkpoint_bytes: opts.checkpoint_bytes,
-            frames: m.frames.len(),
+            done: &done,
         };
-        apply_frames(
-            &source,
-            m,
-            &mut reader,
-            first,
-            payload_start(&head.header),
-            &mut sink,
-            progress,
-        )
-        .and_then(|()| {
-            sink.file.flush().map_err(file_err("writing"))?;
-            check_target(m, &sink.hasher)?;
-            // What is renamed must be what was verified: hash the bytes on disk,
-            // after they are synced, through the descriptor that will be renamed.
-            target.file().sync_all().map_err(file_err("syncing"))?;
-            let on_disk =
-                hash_file(target.file(), m.target_size).map_err(file_err("re-reading"))?;
-            if on_disk != m.target_hash {
-                return Err(Error::TargetMismatch {
-                    expected: m.target_hash,
-                    actual: on_disk,
-                });
-            }
-            Ok(())
-        })
-    };
+        write_verified(&source, &head, &mut reader, output, opts, progress)
+    });
     match result {
         Ok(()) => {
             target.commit(OUTPUT_MODE)?;
@@ -365,7 +278,7 @@ pub fn apply_to_file(
             Ok(ApplyReport {
                 manifest: head.manifest,
                 key_id: head.key_id,
-                resumed_frames: first as u32,
+                resumed_frames: done.frames as u32,
             })
         }
         Err(e) => {
@@ -378,4 +291,152 @@ pub fn apply_to_file(
             Err(e)
         }
     }
+}
+
+/// Where [`write_verified`] writes: the partial file, its checkpoint, and what an
+/// earlier run already did.
+struct Output<'a> {
+    target: &'a PartialFile,
+    state: &'a Path,
+    done: &'a Done,
+}
+
+/// Frames an interrupted apply verified and that this one takes over.
+struct Done {
+    /// Count of frames.
+    frames: usize,
+    /// Target offset where they end.
+    offset: u64,
+    /// The whole-output hash over their bytes.
+    hasher: blake3::Hasher,
+}
+
+/// Takes the lock for `out` and opens its partial file, resuming the frames a
+/// checkpoint claims only when resume is asked for, the checkpoint names this
+/// manifest, the partial file is trustworthy and its frames re-verify.
+fn open_partial(
+    out: &Path,
+    head: &VerifiedHead,
+    opts: &ApplyOptions,
+) -> Result<(PartialFile, Done)> {
+    let (partial, state) = resume_paths(out);
+    let manifest_id = Digest::of(&head.manifest_bytes);
+    // The lock is taken before the checkpoint is read or anything is removed; the
+    // checkpoint names the manifest, and the manifest names the old image, which
+    // was verified: a checkpoint counts only for this patch and this image.
+    let mut previous = None;
+    let (target, reused) = PartialFile::open(out, partial.clone(), &lock_path(out), || {
+        previous = opts
+            .resume
+            .then(|| read_checkpoint(&state))
+            .flatten()
+            .filter(|cp| cp.manifest == manifest_id);
+        previous.is_some()
+    })?;
+    let done = previous
+        .filter(|_| reused)
+        .and_then(|cp| {
+            verify_done(target.file(), &head.manifest, &cp).map(|hasher| Done {
+                frames: cp.frames,
+                offset: cp.offset,
+                hasher,
+            })
+        })
+        .unwrap_or(Done {
+            frames: 0,
+            offset: 0,
+            hasher: blake3::Hasher::new(),
+        });
+    let mut file = target.file();
+    file.set_len(done.offset)
+        .and_then(|()| file.seek(SeekFrom::Start(done.offset)))
+        .map_err(|source| Error::Io {
+            action: "truncating",
+            path: partial,
+            source,
+        })?;
+    Ok((target, done))
+}
+
+/// Skips the payloads of the first `frames` frames (done by an earlier run).
+fn skip_payloads<R: Read>(reader: &mut R, head: &VerifiedHead, frames: usize) -> Result<()> {
+    let skip: u64 = head
+        .manifest
+        .frames
+        .iter()
+        .take(frames)
+        .map(|f| f.payload_len)
+        .sum();
+    let skipped =
+        io::copy(&mut reader.take(skip), &mut io::sink()).map_err(|source| Error::Stream {
+            action: "reading patch",
+            source,
+        })?;
+    if skipped != skip {
+        return Err(FormatError::Truncated {
+            region: Region::FramePayload,
+            offset: payload_start(&head.header) + skipped,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Decodes the remaining frames into the partial file with checkpoints, then
+/// checks the whole output: by the hash of what was written, and again by the hash
+/// of the bytes on disk after they are synced, read back through the descriptor
+/// that will be renamed (what is renamed must be what was verified).
+fn write_verified<R: Read>(
+    source: &FileSource,
+    head: &VerifiedHead,
+    reader: &mut R,
+    output: Output<'_>,
+    opts: &ApplyOptions,
+    progress: &dyn Fn(u64),
+) -> Result<()> {
+    let Output {
+        target,
+        state,
+        done,
+    } = output;
+    let m = &head.manifest;
+    let partial = target.path();
+    let file_err = |action| {
+        move |source| Error::Io {
+            action,
+            path: partial.to_path_buf(),
+            source,
+        }
+    };
+    progress(done.offset);
+    let mut sink = FileSink {
+        file: io::BufWriter::with_capacity(1 << 20, target.file()),
+        partial,
+        state,
+        manifest: Digest::of(&head.manifest_bytes),
+        hasher: done.hasher.clone(),
+        since_checkpoint: 0,
+        checkpoint_bytes: opts.checkpoint_bytes,
+        frames: m.frames.len(),
+    };
+    apply_frames(
+        source,
+        m,
+        reader,
+        done.frames,
+        payload_start(&head.header),
+        &mut sink,
+        progress,
+    )?;
+    sink.file.flush().map_err(file_err("writing"))?;
+    check_target(m, &sink.hasher)?;
+    target.file().sync_all().map_err(file_err("syncing"))?;
+    let on_disk = hash_file(target.file(), m.target_size).map_err(file_err("re-reading"))?;
+    if on_disk != m.target_hash {
+        return Err(Error::TargetMismatch {
+            expected: m.target_hash,
+            actual: on_disk,
+        });
+    }
+    Ok(())
 }
