@@ -1,7 +1,11 @@
 //! Argument groups shared by several commands, flattened into each command's
-//! `Args` (signing keys, trusted keys, level, threads, JSON output, overwriting).
+//! `Args` (signing keys, a role's signing keys, trusted keys, level, threads, JSON
+//! output, overwriting), and the parsing of durations and times they share.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
@@ -24,6 +28,51 @@ impl SigningKey {
     /// Loads the key, asking for its password only when it is encrypted.
     pub fn load(&self) -> Result<SecretKey> {
         keys::secret(&self.secret, self.password_file.as_deref())
+    }
+}
+
+/// The secret keys of the role that signs a release document: several meet a
+/// threshold above one. Commands say which role with `mut_arg("secret", ...)`.
+#[derive(Args, Debug)]
+pub struct RoleKeys {
+    /// Secret key of the signing role (repeat to meet a threshold above one).
+    #[arg(
+        short = 's',
+        long = "secret-key",
+        value_name = "KEY.key",
+        required = true
+    )]
+    pub secret: Vec<PathBuf>,
+    /// Read the secret keys' password from this file (first line).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl RoleKeys {
+    /// Loads the `-s` keys, asking for a password only for encrypted ones.
+    pub fn load(&self) -> Result<Vec<SecretKey>> {
+        self.load_other(&self.secret)
+    }
+
+    /// Loads other secret keys of the same command (another role's) with the same
+    /// password file.
+    pub fn load_other(&self, paths: &[PathBuf]) -> Result<Vec<SecretKey>> {
+        keys::secrets(paths, self.password_file.as_deref())
+    }
+}
+
+/// Parses a validity such as `7d`, `12h` or `365d`.
+pub fn duration(s: &str) -> Result<Duration> {
+    humantime::parse_duration(s)
+        .with_context(|| format!("duration {s:?} (examples: 7d, 12h, 365d)"))
+}
+
+/// The time a check runs as of: `at` (RFC 3339) when given, now otherwise.
+pub fn time(at: Option<&str>) -> Result<SystemTime> {
+    match at {
+        Some(t) => humantime::parse_rfc3339(t)
+            .with_context(|| format!("time {t:?} (RFC 3339, e.g. 2026-11-28T12:00:00Z)")),
+        None => Ok(SystemTime::now()),
     }
 }
 
@@ -121,18 +170,29 @@ impl Force {
 /// `--json`: a machine-readable summary on stdout.
 #[derive(Args, Debug)]
 pub struct Json {
-    /// Print a JSON summary on stdout (the human summary goes to stderr otherwise).
+    /// Print the summary as JSON on stdout instead of as text.
     #[arg(long)]
     pub json: bool,
 }
 
 impl Json {
-    /// Prints a command's summary in the chosen form.
+    /// Prints a command's summary in the chosen form: JSON on stdout, text on
+    /// stderr (for commands whose work is a file they wrote).
     pub fn report(&self, s: &dyn Summary) {
         if self.json {
             println!("{}", s.json());
         } else {
             eprintln!("{}", s.text());
+        }
+    }
+
+    /// Prints a command's answer in the chosen form, on stdout either way (for
+    /// commands whose answer is their output, such as `check-release`).
+    pub fn answer(&self, s: &dyn Summary) {
+        if self.json {
+            println!("{}", s.json());
+        } else {
+            println!("{}", s.text());
         }
     }
 }

@@ -6,7 +6,6 @@ mod commands;
 mod exit;
 mod keys;
 mod progress;
-mod releasecmd;
 mod synthetic;
 
 use std::process::ExitCode;

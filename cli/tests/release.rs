@@ -1,12 +1,19 @@
-//! `deltaward release`, `root`, `channel refresh`, `check-release` and `notice` end
-//! to end, with the reference minisign on release.json.
+//! `deltaward release`, `root`, `channel refresh`, `check-release` and `notice`, one
+//! test per behaviour or refusal, each on its own published repository
+//! ([`Published`]), with the reference minisign on release.json.
 #![allow(clippy::disallowed_methods)] // reason: tests write their fixtures directly
 
 mod common;
 
-use std::fs;
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Output,
+};
 
-use common::{deltaward, exit::*, fails_with, fixture, ok, run, s};
+use common::{deltaward, exit::*, fails_with, fixture, ok, run, s, Fixture};
+
+const MITIGATIONS: &str = "mitigations = [\"Disconnect the pump from the network until updated.\"]";
 
 const NOTES: &str = r#"hardware_ids = ["pump-a1"]
 [compatibility]
@@ -26,191 +33,391 @@ mitigations = ["Disconnect the pump from the network until updated."]
 instructions = "IFU section 4"
 "#;
 
-#[test]
-fn release_check_notice_and_refusals() {
-    let fx = fixture(2);
-    let repo = fx.path("repo");
-    let notes = fx.path("NOTES.toml");
-    fs::write(&notes, NOTES).expect("notes");
-    let (root_key, root_pub) = (fx.path("root.key"), fx.path("root.pub"));
-    ok(&deltaward(&[
-        "keygen",
-        "-s",
-        s(&root_key),
-        "-p",
-        s(&root_pub),
-        "--unencrypted",
-    ]));
-    ok(&deltaward(&[
-        "root",
-        "-o",
-        s(&repo),
-        "--root-pub",
-        s(&root_pub),
-        "--release-pub",
-        s(&fx.public),
-        "--channel-pub",
-        s(&fx.public),
-        "-s",
-        s(&root_key),
-    ]));
-    ok(&deltaward(&[
-        "release",
-        "--product",
-        "pump",
-        "--version",
-        "2.0",
-        "--counter",
-        "3",
-        "--image",
-        s(&fx.new),
-        "--base",
-        &format!("old={}", s(&fx.old)),
-        "--notes",
-        s(&notes),
-        "-s",
-        s(&fx.key),
-        "-o",
-        s(&repo),
-        "--level",
-        "fast",
-    ]));
-    let rel = repo.join("products/pump/releases/2.0/release.json");
-    ok(&run(
-        "minisign",
-        &["-V", "-p", s(&fx.public), "-m", s(&rel)],
-    ));
+/// A repository with a root (its own root key; the fixture's key holds the release
+/// and channel roles) and release 2.0 (counter 3) of product `pump` for hardware
+/// `pump-a1`, patched from the base `old` (the fixture's old image).
+struct Published {
+    fx: Fixture,
+    repo: PathBuf,
+    notes: PathBuf,
+    state: PathBuf,
+}
 
-    let state = fx.path("state");
-    let root_json = repo.join("root.json");
-    let check = |hw: &str, at: Option<&str>| {
+impl Published {
+    fn new() -> Self {
+        let fx = fixture(2);
+        let repo = fx.path("repo");
+        let notes = fx.path("NOTES.toml");
+        fs::write(&notes, NOTES).expect("notes");
+        let (root_key, root_pub) = (fx.path("root.key"), fx.path("root.pub"));
+        ok(&deltaward(&[
+            "keygen",
+            "-s",
+            s(&root_key),
+            "-p",
+            s(&root_pub),
+            "--unencrypted",
+        ]));
+        ok(&root(
+            "--repo",
+            &repo,
+            (&root_pub, &root_key),
+            &fx.public,
+            &[],
+        ));
+        let state = fx.path("state");
+        let p = Self {
+            fx,
+            repo,
+            notes,
+            state,
+        };
+        ok(&p.release("2.0", "3", &[]));
+        p
+    }
+
+    /// `deltaward release` of version `version` from base `old` into the repository
+    /// (`--repo`), at level fast, with `extra` flags.
+    fn release(&self, version: &str, counter: &str, extra: &[&str]) -> Output {
+        self.release_into(&self.repo, "--repo", version, counter, extra)
+    }
+
+    /// As [`Self::release`], naming the repository `dir` with `flag`.
+    fn release_into(
+        &self,
+        dir: &Path,
+        flag: &str,
+        version: &str,
+        counter: &str,
+        extra: &[&str],
+    ) -> Output {
+        let base = format!("old={}", s(&self.fx.old));
+        let mut args = vec![
+            "release",
+            "--product",
+            "pump",
+            "--version",
+            version,
+            "--counter",
+            counter,
+            "--image",
+            s(&self.fx.new),
+            "--base",
+            &base,
+            "--notes",
+            s(&self.notes),
+            "-s",
+            s(&self.fx.key),
+            flag,
+            s(dir),
+            "--level",
+            "fast",
+        ];
+        args.extend_from_slice(extra);
+        deltaward(&args)
+    }
+
+    /// `deltaward check-release` of `repo` as a device of `hardware` on version
+    /// `old`, with the state it has (not provisioned here), with `extra` flags.
+    fn check_repo(&self, repo: &Path, hardware: &str, extra: &[&str]) -> Output {
         let mut args = vec![
             "check-release",
             "--repo",
-            s(&repo),
+            s(repo),
             "--product",
             "pump",
             "--state",
-            s(&state),
-            "--init-root",
-            s(&root_json),
+            s(&self.state),
             "--hardware",
-            hw,
+            hardware,
             "--current-version",
             "old",
             "--image",
-            s(&fx.old),
+            s(&self.fx.old),
         ];
-        if let Some(t) = at {
-            args.extend(["--at", t]);
-        }
+        args.extend_from_slice(extra);
         deltaward(&args)
-    };
-    let out = ok(&check("pump-a1", None));
-    assert!(out.contains("plan: patch from old"), "{out}");
-    fails_with(&check("pump-b7", None), WRONG_HARDWARE);
-    fails_with(&check("pump-a1", Some("2099-01-01T00:00:00Z")), FREEZE);
+    }
 
-    // A second release, then the first one served again: rollback.
-    let snapshot = fx.path("snapshot");
+    /// `deltaward check-release` of the repository as a `pump-a1` device
+    /// provisioned with the repository's root.json, with `extra` flags.
+    fn check(&self, extra: &[&str]) -> Output {
+        self.check_as("pump-a1", extra)
+    }
+
+    /// As [`Self::check`], as a device of `hardware`.
+    fn check_as(&self, hardware: &str, extra: &[&str]) -> Output {
+        let root_json = self.repo.join("root.json");
+        let mut args = vec!["--init-root", s(&root_json)];
+        args.extend_from_slice(extra);
+        self.check_repo(&self.repo, hardware, &args)
+    }
+
+    /// The release.json of `version`.
+    fn release_json(&self, version: &str) -> PathBuf {
+        self.repo
+            .join(format!("products/pump/releases/{version}/release.json"))
+    }
+
+    fn channel_json(&self) -> String {
+        fs::read_to_string(self.repo.join("products/pump/channel.json")).expect("channel")
+    }
+
+    /// How many content-addressed objects (patches, full images) the repository
+    /// holds (`objects/HASH`).
+    fn objects(&self) -> usize {
+        fs::read_dir(self.repo.join("objects"))
+            .expect("objects")
+            .count()
+    }
+}
+
+/// `deltaward root` into `repo` (named with `flag`): the root role is `root_keys`
+/// (public, secret; the secret signs), `public` holds the release and channel roles;
+/// `extra` flags are added.
+fn root(
+    flag: &str,
+    repo: &Path,
+    (root_pub, root_key): (&Path, &Path),
+    public: &Path,
+    extra: &[&str],
+) -> Output {
+    let mut args = vec![
+        "root",
+        flag,
+        s(repo),
+        "--root-pub",
+        s(root_pub),
+        "--release-pub",
+        s(public),
+        "--channel-pub",
+        s(public),
+        "-s",
+        s(root_key),
+    ];
+    args.extend_from_slice(extra);
+    deltaward(&args)
+}
+
+#[test]
+fn release_json_verifies_with_the_reference_minisign() {
+    let p = Published::new();
+    ok(&run(
+        "minisign",
+        &["-V", "-p", s(&p.fx.public), "-m", s(&p.release_json("2.0"))],
+    ));
+}
+
+#[test]
+fn check_release_plans_a_patch_from_the_device_base() {
+    let p = Published::new();
+    let out = ok(&p.check(&[]));
+    assert!(out.contains("ok: pump 2.0 (counter 3)"), "{out}");
+    assert!(out.contains("plan: patch from old"), "{out}");
+}
+
+#[test]
+fn check_release_json_names_the_patch_to_fetch() {
+    let p = Published::new();
+    let out = ok(&p.check(&["--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["plan"], "patch from old", "{out}");
+    assert_eq!(v["counter"], 3, "{out}");
+    assert!(
+        v["object"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("objects/")),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_release_refuses_other_hardware() {
+    let p = Published::new();
+    let err = fails_with(&p.check_as("pump-b7", &[]), WRONG_HARDWARE);
+    assert!(err.contains("pump-b7"), "{err}");
+}
+
+#[test]
+fn check_release_refuses_an_expired_channel_as_a_freeze() {
+    let p = Published::new();
+    fails_with(&p.check(&["--at", "2099-01-01T00:00:00Z"]), FREEZE);
+}
+
+#[test]
+fn check_release_refuses_a_rollback_to_an_older_snapshot() {
+    let p = Published::new();
+    let snapshot = p.fx.path("snapshot");
     fs::create_dir_all(&snapshot).expect("mkdir");
     ok(&run(
         "cp",
-        &["-a", &format!("{}/.", s(&repo)), s(&snapshot)],
+        &["-a", &format!("{}/.", s(&p.repo)), s(&snapshot)],
     ));
-    ok(&deltaward(&[
-        "release",
-        "--product",
-        "pump",
-        "--version",
-        "2.1",
-        "--counter",
-        "4",
-        "--image",
-        s(&fx.new),
-        "--base",
-        &format!("old={}", s(&fx.old)),
-        "--notes",
-        s(&notes),
-        "-s",
-        s(&fx.key),
-        "-o",
-        s(&repo),
-        "--level",
-        "fast",
-    ]));
-    ok(&check("pump-a1", None));
-    let out = deltaward(&[
-        "check-release",
-        "--repo",
-        s(&snapshot),
-        "--product",
-        "pump",
-        "--state",
-        s(&state),
-        "--hardware",
-        "pump-a1",
-        "--current-version",
-        "old",
-        "--image",
-        s(&fx.old),
-    ]);
-    let err = fails_with(&out, ROLLBACK);
+    ok(&p.release("2.1", "4", &[]));
+    let out = ok(&p.check(&[]));
+    assert!(out.contains("counter 4"), "{out}");
+    // The device has seen counter 4: the snapshot's counter 3 is a rollback (the
+    // device keeps its trusted root; nothing is provisioned again).
+    let err = fails_with(&p.check_repo(&snapshot, "pump-a1", &[]), ROLLBACK);
     assert!(err.contains("rollback"), "{err}");
+}
 
-    // Refreshing the channel re-signs it without a rebuild.
-    let before = fs::read_to_string(repo.join("products/pump/channel.json")).expect("channel");
+#[test]
+fn release_refuses_a_counter_that_does_not_go_up() {
+    let p = Published::new();
+    let err = fails_with(&p.release("2.1", "3", &[]), FAILURE);
+    assert!(err.contains("counter"), "{err}");
+    assert!(!p.release_json("2.1").exists());
+}
+
+#[test]
+fn release_refuses_to_overwrite_a_release_without_force() {
+    let p = Published::new();
+    let before = fs::read(p.release_json("2.0")).expect("release.json");
+    let objects = p.objects();
+    let err = fails_with(&p.release("2.0", "4", &[]), FAILURE);
+    assert!(err.contains("exists") && err.contains("--force"), "{err}");
+    assert_eq!(
+        fs::read(p.release_json("2.0")).expect("release.json"),
+        before
+    );
+    assert_eq!(
+        p.objects(),
+        objects,
+        "no patch may be built before refusing"
+    );
+
+    ok(&p.release("2.0", "4", &["--force"]));
+    let after = fs::read_to_string(p.release_json("2.0")).expect("release.json");
+    assert!(after.contains("\"counter\": 4"), "{after}");
+    let out = ok(&p.check(&[]));
+    assert!(out.contains("pump 2.0 (counter 4)"), "{out}");
+}
+
+#[test]
+fn release_refuses_unapproved_notes_without_mitigations() {
+    let p = Published::new();
+    fs::write(&p.notes, NOTES.replace(MITIGATIONS, "")).expect("write");
+    let err = fails_with(&p.release("2.2", "5", &[]), FAILURE);
+    assert!(err.contains("mitigations"), "{err}");
+    assert!(!p.release_json("2.2").exists());
+}
+
+#[test]
+fn release_json_summary_lists_the_patches() {
+    let p = Published::new();
+    let out = ok(&p.release("2.1", "4", &["--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["version"], "2.1", "{out}");
+    assert_eq!(v["patches"][0]["from"], "old", "{out}");
+    let patch = v["patches"][0]["path"].as_str().expect("patch path");
+    assert!(p.repo.join(patch).is_file(), "{out}");
+}
+
+#[test]
+fn channel_refresh_re_signs_without_a_rebuild() {
+    let p = Published::new();
+    let before = p.channel_json();
+    assert!(before.contains("\"version\": 1"), "{before}");
+    let release = fs::read(p.release_json("2.0")).expect("release.json");
+    let objects = p.objects();
     ok(&deltaward(&[
         "channel",
         "refresh",
         "--product",
         "pump",
         "-s",
-        s(&fx.key),
-        "-o",
-        s(&repo),
+        s(&p.fx.key),
+        "--repo",
+        s(&p.repo),
         "--expires-in",
         "30d",
     ]));
-    let after = fs::read_to_string(repo.join("products/pump/channel.json")).expect("channel");
-    assert_ne!(before, after);
-    assert!(after.contains("\"version\": 3"), "{after}");
-    ok(&check("pump-a1", None));
+    let after = p.channel_json();
+    assert!(after.contains("\"version\": 2"), "{after}");
+    assert_eq!(
+        fs::read(p.release_json("2.0")).expect("release.json"),
+        release
+    );
+    assert_eq!(p.objects(), objects);
+    ok(&p.check(&[]));
+    // 30 days of validity: still valid in 20 days, frozen in 40.
+    let in_days = |d: u64| {
+        humantime::format_rfc3339_seconds(
+            std::time::SystemTime::now() + std::time::Duration::from_secs(d * 86_400),
+        )
+        .to_string()
+    };
+    ok(&p.check(&["--at", &in_days(20)]));
+    fails_with(&p.check(&["--at", &in_days(40)]), FREEZE);
+}
 
-    // An unapproved release without mitigations is refused at build time.
-    let bad_notes = fx.path("bad.toml");
-    fs::write(
-        &bad_notes,
-        NOTES.replace(
-            "mitigations = [\"Disconnect the pump from the network until updated.\"]",
-            "",
-        ),
-    )
-    .expect("write");
-    let err = fails_with(
-        &deltaward(&[
-            "release",
+#[test]
+fn the_old_output_flags_still_name_the_repository() {
+    let p = Published::new();
+    ok(&p.release_into(&p.repo, "-o", "2.1", "4", &[]));
+    ok(&p.release_into(&p.repo, "--output", "2.2", "5", &[]));
+    for flag in ["-o", "--output"] {
+        ok(&deltaward(&[
+            "channel",
+            "refresh",
             "--product",
             "pump",
-            "--version",
-            "2.2",
-            "--counter",
-            "5",
-            "--image",
-            s(&fx.new),
-            "--base",
-            s(&fx.old),
-            "--notes",
-            s(&bad_notes),
             "-s",
-            s(&fx.key),
-            "-o",
-            s(&repo),
-        ]),
-        FAILURE,
-    );
-    assert!(err.contains("mitigations"), "{err}");
+            s(&p.fx.key),
+            flag,
+            s(&p.repo),
+        ]));
+    }
+    assert!(p.channel_json().contains("\"version\": 5"));
+    let out = ok(&p.check(&[]));
+    assert!(out.contains("pump 2.2 (counter 5)"), "{out}");
+    for (flag, dir) in [("-o", "repo-o"), ("--output", "repo-output")] {
+        let dir = p.fx.path(dir);
+        let keys = (p.fx.public.as_path(), p.fx.key.as_path());
+        ok(&root(flag, &dir, keys, &p.fx.public, &[]));
+        assert!(dir.join("root.json").is_file(), "{flag}");
+    }
+}
 
+#[test]
+fn help_names_the_repository_with_repo() {
+    for cmd in [&["release"][..], &["root"], &["channel", "refresh"]] {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let out = ok(&deltaward(&args));
+        assert!(out.contains("-o, --repo <REPO>"), "{cmd:?}: {out}");
+        assert!(out.contains("--output"), "{cmd:?}: {out}");
+    }
+    let out = ok(&deltaward(&["check-release", "--help"]));
+    assert!(out.contains("--repo <REPO>"), "{out}");
+    let out = ok(&deltaward(&["release", "--help"]));
+    for flag in ["--force", "--level", "--threads", "--json", "--channel-key"] {
+        assert!(out.contains(flag), "{flag}: {out}");
+    }
+    assert!(out.contains("the first one also the patches"), "{out}");
+}
+
+#[test]
+fn verbose_logs_the_release_steps() {
+    let p = Published::new();
+    let out = p.release("2.1", "4", &["-v"]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("INFO") && err.contains("building release"),
+        "{err}"
+    );
+    assert!(
+        err.contains("release.json and channel.json signed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn notice_renders_every_format() {
+    let p = Published::new();
+    let rel = p.release_json("2.0");
     for (fmt, needle) in [
         ("text", "NOT approved"),
         ("markdown", "## Security fixes"),
@@ -240,28 +447,9 @@ fn root_refuses_two_ids_for_one_key() {
     let alias = fx.path("alias.pub");
     fs::write(&alias, lines.join("\n") + "\n").expect("write");
     let repo = fx.path("repo");
-    let err = fails_with(
-        &deltaward(&[
-            "root",
-            "-o",
-            s(&repo),
-            "--root-pub",
-            s(&fx.public),
-            "--release-pub",
-            s(&fx.public),
-            "--release-pub",
-            s(&alias),
-            "--channel-pub",
-            s(&fx.public),
-            "--thresholds",
-            "1",
-            "2",
-            "1",
-            "-s",
-            s(&fx.key),
-        ]),
-        1,
-    );
+    let keys = (fx.public.as_path(), fx.key.as_path());
+    let extra = ["--release-pub", s(&alias), "--thresholds", "1", "2", "1"];
+    let err = fails_with(&root("--repo", &repo, keys, &fx.public, &extra), FAILURE);
     assert!(err.contains("two ids"), "{err}");
     assert!(!repo.join("root.json").exists());
 }

@@ -1,16 +1,19 @@
 //! One module per command, each holding its clap `Args` and its `run()`.
 
 pub mod apply;
+pub mod channel;
+pub mod check_release;
 pub mod demo;
 pub mod diff;
 pub mod inspect;
 pub mod keygen;
+pub mod notice;
+pub mod release;
+pub mod root;
 pub mod verify;
 
 use anyhow::Result;
 use clap::Subcommand;
-
-use crate::releasecmd;
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -25,16 +28,16 @@ pub enum Command {
     /// Show a patch's manifest (no key needed; nothing here is verified).
     Inspect(inspect::InspectArgs),
     /// Build a signed release: a patch per base, the full image, release.json, channel.json.
-    Release(releasecmd::ReleaseArgs),
+    Release(release::ReleaseArgs),
     /// Manage a product's signed channel.
     #[command(subcommand)]
-    Channel(releasecmd::ChannelCmd),
+    Channel(channel::ChannelCmd),
     /// Write a signed root.json (first version, or a rotation).
-    Root(releasecmd::RootArgs),
+    Root(root::RootArgs),
     /// Verify the latest release for this device, as the device does.
-    CheckRelease(releasecmd::CheckArgs),
+    CheckRelease(check_release::CheckArgs),
     /// Render the update notice of a release.json for operators.
-    Notice(releasecmd::NoticeArgs),
+    Notice(notice::NoticeArgs),
     /// Run the whole pipeline on built-in defaults: keys, images, diff, apply, verify, release.
     Demo(demo::DemoArgs),
 }
@@ -47,11 +50,11 @@ impl Command {
             Self::Apply(a) => apply::run(a),
             Self::Verify(a) => verify::run(a),
             Self::Inspect(a) => inspect::run(a),
-            Self::Release(a) => releasecmd::release(a),
-            Self::Channel(c) => releasecmd::channel(c),
-            Self::Root(a) => releasecmd::root(a),
-            Self::CheckRelease(a) => releasecmd::check(a),
-            Self::Notice(a) => releasecmd::notice(a),
+            Self::Release(a) => release::run(a),
+            Self::Channel(c) => channel::run(c),
+            Self::Root(a) => root::run(a),
+            Self::CheckRelease(a) => check_release::run(a),
+            Self::Notice(a) => notice::run(a),
             Self::Demo(a) => demo::run(a),
         }
     }
