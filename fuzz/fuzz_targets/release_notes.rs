@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(n) = parse_notes(text) else { return };
     let object = Object {
         path: format!("objects/{}", "0".repeat(64)),
-        blake3: "0".repeat(64),
+        blake3: deltaward_engine::Digest::default(),
         length: 1,
     };
     let r = Release {
@@ -42,8 +42,8 @@ fuzz_target!(|data: &[u8]| {
         expires: "2027-11-28T12:00:00Z".into(),
         target: Target {
             length: 1,
-            blake3: "0".repeat(64),
-            sha256: "0".repeat(64),
+            blake3: deltaward_engine::Digest::default(),
+            sha256: deltaward_engine::Digest::default(),
         },
         bases: vec![],
         full_image: FullImage {

@@ -55,7 +55,7 @@ pub struct Device {
     /// Length of its current image.
     pub image_length: u64,
     /// BLAKE3 of its current image.
-    pub image_blake3: String,
+    pub image_blake3: Digest,
 }
 
 impl Device {
@@ -71,12 +71,12 @@ impl Device {
     }
 }
 
-/// BLAKE3 (hex) and length of a file, read as a stream.
-fn hash_file(path: &Path) -> Result<(String, u64)> {
+/// BLAKE3 and length of a file, read as a stream.
+fn hash_file(path: &Path) -> Result<(Digest, u64)> {
     let f = std::fs::File::open(path).map_err(io_err("opening", path))?;
     let mut h = blake3::Hasher::new();
     h.update_reader(f).map_err(io_err("reading", path))?;
-    Ok((Digest::from(h.finalize()).to_string(), h.count()))
+    Ok((Digest::from(h.finalize()), h.count()))
 }
 
 /// What the device should do.
@@ -344,7 +344,7 @@ pub fn check_release(
             },
         });
     }
-    let found = Digest::of(&rbytes).to_string();
+    let found = Digest::of(&rbytes);
     if found != entry.blake3 {
         return Err(Error::MixAndMatch {
             what: entry.path,
@@ -408,8 +408,8 @@ pub fn check_release(
         if base.blake3 != device.image_blake3 || base.length != device.image_length {
             return Err(Error::BaseMismatch {
                 version: device.version.clone(),
-                expected: base.blake3.clone(),
-                found: device.image_blake3.clone(),
+                expected: base.blake3,
+                found: device.image_blake3,
             });
         }
         Plan::Patch(base.clone())
@@ -459,12 +459,12 @@ pub fn verify_object(repo: &Repo, object: &Object) -> Result<PathBuf> {
             },
         });
     }
-    let found = Digest::from(h.finalize()).to_string();
+    let found = Digest::from(h.finalize());
     if found != object.blake3 {
         return Err(Error::MixAndMatch {
             what: object.path.clone(),
             mismatch: Mismatch::Blake3 {
-                expected: object.blake3.clone(),
+                expected: object.blake3,
                 found,
             },
         });

@@ -2,6 +2,7 @@
 //! and each variant that needs more detail has its own sub-enum (in the manner of
 //! rustls' `InvalidMessage`), so that callers match on values, never on text.
 
+use deltaward_engine::Digest;
 use std::{io, path::PathBuf, time::Duration};
 
 /// Why a release operation failed or a device refused an update.
@@ -43,9 +44,9 @@ pub enum Error {
         /// Device version.
         version: String,
         /// BLAKE3 the release names.
-        expected: String,
+        expected: Digest,
         /// BLAKE3 of the device's image.
-        found: String,
+        found: Digest,
     },
     /// Mix-and-match: a file is not what the signed metadata says it is.
     #[error("mix-and-match refused: {what} {mismatch}")]
@@ -205,9 +206,9 @@ pub enum Mismatch {
     #[error("has BLAKE3 {found}, the signed metadata says {expected}")]
     Blake3 {
         /// Expected hash.
-        expected: String,
+        expected: Digest,
         /// Found hash.
-        found: String,
+        found: Digest,
     },
     /// Longer than its signed length (reading stopped one byte past it).
     #[error("is longer than its signed length {expected}")]

@@ -4,12 +4,32 @@
 
 use std::collections::BTreeMap;
 
+use deltaward_engine::Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{invalid, Error, InvalidError, LimitError, Result},
     limits::{CHANNEL_JSON_MAX_BYTES, RELEASE_JSON_MAX_BYTES, ROOT_JSON_MAX_BYTES},
 };
+
+/// Digests in the documents: exactly 64 lower-case hex digits.
+mod hex {
+    use deltaward_engine::Digest;
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(d)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
+        let text = <&str>::deserialize(d)?;
+        if text.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(D::Error::custom("a digest is 64 lower-case hex digits"));
+        }
+        Digest::from_hex(text)
+            .ok_or_else(|| D::Error::custom("a digest is 64 lower-case hex digits"))
+    }
+}
 
 /// Version of these documents' layout.
 pub const SPEC_VERSION: u32 = 1;
@@ -20,8 +40,9 @@ pub const SPEC_VERSION: u32 = 1;
 pub struct Object {
     /// Path relative to the repository root: `objects/<blake3>`.
     pub path: String,
-    /// BLAKE3 of the object's bytes (lower-case hex).
-    pub blake3: String,
+    /// BLAKE3 of the object's bytes (64 lower-case hex digits in JSON).
+    #[serde(with = "hex")]
+    pub blake3: Digest,
     /// Length in bytes.
     pub length: u64,
 }
@@ -32,10 +53,12 @@ pub struct Object {
 pub struct Target {
     /// Length in bytes.
     pub length: u64,
-    /// BLAKE3 (hex).
-    pub blake3: String,
-    /// SHA-256 (hex), for tools that know only SHA-256.
-    pub sha256: String,
+    /// BLAKE3 (hex in JSON).
+    #[serde(with = "hex")]
+    pub blake3: Digest,
+    /// SHA-256 (hex in JSON), for tools that know only SHA-256.
+    #[serde(with = "hex")]
+    pub sha256: Digest,
 }
 
 /// A version the release can be reached from by a patch.
@@ -46,8 +69,9 @@ pub struct Base {
     pub version: String,
     /// The base image's length.
     pub length: u64,
-    /// The base image's BLAKE3 (hex).
-    pub blake3: String,
+    /// The base image's BLAKE3 (hex in JSON).
+    #[serde(with = "hex")]
+    pub blake3: Digest,
     /// The patch object.
     pub patch: Object,
     /// Largest reference window of the patch (bytes).
@@ -207,8 +231,9 @@ pub struct ChannelEntry {
     pub counter: u64,
     /// Path of its `release.json`, relative to the repository root.
     pub path: String,
-    /// BLAKE3 of the `release.json` bytes.
-    pub blake3: String,
+    /// BLAKE3 of the `release.json` bytes (hex in JSON).
+    #[serde(with = "hex")]
+    pub blake3: Digest,
     /// Length of `release.json`.
     pub length: u64,
 }

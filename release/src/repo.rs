@@ -133,12 +133,7 @@ pub fn check_rel(rel: &str) -> Result<()> {
 
 /// Checks that an object is named `objects/<its BLAKE3>`, 64 lower-case hex digits.
 pub fn check_object_path(object: &Object) -> Result<()> {
-    let hex64 = object.blake3.len() == 64
-        && object
-            .blake3
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if hex64 && object.path.strip_prefix("objects/") == Some(object.blake3.as_str()) {
+    if object.path.strip_prefix("objects/") == Some(object.blake3.to_string().as_str()) {
         Ok(())
     } else {
         Err(Error::Path {
@@ -262,7 +257,7 @@ impl Repo {
 
     /// Stores bytes as a content-addressed object, returning its reference.
     pub fn put_object(&self, bytes: &[u8]) -> Result<Object> {
-        let h = Digest::of(bytes).to_string();
+        let h = Digest::of(bytes);
         let rel = format!("objects/{h}");
         let path = self.path(&rel);
         if !path.exists() {
@@ -412,8 +407,8 @@ pub fn build_release(
     let new = Image::open(&req.image)?;
     let target = Target {
         length: new.len() as u64,
-        blake3: Digest::from(blake3::Hasher::new().update_rayon(&new).finalize()).to_string(),
-        sha256: Digest(sha2::Sha256::digest(&*new).into()).to_string(),
+        blake3: Digest::from(blake3::Hasher::new().update_rayon(&new).finalize()),
+        sha256: Digest(sha2::Sha256::digest(&*new).into()),
     };
 
     // Patches: as many at once as the memory limit allows (each build is parallel too).
@@ -432,7 +427,7 @@ pub fn build_release(
                 Ok(Base {
                     version: b.version.clone(),
                     length: m.source_size,
-                    blake3: m.source_hash.to_string(),
+                    blake3: m.source_hash,
                     patch: repo.put_object(&bytes)?,
                     window: m.max_window,
                     apply_memory: m.apply_memory(),
@@ -509,7 +504,7 @@ pub fn build_release(
         version: req.version.clone(),
         counter: req.counter,
         path: rel,
-        blake3: Digest::of(&bytes).to_string(),
+        blake3: Digest::of(&bytes),
         length: bytes.len() as u64,
     });
     channel.releases.sort_by_key(|r| r.counter);

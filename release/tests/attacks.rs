@@ -118,7 +118,7 @@ fn base_mismatch_is_refused() {
     w.release("2.0", 1).expect("release");
     // The device says it runs 1.0 but its image is something else.
     let mut d = w.device("pump-a1", "1.0");
-    d.image_blake3 = "00".repeat(32);
+    d.image_blake3 = deltaward_engine::Digest([0; 32]);
     let err = w.check(&w.state("dev"), &d).expect_err("accepted");
     assert!(matches!(err, Error::BaseMismatch { .. }), "{err}");
 }
@@ -327,8 +327,8 @@ fn golden_notice() {
     let w = World::new();
     let mut r = w.release("2.0", 7).expect("release");
     // Pin the parts that vary from run to run.
-    r.target.blake3 = "b3".repeat(32);
-    r.target.sha256 = "5a".repeat(32);
+    r.target.blake3 = deltaward_engine::Digest([0xb3; 32]);
+    r.target.sha256 = deltaward_engine::Digest([0x5a; 32]);
     r.target.length = 262_144;
     for (fmt, name) in [
         (Format::Text, "notice.txt"),

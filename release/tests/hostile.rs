@@ -635,7 +635,7 @@ fn channel_refresh_refuses_an_unverified_channel() {
     w.release("2.0", 1).expect("release");
     // Someone edits the channel in the output directory (no valid signature).
     let mut ch = w.channel(&w.repo);
-    ch.releases[0].blake3 = "00".repeat(32);
+    ch.releases[0].blake3 = deltaward_engine::Digest([0; 32]);
     let mut bytes = serde_json::to_vec_pretty(&ch).expect("json");
     bytes.push(b'\n');
     std::fs::write(w.repo.path(PUMP_CHANNEL), &bytes).expect("write");
