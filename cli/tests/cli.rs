@@ -233,13 +233,13 @@ fn bad_input_is_refused_and_nothing_is_written() {
         b"previous image",
         "OUT was modified"
     );
-    assert!(fx.path(".existing-out.img.deltaward-partial").exists());
+    assert!(fx.path(".existing-out.img.deltaward/partial").exists());
     ok(&fx.apply(&patch, &out, &["--resume"]));
     assert_eq!(
         fs::read(&out).expect("out"),
         fs::read(&fx.new).expect("new")
     );
-    assert!(!fx.path(".existing-out.img.deltaward-partial").exists());
+    assert!(!fx.path(".existing-out.img.deltaward/partial").exists());
 
     let flipped = fx.path("flipped.dwp");
     let mut b = bytes.clone();
@@ -325,11 +325,11 @@ fn a_killed_apply_resumes_to_an_identical_image() {
     );
     assert!(!out.exists(), "a crashed apply left an output");
     assert!(
-        fx.path(".out.img.deltaward-partial").exists(),
+        fx.path(".out.img.deltaward/partial").exists(),
         "no partial output to resume"
     );
     assert!(
-        fx.path(".out.img.deltaward-resume").exists(),
+        fx.path(".out.img.deltaward/resume").exists(),
         "no checkpoint"
     );
     let json = ok(&fx.apply(&patch, &out, &["--resume", "--json"]));
@@ -344,8 +344,8 @@ fn a_killed_apply_resumes_to_an_identical_image() {
         fs::read(&out).expect("out"),
         fs::read(&fx.new).expect("new")
     );
-    assert!(!fx.path(".out.img.deltaward-partial").exists());
-    assert!(!fx.path(".out.img.deltaward-resume").exists());
+    assert!(!fx.path(".out.img.deltaward/partial").exists());
+    assert!(!fx.path(".out.img.deltaward/resume").exists());
 }
 
 #[test]

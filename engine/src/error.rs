@@ -87,14 +87,6 @@ pub enum Error {
         /// The configured limit.
         limit: u64,
     },
-    /// A resume state file belongs to another patch or is damaged.
-    #[error("resume state {}: {reason}", path.display())]
-    ResumeState {
-        /// The state file.
-        path: PathBuf,
-        /// Why it cannot be used.
-        reason: &'static str,
-    },
     /// The output replaced the destination, but the directory could not be synced,
     /// so the rename may not survive a power cut.
     #[error("{} was replaced, but its directory could not be synced: the change may not survive a power cut", path.display())]
@@ -103,6 +95,26 @@ pub enum Error {
         path: PathBuf,
         /// The underlying error.
         source: io::Error,
+    },
+    /// Another apply is writing this destination.
+    #[error("another deltaward apply is writing {}", dest.display())]
+    OutputBusy {
+        /// The destination.
+        dest: PathBuf,
+    },
+    /// The private directory beside the destination is not one only this user can
+    /// write (a link, another owner, or access for others).
+    #[error("{} is not a private directory of this user (mode 0700, not a link); remove it or check who made it", path.display())]
+    NotPrivate {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// After the rename, the destination was not the file that was written and
+    /// verified: something replaced it.
+    #[error("{} was replaced by another file right after the verified image was renamed there", dest.display())]
+    OutputReplaced {
+        /// The destination.
+        dest: PathBuf,
     },
     /// The options given cannot work.
     #[error("invalid option {name}: {reason}")]
@@ -245,8 +257,10 @@ impl Error {
             Self::Key(_) => ErrorClass::Key,
             Self::Io { .. }
             | Self::Stream { .. }
-            | Self::ResumeState { .. }
             | Self::NotDurable { .. }
+            | Self::OutputBusy { .. }
+            | Self::NotPrivate { .. }
+            | Self::OutputReplaced { .. }
             | Self::InvalidOption { .. }
             | Self::Encode { .. } => ErrorClass::Other,
         }

@@ -64,11 +64,11 @@ mod plan;
 mod sign;
 
 pub use apply::{
-    apply, apply_to_file, read_head, resume_paths, verify_patch, ApplyOptions, ApplyReport,
-    VerifiedHead,
+    apply, apply_to_file, read_head, verify_patch, ApplyOptions, ApplyReport, VerifiedHead,
 };
 pub use atomic::{
     lock_file, open_regular, sync_dir, write_file, write_new_file, write_private_file, AtomicFile,
+    PartialPaths,
 };
 pub use container::{read_unverified, Patch, Sections, SignedPatch, UnverifiedHead};
 pub use error::{Error, ErrorClass, Hashed, KeyError, Result, SignatureError};

@@ -5,7 +5,7 @@
 use deltaward_testkit as kit;
 
 use deltaward_engine::{
-    apply_to_file, resume_paths, ApplyOptions, BuildOptions, Error, FormatError, FrameKind, Region,
+    apply_to_file, ApplyOptions, BuildOptions, Error, FormatError, FrameKind, PartialPaths, Region,
 };
 
 #[test]
@@ -76,8 +76,11 @@ fn cut_download_resumes_after_a_zero_frame() {
         "{err}"
     );
     assert!(!out.exists());
-    let (partial, state) = resume_paths(&out);
-    assert!(partial.exists() && state.exists(), "nothing kept to resume");
+    let paths = PartialPaths::of(&out);
+    assert!(
+        paths.partial.exists() && paths.resume.exists(),
+        "nothing kept to resume"
+    );
 
     let report =
         apply_to_file(&old_path, &full, &out, &keys.trusted, &opts, &|_| {}).expect("resume");
@@ -87,7 +90,7 @@ fn cut_download_resumes_after_a_zero_frame() {
         "did not resume right after the zero frame"
     );
     assert_eq!(std::fs::read(&out).expect("out"), new);
-    assert!(!partial.exists() && !state.exists());
+    assert!(!paths.dir.exists(), "the private directory was left behind");
 }
 
 /// A patch of several frames (each at least 64 KiB of output) and its images.
@@ -127,7 +130,11 @@ fn resume_refuses_a_planted_partial_file_and_verifies_the_bytes_on_disk() {
     use std::os::unix::fs::{FileExt, PermissionsExt};
     let (keys, dir, new, old_path, patch_path) = setup();
     let out = dir.path().join("new.img");
-    let (partial, state) = resume_paths(&out);
+    let PartialPaths {
+        partial,
+        resume: state,
+        ..
+    } = PartialPaths::of(&out);
     let opts = ApplyOptions::default().checkpoint_bytes(1).resume(true);
 
     // A genuine run, cut short, leaves a checkpoint; then the partial file is
@@ -189,13 +196,23 @@ fn resume_refuses_a_planted_partial_file_and_verifies_the_bytes_on_disk() {
 fn a_checkpoint_linked_to_dev_zero_or_a_fifo_is_ignored() {
     let (keys, dir, new, old_path, patch_path) = setup();
     let out = dir.path().join("new.img");
-    let (_, state) = resume_paths(&out);
+    let paths = PartialPaths::of(&out);
+    let state = paths.resume;
     let opts = ApplyOptions::default().resume(true);
+    let private = || {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&paths.dir)
+            .expect("private dir");
+    };
+    private();
     std::os::unix::fs::symlink("/dev/zero", &state).expect("symlink");
     let report =
         apply_to_file(&old_path, &patch_path, &out, &keys.trusted, &opts, &|_| {}).expect("apply");
     assert_eq!(report.resumed_frames, 0);
     assert_eq!(std::fs::read(&out).expect("out"), new);
+    private();
     let fifo = std::process::Command::new("mkfifo")
         .arg(&state)
         .status()

@@ -8,10 +8,12 @@
 //! 2. the patch's memory and size needs against [`ApplyOptions`];
 //! 3. the old image's size and BLAKE3;
 //! 4. per frame: the payload's BLAKE3 before decoding, the output's BLAKE3 after;
-//! 5. the BLAKE3 of the whole output, then fsync and rename.
+//! 5. the BLAKE3 of the whole output; for a file, again from the bytes on disk
+//!    after fsync, then the rename (see [`PartialFile`]).
 //!
-//! Memory is bounded by [`Manifest::apply_memory`]: one frame's window, payload,
-//! decoded streams and output, whatever the image size.
+//! Memory is bounded by [`Manifest::apply_memory`] (one frame's window, payload,
+//! decoded streams and output, allocated once) plus the manifest, whatever the
+//! image size.
 
 mod decode;
 mod head;
@@ -19,13 +21,13 @@ mod resume;
 mod sink;
 
 use std::{
-    fs::{self, File},
+    fs::File,
     io::{self, BufReader, Read, Seek, SeekFrom, Write},
     path::Path,
 };
 
 use crate::{
-    atomic::{sibling, PartialFile},
+    atomic::PartialFile,
     container::payload_start,
     error::{Error, Result},
     format::{manifest_memory, Digest, FormatError, Limit, Manifest, Region, COPY_CHUNK},
@@ -35,18 +37,12 @@ use crate::{
 
 use decode::apply_frames;
 pub use head::{read_head, VerifiedHead};
-pub use resume::resume_paths;
+use resume::{hash_file, verify_done, Checkpoint};
+use sink::{check_target, FileSink, HashingSink};
 
 /// Mode of an applied image (set on the descriptor before the rename; the partial
 /// file is 0600 until then).
 const OUTPUT_MODE: u32 = 0o644;
-
-/// The lock file that allows one apply at a time to `out`.
-fn lock_path(out: &Path) -> std::path::PathBuf {
-    sibling(out, "deltaward-lock")
-}
-use resume::{hash_file, read_checkpoint, verify_done};
-use sink::{check_target, FileSink, HashingSink};
 
 /// Options for applying a patch.
 ///
@@ -236,10 +232,10 @@ pub fn verify_patch<S: Source, R: Read>(
 
 /// Applies the patch file `patch` to the image `old`, writing the new image to `out`
 /// atomically. With `opts.resume`, continues a previous interrupted apply of the
-/// same patch to the same `out` from its last verified checkpoint.
+/// same patch to the same `out` from its last verified checkpoint (resume).
 ///
 /// On any verification failure nothing is created at `out` and the partial output
-/// is removed; on an I/O failure the partial output is kept for `--resume`.
+/// is removed; on an I/O failure the partial output is kept for a later resume.
 pub fn apply_to_file(
     old: &Path,
     patch: &Path,
@@ -262,19 +258,11 @@ pub fn apply_to_file(
     check_source(&source, &head.manifest)?;
 
     let (target, done) = open_partial(out, &head, opts)?;
-    let state = resume_paths(out).1;
-    let result = skip_payloads(&mut reader, &head, done.frames).and_then(|()| {
-        let output = Output {
-            target: &target,
-            state: &state,
-            done: &done,
-        };
-        write_verified(&source, &head, &mut reader, output, opts, progress)
-    });
+    let result = skip_payloads(&mut reader, &head, done.frames)
+        .and_then(|()| write_verified(&source, &head, &mut reader, &target, &done, opts, progress));
     match result {
         Ok(()) => {
             target.commit(OUTPUT_MODE)?;
-            let _ = fs::remove_file(&state);
             Ok(ApplyReport {
                 manifest: head.manifest,
                 key_id: head.key_id,
@@ -286,19 +274,10 @@ pub fn apply_to_file(
             // that ends inside the payloads (a download cut short), does.
             if !e.is_resumable() {
                 target.discard();
-                let _ = fs::remove_file(&state);
             }
             Err(e)
         }
     }
-}
-
-/// Where [`write_verified`] writes: the partial file, its checkpoint, and what an
-/// earlier run already did.
-struct Output<'a> {
-    target: &'a PartialFile,
-    state: &'a Path,
-    done: &'a Done,
 }
 
 /// Frames an interrupted apply verified and that this one takes over.
@@ -319,17 +298,15 @@ fn open_partial(
     head: &VerifiedHead,
     opts: &ApplyOptions,
 ) -> Result<(PartialFile, Done)> {
-    let (partial, state) = resume_paths(out);
     let manifest_id = Digest::of(&head.manifest_bytes);
     // The lock is taken before the checkpoint is read or anything is removed; the
     // checkpoint names the manifest, and the manifest names the old image, which
     // was verified: a checkpoint counts only for this patch and this image.
     let mut previous = None;
-    let (target, reused) = PartialFile::open(out, partial.clone(), &lock_path(out), || {
-        previous = opts
-            .resume
-            .then(|| read_checkpoint(&state))
-            .flatten()
+    let (target, reused) = PartialFile::open(out, |text| {
+        previous = text
+            .filter(|_| opts.resume)
+            .and_then(Checkpoint::parse)
             .filter(|cp| cp.manifest == manifest_id);
         previous.is_some()
     })?;
@@ -352,7 +329,7 @@ fn open_partial(
         .and_then(|()| file.seek(SeekFrom::Start(done.offset)))
         .map_err(|source| Error::Io {
             action: "truncating",
-            path: partial,
+            path: target.paths().partial.clone(),
             source,
         })?;
     Ok((target, done))
@@ -390,29 +367,22 @@ fn write_verified<R: Read>(
     source: &FileSource,
     head: &VerifiedHead,
     reader: &mut R,
-    output: Output<'_>,
+    target: &PartialFile,
+    done: &Done,
     opts: &ApplyOptions,
     progress: &dyn Fn(u64),
 ) -> Result<()> {
-    let Output {
-        target,
-        state,
-        done,
-    } = output;
     let m = &head.manifest;
-    let partial = target.path();
     let file_err = |action| {
         move |source| Error::Io {
             action,
-            path: partial.to_path_buf(),
+            path: target.paths().partial.clone(),
             source,
         }
     };
     progress(done.offset);
     let mut sink = FileSink {
-        file: io::BufWriter::with_capacity(1 << 20, target.file()),
-        partial,
-        state,
+        target,
         manifest: Digest::of(&head.manifest_bytes),
         hasher: done.hasher.clone(),
         since_checkpoint: 0,
@@ -428,7 +398,6 @@ fn write_verified<R: Read>(
         &mut sink,
         progress,
     )?;
-    sink.file.flush().map_err(file_err("writing"))?;
     check_target(m, &sink.hasher)?;
     target.file().sync_all().map_err(file_err("syncing"))?;
     let on_disk = hash_file(target.file(), m.target_size).map_err(file_err("re-reading"))?;

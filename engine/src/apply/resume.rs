@@ -1,16 +1,9 @@
-//! Resuming an interrupted apply: the checkpoint file, the partial output's name,
-//! and re-verifying the frames a checkpoint claims are done.
+//! Resuming an interrupted apply: the checkpoint's text, re-verifying the frames a
+//! checkpoint claims are done, and hashing the written image back from disk.
 
-use std::{
-    fs::File,
-    io::{self, BufReader, Read, Seek, SeekFrom},
-    path::{Path, PathBuf},
-};
+use std::{fs::File, io, os::unix::fs::FileExt};
 
-use crate::{
-    atomic,
-    format::{Digest, Manifest, COPY_CHUNK},
-};
+use crate::format::{Digest, Manifest, COPY_CHUNK};
 
 /// The resume checkpoint of an apply in progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,38 +38,34 @@ impl Checkpoint {
     }
 }
 
-/// Largest checkpoint file read: a real one is about 120 bytes.
-const MAX_CHECKPOINT_LEN: u64 = 4096;
-
-/// Reads the checkpoint at `path`, if there is a usable one: a regular file (not a
-/// link, FIFO or device), read up to a small bound, that parses.
-pub(super) fn read_checkpoint(path: &Path) -> Option<Checkpoint> {
-    let file = atomic::open_regular(path).ok()?;
-    let mut text = String::new();
-    file.take(MAX_CHECKPOINT_LEN)
-        .read_to_string(&mut text)
-        .ok()?;
-    Checkpoint::parse(&text)
+/// Reads `len` bytes of `file` from `start` through its descriptor, in chunks of
+/// `buf`'s length, passing each chunk to `each`.
+fn read_chunks(
+    file: &File,
+    start: u64,
+    len: u64,
+    buf: &mut [u8],
+    mut each: impl FnMut(&[u8]),
+) -> io::Result<()> {
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        let chunk = &mut buf[..n];
+        file.read_exact_at(chunk, start + done)?;
+        each(chunk);
+        done += n as u64;
+    }
+    Ok(())
 }
 
 /// BLAKE3 of the first `len` bytes of `file`, read back through the descriptor.
 pub(super) fn hash_file(file: &File, len: u64) -> io::Result<Digest> {
-    let mut reader = BufReader::with_capacity(COPY_CHUNK as usize, file);
-    reader.seek(SeekFrom::Start(0))?;
     let mut h = blake3::Hasher::new();
-    let copied = io::copy(&mut reader.take(len), &mut h)?;
-    if copied != len {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    }
+    let mut buf = vec![0u8; COPY_CHUNK as usize];
+    read_chunks(file, 0, len, &mut buf, |c| {
+        h.update(c);
+    })?;
     Ok(h.finalize().into())
-}
-
-/// Paths of the partial output and its resume state for destination `out`.
-pub fn resume_paths(out: &Path) -> (PathBuf, PathBuf) {
-    (
-        atomic::sibling(out, "deltaward-partial"),
-        atomic::sibling(out, "deltaward-resume"),
-    )
 }
 
 /// Re-verifies the frames a checkpoint claims are done, reading them back from the
@@ -87,20 +76,15 @@ pub(super) fn verify_done(file: &File, m: &Manifest, cp: &Checkpoint) -> Option<
     if end != cp.offset || file.metadata().ok()?.len() < end {
         return None;
     }
-    let mut reader = BufReader::with_capacity(COPY_CHUNK as usize, file);
-    reader.seek(SeekFrom::Start(0)).ok()?;
     let mut total = blake3::Hasher::new();
     let mut buf = vec![0u8; COPY_CHUNK as usize];
     for f in done {
         let mut h = blake3::Hasher::new();
-        let mut left = f.target_len;
-        while left > 0 {
-            let n = left.min(COPY_CHUNK) as usize;
-            reader.read_exact(&mut buf[..n]).ok()?;
-            h.update(&buf[..n]);
-            total.update(&buf[..n]);
-            left -= n as u64;
-        }
+        read_chunks(file, f.target_offset, f.target_len, &mut buf, |c| {
+            h.update(c);
+            total.update(c);
+        })
+        .ok()?;
         if Digest::from(h.finalize()) != f.output_hash {
             return None;
         }

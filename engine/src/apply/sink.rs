@@ -1,14 +1,10 @@
 //! Where verified frames go: a hashing stream, or the partial output file with its
 //! checkpoints.
 
-use std::{
-    fs::File,
-    io::{self, Seek, SeekFrom, Write},
-    path::Path,
-};
+use std::io::{self, Seek, SeekFrom, Write};
 
 use crate::{
-    atomic,
+    atomic::PartialFile,
     error::{Error, Result},
     format::{Digest, Manifest},
 };
@@ -46,11 +42,11 @@ pub(super) fn check_target(m: &Manifest, hasher: &blake3::Hasher) -> Result<()> 
     Ok(())
 }
 
-/// Writes frames into the partial file and checkpoints them.
+/// Writes frames into the partial file and checkpoints them. Frames arrive whole
+/// (copy and zero frames in chunks of `COPY_CHUNK`), so writes go straight to the
+/// file, with no buffer beyond the applier's working memory.
 pub(super) struct FileSink<'a> {
-    pub(super) file: io::BufWriter<&'a File>,
-    pub(super) partial: &'a Path,
-    pub(super) state: &'a Path,
+    pub(super) target: &'a PartialFile,
     pub(super) manifest: Digest,
     pub(super) hasher: blake3::Hasher,
     pub(super) since_checkpoint: u64,
@@ -62,7 +58,7 @@ impl FileSink<'_> {
     fn io(&self, action: &'static str) -> impl FnOnce(io::Error) -> Error + '_ {
         move |source| Error::Io {
             action,
-            path: self.partial.to_path_buf(),
+            path: self.target.paths().partial.clone(),
             source,
         }
     }
@@ -72,15 +68,15 @@ impl FrameSink for FileSink<'_> {
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.hasher.update(bytes);
         self.since_checkpoint += bytes.len() as u64;
-        self.file.write_all(bytes).map_err(self.io("writing"))
+        let mut file = self.target.file();
+        file.write_all(bytes).map_err(self.io("writing"))
     }
 
     fn write_zeros(&mut self, zeros: &[u8]) -> Result<()> {
         // Zero runs become holes: image files are often mostly empty space.
         self.hasher.update(zeros);
         self.since_checkpoint += zeros.len() as u64;
-        self.file.flush().map_err(self.io("writing"))?;
-        let mut file: &File = self.file.get_ref();
+        let mut file = self.target.file();
         file.seek(SeekFrom::Current(zeros.len() as i64))
             .map_err(self.io("seeking"))?;
         Ok(())
@@ -91,23 +87,17 @@ impl FrameSink for FileSink<'_> {
         if self.since_checkpoint < self.checkpoint_bytes && !last {
             return Ok(());
         }
-        self.file.flush().map_err(self.io("writing"))?;
         // After zero frames the file may end before `end` (a hole not yet given its
         // length): extend it, so the output is whole and the checkpoint resumable.
-        self.file
-            .get_ref()
-            .set_len(end)
-            .map_err(self.io("extending"))?;
-        self.file
-            .get_ref()
-            .sync_data()
-            .map_err(self.io("syncing"))?;
+        let file = self.target.file();
+        file.set_len(end).map_err(self.io("extending"))?;
+        file.sync_data().map_err(self.io("syncing"))?;
         let cp = Checkpoint {
             manifest: self.manifest,
             frames: index + 1,
             offset: end,
         };
-        atomic::write_file(self.state, cp.to_text().as_bytes())?;
+        self.target.write_checkpoint(cp.to_text().as_bytes())?;
         self.since_checkpoint = 0;
         Ok(())
     }
