@@ -81,8 +81,8 @@ pub enum Error {
         needed: u32,
     },
     /// A root rotation is not signed or numbered as it must be.
-    #[error("root rotation refused: {0}")]
-    RootRotation(RootRotationError),
+    #[error("root rotation refused")]
+    RootRotation(#[source] RootRotationError),
     /// A signature is malformed, legacy, or its trusted comment does not match.
     #[error("{file}: signature rejected")]
     Signature {
@@ -127,11 +127,11 @@ pub enum Error {
         reason: PathError,
     },
     /// The device's state directory is not as provisioning left it.
-    #[error("device state: {0}")]
-    State(StateError),
+    #[error("device state")]
+    State(#[source] StateError),
     /// The release or channel would break a rule of docs/RELEASE.md.
-    #[error("refusing to release: {0}")]
-    Refused(RefusedError),
+    #[error("refusing to release")]
+    Refused(#[source] RefusedError),
     /// A file could not be read or written.
     #[error("{action} {}", path.display())]
     Io {
@@ -287,11 +287,11 @@ pub enum RootRotationError {
         offered: u64,
     },
     /// Not signed by the threshold of the trusted root's root keys.
-    #[error("not signed by the old root's keys: {0}")]
-    NotSignedByOld(Box<Error>),
+    #[error("not signed by the old root's keys")]
+    NotSignedByOld(#[source] Box<Error>),
     /// Not signed by the threshold of its own root keys.
-    #[error("not signed by the new root's own keys: {0}")]
-    NotSignedByNew(Box<Error>),
+    #[error("not signed by the new root's own keys")]
+    NotSignedByNew(#[source] Box<Error>),
     /// The repository's current root is newer than the chain in `roots/` reaches.
     #[error("the repository's root is version {current} but no signed version {} follows the trusted version {trusted}", trusted.saturating_add(1))]
     ChainBroken {
@@ -332,23 +332,23 @@ pub enum InvalidError {
         expected: &'static str,
     },
     /// A time that is not RFC 3339.
-    #[error("time {value:?}: {source}")]
+    #[error("time {value:?}: {error}")]
     Time {
         /// The text.
         value: String,
         /// Why.
-        source: humantime::TimestampError,
+        error: humantime::TimestampError,
     },
     /// The channel lists no release.
     #[error("lists no release")]
     NoReleases,
     /// A key of the root is not a minisign public key.
-    #[error("key {key_id}: {source}")]
+    #[error("key {key_id}: {error}")]
     Key {
         /// Key id.
         key_id: String,
         /// Why.
-        source: deltaward_engine::KeyError,
+        error: deltaward_engine::KeyError,
     },
     /// A key is listed under an id other than its own key number.
     #[error("key listed as {listed} carries key number {actual}")]
@@ -499,17 +499,17 @@ pub enum RefusedError {
         version: u64,
     },
     /// The existing channel does not verify, so it is not re-signed.
-    #[error("the existing channel.json does not verify under the repository's roots: {0}")]
-    ChannelNotVerified(Box<Error>),
+    #[error("the existing channel.json does not verify under the repository's roots")]
+    ChannelNotVerified(#[source] Box<Error>),
     /// A duration that does not parse.
-    #[error("{what} {value:?}: {source}")]
+    #[error("{what} {value:?}: {error}")]
     Duration {
         /// Which setting.
         what: &'static str,
         /// Its text.
         value: String,
         /// Why.
-        source: humantime::DurationError,
+        error: humantime::DurationError,
     },
     /// A validity above [`crate::limits::MAX_VALIDITY`]: refused, not shortened.
     #[error("validity {} is longer than the limit of {}", humantime::format_duration(*validity), humantime::format_duration(crate::limits::MAX_VALIDITY))]

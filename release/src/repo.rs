@@ -53,7 +53,7 @@ pub fn parse_time(file: &str, s: &str) -> Result<SystemTime> {
             file,
             InvalidError::Time {
                 value: s.to_owned(),
-                source,
+                error: source,
             },
         )
     })
@@ -65,7 +65,7 @@ pub fn parse_duration(what: &'static str, s: &str) -> Result<Duration> {
         Error::Refused(RefusedError::Duration {
             what,
             value: s.to_owned(),
-            source,
+            error: source,
         })
     })?;
     check_validity(d)?;

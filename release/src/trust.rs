@@ -110,7 +110,7 @@ pub fn validate_root(root: &Root) -> Result<()> {
                 "root.json",
                 InvalidError::Key {
                     key_id: id.clone(),
-                    source,
+                    error: source,
                 },
             )
         })?;
@@ -310,7 +310,7 @@ pub fn verify_document(
                 "root.json",
                 InvalidError::Key {
                     key_id: block.key_id.clone(),
-                    source,
+                    error: source,
                 },
             )
         })?;
