@@ -205,6 +205,16 @@ pub trait Summary {
     fn text(&self) -> String;
 }
 
+/// Parses a size given in MiB into bytes (a clap value parser), refusing one that
+/// does not fit in 64 bits instead of wrapping.
+pub fn mib(text: &str) -> std::result::Result<u64, String> {
+    let n: u64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number of MiB"))?;
+    n.checked_mul(1 << 20)
+        .ok_or_else(|| format!("{n} MiB does not fit in 64 bits of bytes"))
+}
+
 /// Fails unless `path` can be an output file: its directory exists and it is not
 /// itself a directory. Checked before any work.
 pub fn output_file(path: &Path) -> Result<()> {

@@ -482,3 +482,18 @@ fn inspect_escapes_hostile_text_and_bounds_manifest_memory() {
     );
     assert!(err.contains("working memory"), "{err}");
 }
+
+/// A size in MiB too large for 64 bits of bytes is a usage error, not a wrapped
+/// (and so tiny or zero) limit.
+#[test]
+fn a_mib_flag_that_overflows_is_refused() {
+    let fx = fixture(1);
+    let patch = fx.diff("p.dwp", &["--level", "fast"]);
+    let out = fx.path("out.img");
+    let err = fails_with(
+        &fx.apply(&patch, &out, &["--memory-limit", "17592186044416"]),
+        USAGE,
+    );
+    assert!(err.contains("does not fit"), "{err}");
+    assert!(!out.exists());
+}

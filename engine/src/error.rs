@@ -178,16 +178,13 @@ pub enum SignatureError {
 pub enum KeyError {
     /// The key text is not a minisign key.
     #[error("not a minisign {0} key")]
-    Malformed(&'static str),
+    Malformed(KeyKind),
     /// A key of the other kind was given: a public key where a secret key is
     /// needed, or the reverse.
-    #[error(
-        "a {} key was given where a {wanted} key is needed",
-        if *wanted == "secret" { "public" } else { "secret" }
-    )]
+    #[error("a {} key was given where a {wanted} key is needed", wanted.other())]
     WrongKind {
-        /// The kind needed: "secret" or "public".
-        wanted: &'static str,
+        /// The kind needed.
+        wanted: KeyKind,
     },
     /// The password does not decrypt the secret key.
     #[error("wrong password for the secret key (or the key file is damaged)")]
@@ -196,11 +193,39 @@ pub enum KeyError {
     #[error("the secret key is encrypted and needs a password")]
     PasswordRequired,
     /// Generating or encoding a key pair failed.
-    #[error("key generation failed: {0}")]
-    Generate(String),
+    #[error("key generation failed")]
+    Generate(#[source] minisign::PError),
     /// Signing failed (the signer's own check of its signature, or no randomness).
-    #[error("signing failed: {0}")]
-    Sign(String),
+    #[error("signing failed")]
+    Sign(#[source] minisign::PError),
+}
+
+/// The two halves of a key pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// A secret (signing) key.
+    Secret,
+    /// A public (verifying) key.
+    Public,
+}
+
+impl KeyKind {
+    /// The other half.
+    pub fn other(self) -> Self {
+        match self {
+            Self::Secret => Self::Public,
+            Self::Public => Self::Secret,
+        }
+    }
+}
+
+impl fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Secret => "secret",
+            Self::Public => "public",
+        })
+    }
 }
 
 /// Which of a frame's two hashes failed.

@@ -71,7 +71,7 @@ pub use atomic::{
     PartialPaths,
 };
 pub use container::{read_unverified, Patch, Sections, SignedPatch, UnverifiedHead};
-pub use error::{Error, ErrorClass, Hashed, KeyError, Result, SignatureError};
+pub use error::{Error, ErrorClass, Hashed, KeyError, KeyKind, Result, SignatureError};
 pub use format::{Digest, FormatError, Frame, FrameKind, Header, Limit, Manifest, Region};
 pub use image::{FileSource, Image, Source};
 pub use level::{BuildOptions, Level};

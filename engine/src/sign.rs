@@ -7,7 +7,7 @@
 
 use ct_codecs::{Base64, Decoder, Encoder};
 
-use crate::error::{KeyError, SignatureError};
+use crate::error::{KeyError, KeyKind, SignatureError};
 
 /// Offset of the two-byte KDF algorithm in a decoded minisign secret key.
 const KDF_ALG_OFFSET: usize = 2;
@@ -21,7 +21,7 @@ const PUBLIC_KEY_LEN: usize = 42;
 /// The decoded key line of a key file's text, checked to be a key of the `wanted`
 /// kind: a key of the other kind gets its own error, so that a public key given as
 /// a secret key (or the reverse) is named as such.
-fn decode_key(text: &str, wanted: &'static str) -> Result<Vec<u8>, KeyError> {
+fn decode_key(text: &str, wanted: KeyKind) -> Result<Vec<u8>, KeyError> {
     let raw = text
         .lines()
         .map(str::trim)
@@ -29,7 +29,7 @@ fn decode_key(text: &str, wanted: &'static str) -> Result<Vec<u8>, KeyError> {
         .and_then(decode_b64)
         .ok_or(KeyError::Malformed(wanted))?;
     match (raw.len(), wanted) {
-        (SECRET_KEY_LEN, "secret") | (PUBLIC_KEY_LEN, "public") => Ok(raw),
+        (SECRET_KEY_LEN, KeyKind::Secret) | (PUBLIC_KEY_LEN, KeyKind::Public) => Ok(raw),
         (PUBLIC_KEY_LEN, _) | (SECRET_KEY_LEN, _) => Err(KeyError::WrongKind { wanted }),
         _ => Err(KeyError::Malformed(wanted)),
     }
@@ -50,7 +50,7 @@ pub struct KeyPairText {
 /// unencrypted, marked the way `minisign -G -W` marks it so that the reference
 /// program uses it without asking for a password.
 pub fn generate_keypair(password: Option<&str>) -> Result<KeyPairText, KeyError> {
-    let gen_err = |e: minisign::PError| KeyError::Generate(e.to_string());
+    let gen_err = KeyError::Generate;
     let kp = match password {
         Some(pw) if !pw.is_empty() => {
             minisign::KeyPair::generate_encrypted_keypair(Some(pw.to_owned()))
@@ -79,14 +79,14 @@ pub fn generate_keypair(password: Option<&str>) -> Result<KeyPairText, KeyError>
 /// Rewrites the KDF algorithm of an unencrypted secret key box to "none" (two zero bytes).
 fn mark_unencrypted(secret_box: &str) -> Result<String, KeyError> {
     let mut lines = secret_box.lines();
-    let comment = lines.next().ok_or(KeyError::Malformed("secret"))?;
-    let mut raw = decode_b64(lines.next().ok_or(KeyError::Malformed("secret"))?)
-        .ok_or(KeyError::Malformed("secret"))?;
+    let comment = lines.next().ok_or(KeyError::Malformed(KeyKind::Secret))?;
+    let mut raw = decode_b64(lines.next().ok_or(KeyError::Malformed(KeyKind::Secret))?)
+        .ok_or(KeyError::Malformed(KeyKind::Secret))?;
     let kdf = raw
         .get_mut(KDF_ALG_OFFSET..KDF_ALG_OFFSET + 2)
-        .ok_or(KeyError::Malformed("secret"))?;
+        .ok_or(KeyError::Malformed(KeyKind::Secret))?;
     kdf.copy_from_slice(&[0, 0]);
-    let b64 = Base64::encode_to_string(&raw).map_err(|_| KeyError::Malformed("secret"))?;
+    let b64 = Base64::encode_to_string(&raw).map_err(|_| KeyError::Malformed(KeyKind::Secret))?;
     Ok(format!("{comment}\n{b64}\n"))
 }
 
@@ -120,10 +120,10 @@ impl std::fmt::Debug for SecretKey {
 impl SecretKey {
     /// Whether a secret key file's text is encrypted with a password.
     pub fn is_encrypted(text: &str) -> Result<bool, KeyError> {
-        let raw = decode_key(text, "secret")?;
+        let raw = decode_key(text, KeyKind::Secret)?;
         let kdf = raw
             .get(KDF_ALG_OFFSET..KDF_ALG_OFFSET + 2)
-            .ok_or(KeyError::Malformed("secret"))?;
+            .ok_or(KeyError::Malformed(KeyKind::Secret))?;
         Ok(kdf != [0, 0])
     }
 
@@ -138,20 +138,20 @@ impl SecretKey {
         } else {
             String::new()
         };
-        let raw = decode_key(text, "secret")?;
+        let raw = decode_key(text, KeyKind::Secret)?;
         if password.is_empty()
             && raw
                 .get(CHK_OFFSET..)
                 .is_some_and(|chk| chk.iter().all(|&b| b == 0))
         {
             // `minisign -G -W` leaves the checksum of an unencrypted key zeroed.
-            let sk =
-                minisign::SecretKey::from_bytes(&raw).map_err(|_| KeyError::Malformed("secret"))?;
+            let sk = minisign::SecretKey::from_bytes(&raw)
+                .map_err(|_| KeyError::Malformed(KeyKind::Secret))?;
             let pk = minisign::PublicKey::from_secret_key(&sk).ok();
             return Ok(Self { sk, pk });
         }
-        let sk_box =
-            minisign::SecretKeyBox::from_string(text).map_err(|_| KeyError::Malformed("secret"))?;
+        let sk_box = minisign::SecretKeyBox::from_string(text)
+            .map_err(|_| KeyError::Malformed(KeyKind::Secret))?;
         // The box parsed, so what fails now is the key derivation or the checksum:
         // a wrong password, or a damaged file (the error says both).
         let sk = sk_box
@@ -182,7 +182,7 @@ impl SecretKey {
             Some(&untrusted),
         )
         .map(|b| b.into_string())
-        .map_err(|e| KeyError::Sign(e.to_string()))
+        .map_err(KeyError::Sign)
     }
 }
 
@@ -209,11 +209,12 @@ impl TrustedKeys {
     /// Adds a key from the text of a minisign public key file, or from its bare
     /// base64 line. Returns the key id.
     pub fn add_text(&mut self, text: &str) -> Result<String, KeyError> {
-        let raw = decode_key(text, "public")?;
-        let line = Base64::encode_to_string(&raw).map_err(|_| KeyError::Malformed("public"))?;
+        let raw = decode_key(text, KeyKind::Public)?;
+        let line =
+            Base64::encode_to_string(&raw).map_err(|_| KeyError::Malformed(KeyKind::Public))?;
         let key = minisign_verify::PublicKey::from_base64(&line)
-            .map_err(|_| KeyError::Malformed("public"))?;
-        let id = format_key_id(raw.get(2..10).ok_or(KeyError::Malformed("public"))?);
+            .map_err(|_| KeyError::Malformed(KeyKind::Public))?;
+        let id = format_key_id(raw.get(2..10).ok_or(KeyError::Malformed(KeyKind::Public))?);
         self.keys.push((id.clone(), key));
         Ok(id)
     }

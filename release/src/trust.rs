@@ -81,19 +81,13 @@ pub fn sign_document(
 /// The raw 32-byte Ed25519 key and the key id inside a minisign public key (its
 /// base64 line, as `root.json` lists it).
 pub fn raw_key(b64: &str) -> Result<([u8; 32], String), deltaward_engine::KeyError> {
-    let malformed = deltaward_engine::KeyError::Malformed("public");
-    let raw = Base64::decode_to_vec(b64.trim(), None).map_err(|_| malformed)?;
-    let (alg, rest) = raw
-        .split_first_chunk::<2>()
-        .ok_or(deltaward_engine::KeyError::Malformed("public"))?;
-    let (keynum, key) = rest
-        .split_first_chunk::<8>()
-        .ok_or(deltaward_engine::KeyError::Malformed("public"))?;
-    let key: [u8; 32] = key
-        .try_into()
-        .map_err(|_| deltaward_engine::KeyError::Malformed("public"))?;
+    let malformed = || deltaward_engine::KeyError::Malformed(deltaward_engine::KeyKind::Public);
+    let raw = Base64::decode_to_vec(b64.trim(), None).map_err(|_| malformed())?;
+    let (alg, rest) = raw.split_first_chunk::<2>().ok_or_else(malformed)?;
+    let (keynum, key) = rest.split_first_chunk::<8>().ok_or_else(malformed)?;
+    let key: [u8; 32] = key.try_into().map_err(|_| malformed())?;
     if alg != b"Ed" && alg != b"ED" {
-        return Err(deltaward_engine::KeyError::Malformed("public"));
+        return Err(malformed());
     }
     Ok((key, format_key_id(keynum)))
 }

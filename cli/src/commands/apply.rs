@@ -12,7 +12,7 @@ use deltaward_engine::{apply_to_file, ApplyOptions, ApplyReport, TrustedKeys};
 use serde_json::json;
 
 use crate::{
-    args::{output_file, Json, Summary, TrustedKeyFiles},
+    args::{mib, output_file, Json, Summary, TrustedKeyFiles},
     progress,
 };
 
@@ -32,10 +32,10 @@ pub struct ApplyArgs {
     #[arg(long)]
     resume: bool,
     /// Refuse patches needing more working memory than this, in MiB.
-    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    #[arg(long, default_value = "256", value_name = "MIB", value_parser = mib)]
     memory_limit: u64,
     /// Checkpoint progress for --resume every this many MiB of output.
-    #[arg(long, default_value_t = 32, value_name = "MIB")]
+    #[arg(long, default_value = "32", value_name = "MIB", value_parser = mib)]
     checkpoint_mib: u64,
     #[command(flatten)]
     json: Json,
@@ -48,9 +48,9 @@ pub fn run(a: ApplyArgs) -> Result<()> {
     output_file(&a.output)?;
     let trusted = a.keys.load()?;
     let opts = ApplyOptions::default()
-        .memory_limit(a.memory_limit << 20)
+        .memory_limit(a.memory_limit)
         .resume(a.resume)
-        .checkpoint_bytes(a.checkpoint_mib << 20);
+        .checkpoint_bytes(a.checkpoint_mib);
     let summary = apply_file(
         &a.old,
         &a.patch,

@@ -21,7 +21,7 @@ pub struct DemoArgs {
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
     /// Size of the generated images, in MiB.
-    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    #[arg(long, default_value = "64", value_name = "MIB", value_parser = crate::args::mib)]
     size: u64,
     /// Use these images instead of generated ones.
     #[arg(long, value_name = "OLD", requires = "new")]
@@ -32,7 +32,7 @@ pub struct DemoArgs {
 }
 
 pub fn run(a: DemoArgs) -> Result<()> {
-    let (old, new, size_mib) = (a.old.as_deref(), a.new.as_deref(), a.size);
+    let (old, new, size) = (a.old.as_deref(), a.new.as_deref(), a.size);
     let tmp;
     let dir: PathBuf = match a.dir.as_deref() {
         Some(d) => {
@@ -60,7 +60,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let (old_path, new_path) = match (old, new) {
         (Some(o), Some(n)) => (o.to_path_buf(), n.to_path_buf()),
         _ => {
-            let size = usize::try_from(size_mib << 20).context("image size")?;
+            let size = usize::try_from(size).context("image size")?;
             let (o, n) = synthetic::images(size);
             let (op, np) = (dir.join("firmware-2.0.img"), dir.join("firmware-2.1.img"));
             write_file(&op, &o)?;

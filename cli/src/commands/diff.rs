@@ -12,7 +12,7 @@ use deltaward_engine::{AtomicFile, BuildOptions, Image, Manifest, Patch, SecretK
 use serde_json::json;
 
 use crate::{
-    args::{output_file, Effort, Force, Json, SigningKey, Summary},
+    args::{mib, output_file, Effort, Force, Json, SigningKey, Summary},
     progress,
 };
 
@@ -34,10 +34,10 @@ pub struct DiffArgs {
     #[arg(long, default_value_t = 4096, value_name = "BYTES")]
     block_size: u32,
     /// Largest reference window per frame, in MiB (bounds the applier's memory).
-    #[arg(long, value_name = "MIB")]
+    #[arg(long, value_name = "MIB", value_parser = mib)]
     max_window: Option<u64>,
     /// Memory for encoders running at once, in MiB.
-    #[arg(long, default_value_t = 2048, value_name = "MIB")]
+    #[arg(long, default_value = "2048", value_name = "MIB", value_parser = mib)]
     memory_limit: u64,
     #[command(flatten)]
     force: Force,
@@ -52,9 +52,9 @@ pub fn run(a: DiffArgs) -> Result<()> {
     let mut opts = BuildOptions::default()
         .level(a.effort.level.into())
         .block_size(a.block_size)
-        .memory_limit(a.memory_limit << 20);
+        .memory_limit(a.memory_limit);
     if let Some(w) = a.max_window {
-        opts = opts.max_window(w << 20);
+        opts = opts.max_window(w);
     }
     let summary = a
         .effort

@@ -29,7 +29,7 @@ pub struct InspectArgs {
     #[arg(long, value_name = "FILE", requires = "extract_manifest")]
     extract_signature: Option<PathBuf>,
     /// Refuse manifests whose bytes and parsed frames need more memory than this, in MiB.
-    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    #[arg(long, default_value = "256", value_name = "MIB", value_parser = crate::args::mib)]
     memory_limit: u64,
 }
 
@@ -55,7 +55,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
         header,
         manifest_bytes,
         signature,
-    } = read_unverified(&mut reader, a.memory_limit << 20)
+    } = read_unverified(&mut reader, a.memory_limit)
         .with_context(|| format!("reading {}", a.patch.display()))?;
     if let (Some(m), Some(s)) = (&a.extract_manifest, &a.extract_signature) {
         deltaward_engine::write_file(m, &manifest_bytes)?;

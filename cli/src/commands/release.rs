@@ -60,7 +60,7 @@ pub struct ReleaseArgs {
     #[command(flatten)]
     effort: Effort,
     /// Memory for building patches at once, in MiB.
-    #[arg(long, default_value_t = 4096, value_name = "MIB")]
+    #[arg(long, default_value = "4096", value_name = "MIB", value_parser = crate::args::mib)]
     memory_limit: u64,
     /// Validity of the channel document.
     #[arg(long, default_value = "7d")]
@@ -116,7 +116,7 @@ pub fn run(a: ReleaseArgs) -> Result<()> {
             .collect::<Result<_>>()?,
         notes,
         build: BuildOptions::default().level(a.effort.level.into()),
-        memory_limit: a.memory_limit << 20,
+        memory_limit: a.memory_limit,
         channel_validity: duration(&a.channel_expires_in)?,
         now: SystemTime::now(),
     };

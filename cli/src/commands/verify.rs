@@ -19,7 +19,7 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "OLD")]
     old: Option<PathBuf>,
     /// Refuse patches needing more working memory than this, in MiB.
-    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    #[arg(long, default_value = "256", value_name = "MIB", value_parser = crate::args::mib)]
     memory_limit: u64,
 }
 
@@ -29,7 +29,7 @@ pub fn run(a: VerifyArgs) -> Result<()> {
         File::open(&a.patch).with_context(|| format!("opening patch {}", a.patch.display()))?;
     let mut reader = BufReader::with_capacity(1 << 16, file);
     let source = a.old.as_deref().map(FileSource::open).transpose()?;
-    let opts = ApplyOptions::default().memory_limit(a.memory_limit << 20);
+    let opts = ApplyOptions::default().memory_limit(a.memory_limit);
     let head = verify_patch(&mut reader, &trusted, source.as_ref(), &opts)
         .with_context(|| format!("verifying {}", a.patch.display()))?;
     println!(
