@@ -158,17 +158,7 @@ impl AnchorIndex {
 mod tests {
     use super::*;
 
-    fn noise(n: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                s as u8
-            })
-            .collect()
-    }
+    use deltaward_testkit::noise;
 
     #[test]
     fn shifted_data_has_the_same_anchors() {

@@ -36,10 +36,11 @@ fn support(c: SupportClass) -> &'static str {
     }
 }
 
-/// Removes what could take over a terminal or fake the notice's layout: control
-/// characters (C0, DEL, C1: escapes, carriage returns, line breaks, which become a
-/// space) and Unicode bidirectional and line/paragraph separators (dropped).
-fn clean(s: &str) -> String {
+/// Removes what could take over a terminal or fake a layout from untrusted text:
+/// control characters (C0, DEL, C1: escapes, carriage returns, line breaks, which
+/// become a space) and Unicode bidirectional controls (dropped) and line/paragraph
+/// separators (a space). Used by notices, and by the CLI for anything unverified.
+pub fn printable(s: &str) -> String {
     s.chars()
         .filter_map(|c| match c {
             '\u{2028}' | '\u{2029}' => Some(' '),
@@ -54,7 +55,10 @@ fn list(v: &[String]) -> String {
     if v.is_empty() {
         "none stated".into()
     } else {
-        v.iter().map(|x| clean(x)).collect::<Vec<_>>().join(", ")
+        v.iter()
+            .map(|x| printable(x))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -66,11 +70,11 @@ enum Line {
 }
 
 fn text(s: impl AsRef<str>) -> Line {
-    Line::Text(clean(s.as_ref()))
+    Line::Text(printable(s.as_ref()))
 }
 
 fn item(s: impl AsRef<str>) -> Line {
-    Line::Item(clean(s.as_ref()))
+    Line::Item(printable(s.as_ref()))
 }
 
 /// A section of the notice: a heading and its lines.
@@ -163,11 +167,11 @@ fn sections(r: &Release) -> Vec<Section> {
 }
 
 fn title(r: &Release) -> String {
-    clean(&format!("Update notice: {} {}", r.product, r.version))
+    printable(&format!("Update notice: {} {}", r.product, r.version))
 }
 
 fn subtitle(r: &Release) -> String {
-    clean(&format!(
+    printable(&format!(
         "Release counter {}, issued {}, valid until {}",
         r.counter, r.issued, r.expires
     ))

@@ -6,7 +6,7 @@ mod world;
 
 use std::{path::Path, time::Duration};
 
-use deltaward_engine::{self as sign};
+use deltaward_engine::{generate_keypair, TrustedKeys};
 use deltaward_release::{
     check::{check_release, verify_object, Plan},
     model::*,
@@ -22,7 +22,7 @@ fn release_from_two_bases_round_trips_each_patch() {
     let w = World::new();
     let r = w.release("2.0", 1).expect("release");
     assert_eq!(r.bases.len(), 2);
-    let mut trusted = sign::TrustedKeys::new();
+    let mut trusted = TrustedKeys::new();
     trusted.add_text(&w.release_key.public).expect("key");
     for b in &r.bases {
         let patch = verify_object(&w.repo, &b.patch).expect("object");
@@ -376,7 +376,7 @@ fn legacy_signature_is_refused() {
     let rel = w.repo.path("products/pump/releases/2.0/release.json");
     let sig = w.dir.path().join("legacy.minisig");
     // The World's key text is not kept; make a fresh release key trusted by a new root.
-    let kp = sign::generate_keypair(None).expect("keygen");
+    let kp = generate_keypair(None).expect("keygen");
     std::fs::write(&keyfile, &kp.secret).expect("write");
     let out = std::process::Command::new("minisign")
         .args(["-S", "-l", "-s"])

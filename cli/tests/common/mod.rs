@@ -1,6 +1,6 @@
 //! The CLI tests' view of the shared test kit: the binary under test, its exit
 //! codes (the binary's own constants, compiled in from `src/exit.rs`), and fixtures.
-#![allow(dead_code)]
+#![allow(dead_code)] // reason: each CLI test binary uses a different part of this module
 
 use std::process::Output;
 

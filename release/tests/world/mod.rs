@@ -1,6 +1,6 @@
 //! Fixtures shared by the release tests: keys, roots, notes, images and a repository
 //! with its device state directories.
-#![allow(dead_code)]
+#![allow(dead_code)] // reason: each test binary uses a different part of the shared world
 #![allow(clippy::disallowed_methods)] // reason: tests write their fixtures directly
 
 use std::{
@@ -9,7 +9,7 @@ use std::{
     time::SystemTime,
 };
 
-use deltaward_engine::{self as sign, BuildOptions, Level};
+use deltaward_engine::{generate_keypair, BuildOptions, Level, SecretKey};
 use deltaward_release::{
     check::{check_release, Device, StateDir},
     model::*,
@@ -19,17 +19,17 @@ use deltaward_release::{
 };
 
 pub struct Key {
-    pub secret: sign::SecretKey,
+    pub secret: SecretKey,
     pub public: String,
     pub b64: String,
     pub id: String,
 }
 
 pub fn key() -> Key {
-    let kp = sign::generate_keypair(None).expect("keygen");
+    let kp = generate_keypair(None).expect("keygen");
     let b64 = kp.public.lines().nth(1).expect("key line").to_owned();
     Key {
-        secret: sign::SecretKey::from_text(&kp.secret, None).expect("secret"),
+        secret: SecretKey::from_text(&kp.secret, None).expect("secret"),
         public: kp.public,
         b64,
         id: kp.key_id,
@@ -147,7 +147,7 @@ impl World {
         version: &str,
         counter: u64,
         notes: Notes,
-        key: &sign::SecretKey,
+        key: &SecretKey,
     ) -> Result<Release, Error> {
         let mut req = self.request(version, counter);
         req.notes = notes;
