@@ -35,6 +35,11 @@ pub fn manifest_memory(manifest_len: u32) -> u64 {
     u64::from(manifest_len) + frames * std::mem::size_of::<Frame>() as u64
 }
 
+/// Memory the applier uses besides the manifest and the frames' working memory: its
+/// 64 KiB patch read buffer, the BLAKE3 hashers and small bookkeeping. Counted in
+/// the memory limit.
+pub const APPLY_OVERHEAD: u64 = 128 << 10;
+
 /// Length of the stream-length header at the start of a decoded bsdiff payload.
 pub const BSDIFF_HEADER_LEN: u64 = 12;
 

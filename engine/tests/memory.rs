@@ -4,13 +4,16 @@
 //! deterministic count, not a timing; it lives alone in its own test binary so no
 //! other test's allocations are counted.
 #![allow(unsafe_code)] // reason: a counting GlobalAlloc must implement an unsafe trait
+#![allow(clippy::disallowed_methods)] // reason: the test writes its fixtures directly
 
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     sync::atomic::{AtomicUsize, Ordering},
 };
 
-use deltaward_engine::{apply, format::manifest_memory, ApplyOptions, BuildOptions, FrameKind};
+use deltaward_engine::{
+    apply, apply_to_file, format::manifest_memory, ApplyOptions, BuildOptions, FrameKind,
+};
 use deltaward_testkit as kit;
 
 struct Counting;
@@ -43,9 +46,8 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Bookkeeping outside the frames: the BLAKE3 hashers, the trusted keys, the
-/// signature text and the error paths' small strings.
-const SLACK: usize = 64 << 10;
+/// What the applier may use besides the frames and the manifest, as documented.
+const SLACK: usize = deltaward_engine::format::APPLY_OVERHEAD as usize;
 
 #[test]
 fn apply_allocates_within_the_declared_memory() {
@@ -106,5 +108,32 @@ fn apply_allocates_within_the_declared_memory() {
     assert!(
         peak <= declared as usize + SLACK,
         "apply allocated {peak} bytes at its peak; the patch declares {declared}"
+    );
+    drop(out);
+
+    // The same through files, where the defect was measured: the partial file, its
+    // checkpoints and the final re-read from disk add no buffers of their own.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (old_path, patch_path) = (dir.path().join("old.img"), dir.path().join("p.dwp"));
+    std::fs::write(&old_path, &old).expect("old");
+    std::fs::write(&patch_path, &patch).expect("patch");
+    let out_path = dir.path().join("new.img");
+    let opts = ApplyOptions::default().checkpoint_bytes(64 << 10);
+    let before = CURRENT.load(Ordering::SeqCst);
+    PEAK.store(before, Ordering::SeqCst);
+    apply_to_file(
+        &old_path,
+        &patch_path,
+        &out_path,
+        &keys.trusted,
+        &opts,
+        &|_| {},
+    )
+    .expect("apply to file");
+    let peak = PEAK.load(Ordering::SeqCst) - before;
+    assert_eq!(std::fs::read(&out_path).expect("out"), new);
+    assert!(
+        peak <= declared as usize + SLACK,
+        "apply_to_file allocated {peak} bytes at its peak; the patch declares {declared}"
     );
 }

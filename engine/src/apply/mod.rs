@@ -30,7 +30,9 @@ use crate::{
     atomic::PartialFile,
     container::payload_start,
     error::{Error, Result},
-    format::{manifest_memory, Digest, FormatError, Limit, Manifest, Region, COPY_CHUNK},
+    format::{
+        manifest_memory, Digest, FormatError, Limit, Manifest, Region, APPLY_OVERHEAD, COPY_CHUNK,
+    },
     image::{FileSource, Source},
     sign::TrustedKeys,
 };
@@ -119,7 +121,8 @@ fn check_limits(head: &VerifiedHead, opts: &ApplyOptions) -> Result<()> {
     // The frames' working memory, and the manifest held throughout.
     let needed = m
         .apply_memory()
-        .saturating_add(manifest_memory(head.header.manifest_len));
+        .saturating_add(manifest_memory(head.header.manifest_len))
+        .saturating_add(APPLY_OVERHEAD);
     if needed > opts.memory_limit {
         return Err(Error::MemoryLimit {
             needed,
