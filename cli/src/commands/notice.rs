@@ -1,8 +1,8 @@
 //! `deltaward notice`: render the update notice of a release.json for operators.
 
-use std::path::PathBuf;
+use std::{io::Read, path::PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use deltaward_release::{
     model::Release,
@@ -41,10 +41,27 @@ impl From<FormatArg> for Format {
 
 pub fn run(a: NoticeArgs) -> Result<()> {
     tracing::info!(release = %a.release.display(), format = ?a.format, "rendering the notice");
-    let bytes =
-        std::fs::read(&a.release).with_context(|| format!("reading {}", a.release.display()))?;
-    let r: Release = serde_json::from_slice(&bytes)
-        .with_context(|| format!("parsing {}", a.release.display()))?;
+    // A local file, not verified here (check-release verifies a release as a device
+    // does): read only a regular file, and no more than a release.json may be.
+    let max = deltaward_release::limits::RELEASE_JSON_MAX_BYTES;
+    let file = deltaward_engine::open_regular(&a.release)
+        .with_context(|| format!("opening {}", a.release.display()))?;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", a.release.display()))?;
+    if bytes.len() as u64 > max {
+        bail!(
+            "{} is larger than a release.json may be ({max} bytes)",
+            a.release.display()
+        );
+    }
+    let r =
+        Release::from_json(&bytes).with_context(|| format!("parsing {}", a.release.display()))?;
+    eprintln!(
+        "note: {} is rendered as given; its signatures are not checked here (check-release checks them)",
+        a.release.display()
+    );
     print!("{}", notice::render(&r, a.format.into()));
     Ok(())
 }
