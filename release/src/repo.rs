@@ -290,16 +290,18 @@ impl Repo {
     pub fn open(&self, rel: &str) -> Result<File> {
         check_rel(rel)?;
         let path = self.path(rel);
-        if let (Ok(root), Some(Ok(parent))) = (
-            self.root.canonicalize(),
-            path.parent().map(Path::canonicalize),
-        ) {
-            if !parent.starts_with(&root) {
-                return Err(Error::Path {
-                    path: rel.to_owned(),
-                    reason: PathError::OutsideRepository,
-                });
-            }
+        // Fail closed: a directory that cannot be resolved is not known to be inside.
+        let root = self
+            .root
+            .canonicalize()
+            .map_err(io_err("resolving", &self.root))?;
+        let dir = path.parent().unwrap_or(&self.root);
+        let dir = dir.canonicalize().map_err(io_err("resolving", dir))?;
+        if !dir.starts_with(&root) {
+            return Err(Error::Path {
+                path: rel.to_owned(),
+                reason: PathError::OutsideRepository,
+            });
         }
         open_regular(&path, rel)
     }

@@ -87,6 +87,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             &patch_path,
             &key,
             &BuildOptions::default(),
+            true,
         )
     })?;
     let kinds = |k: FrameKind| d.manifest.frames.iter().filter(|f| f.kind == k).count();

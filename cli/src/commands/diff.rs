@@ -59,7 +59,7 @@ pub fn run(a: DiffArgs) -> Result<()> {
     let summary = a
         .effort
         .pool()?
-        .install(|| build_patch_file(&a.old, &a.new, &a.output, &key, &opts))?;
+        .install(|| build_patch_file(&a.old, &a.new, &a.output, &key, &opts, a.force.force))?;
     a.json.report(&summary);
     Ok(())
 }
@@ -75,13 +75,15 @@ pub struct DiffSummary {
 }
 
 /// Diffs the image files `old` and `new` on the caller's rayon pool, signs the
-/// patch and writes it to `output` atomically.
+/// patch and writes it to `output` atomically; an existing `output` is replaced only
+/// with `replace` (the rename itself refuses otherwise).
 pub fn build_patch_file(
     old: &Path,
     new: &Path,
     output: &Path,
     key: &SecretKey,
     opts: &BuildOptions,
+    replace: bool,
 ) -> Result<DiffSummary> {
     let start = Instant::now();
     let old_img = Image::open(old)?;
@@ -100,7 +102,11 @@ pub fn build_patch_file(
         .sign(key)?;
     bar.finish_and_clear();
     patch.write_to(BufWriter::with_capacity(1 << 20, out.file()))?;
-    out.commit()?;
+    if replace {
+        out.commit()?;
+    } else {
+        out.commit_new()?;
+    }
     tracing::info!(bytes = patch.len(), "patch written");
     Ok(DiffSummary {
         patch: output.to_path_buf(),

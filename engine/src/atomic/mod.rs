@@ -177,10 +177,41 @@ impl AtomicFile {
 
     /// Flushes and fsyncs the temporary file, renames it over the destination and
     /// fsyncs the directory.
-    pub fn commit(mut self) -> Result<()> {
+    pub fn commit(self) -> Result<()> {
+        self.commit_with(true)
+    }
+
+    /// Like [`commit`](Self::commit), but never replaces an existing destination:
+    /// the rename itself refuses (`RENAME_NOREPLACE`), so a file that appears
+    /// between an earlier check and now is not overwritten.
+    pub fn commit_new(self) -> Result<()> {
+        self.commit_with(false)
+    }
+
+    fn commit_with(mut self, replace: bool) -> Result<()> {
         self.file.flush().map_err(io_err("flushing", &self.tmp))?;
         self.file.sync_all().map_err(io_err("syncing", &self.tmp))?;
-        fs::rename(&self.tmp, &self.dest).map_err(io_err("renaming into place", &self.dest))?;
+        if replace {
+            fs::rename(&self.tmp, &self.dest).map_err(io_err("renaming into place", &self.dest))?;
+        } else {
+            rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &self.tmp,
+                rustix::fs::CWD,
+                &self.dest,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )
+            .map_err(|e| {
+                let source = match e {
+                    rustix::io::Errno::EXIST => io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "file exists; refusing to overwrite",
+                    ),
+                    e => e.into(),
+                };
+                io_err("renaming into place", &self.dest)(source)
+            })?;
+        }
         self.committed = true; // nothing left to remove
         sync_renamed(&self.dest)
     }
@@ -237,17 +268,11 @@ pub fn write_file(dest: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Writes `bytes` to `dest` atomically, refusing to replace an existing file.
 pub fn write_new_file(dest: &Path, bytes: &[u8]) -> Result<()> {
-    if dest.exists() {
-        return Err(Error::Io {
-            action: "creating",
-            path: dest.to_path_buf(),
-            source: io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "file exists; refusing to overwrite",
-            ),
-        });
-    }
-    write_file(dest, bytes)
+    let mut out = AtomicFile::create(dest)?;
+    out.file()
+        .write_all(bytes)
+        .map_err(io_err("writing", dest))?;
+    out.commit_new()
 }
 
 #[cfg(test)]
@@ -266,6 +291,20 @@ mod tests {
         assert_eq!(fs::read(&dest).expect("read"), b"old");
         let names: Vec<_> = fs::read_dir(dir.path()).expect("ls").collect();
         assert_eq!(names.len(), 1, "temporary file was not cleaned up");
+    }
+
+    #[test]
+    fn commit_new_never_replaces_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dest = dir.path().join("out.img");
+        write_new_file(&dest, b"first").expect("first");
+        let err = write_new_file(&dest, b"second").expect_err("replaced");
+        assert!(
+            matches!(&err, Error::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists),
+            "{err:?}"
+        );
+        assert_eq!(fs::read(&dest).expect("read"), b"first");
+        assert_eq!(fs::read_dir(dir.path()).expect("ls").count(), 1);
     }
 
     #[test]
