@@ -126,7 +126,42 @@ fn build(
     let planned = plan(&blocks, bs as u64, new.len() as u64, params.frame_len);
     drop(blocks);
 
-    // Delta frames are encoded in parallel, in batches sized to the memory limit.
+    let results = encode_all(old, new, &anchors, &planned, opts, progress)?;
+    drop(anchors);
+    let output_hashes = output_hashes(new, &planned);
+    let (frames, payloads, payload_len) = assemble(&planned, results, output_hashes);
+    let manifest = Manifest {
+        source_size: old.len() as u64,
+        source_hash,
+        target_size: new.len() as u64,
+        target_hash,
+        block_size: opts.block_size,
+        max_window: frames
+            .iter()
+            .filter(|f| f.kind.has_payload())
+            .map(|f| f.source_len)
+            .max()
+            .unwrap_or(0),
+        max_frame_len: frames.iter().map(|f| f.target_len).max().unwrap_or(0),
+        payload_len,
+        tool: format!("deltaward {}", env!("CARGO_PKG_VERSION")),
+        options: opts.describe(),
+        frames,
+    };
+    Ok((manifest, payloads))
+}
+
+/// Encodes the delta frames in parallel, in batches sized to the memory limit;
+/// `None` for copy and zero frames.
+fn encode_all(
+    old: &[u8],
+    new: &[u8],
+    anchors: &AnchorIndex,
+    planned: &[Planned],
+    opts: &BuildOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<Option<Encoded>>> {
+    let params = opts.params();
     let per_frame = params.encode_memory();
     let concurrent = (opts.memory_limit / per_frame.max(1)).max(1) as usize;
     let chunk_len = if concurrent >= rayon::current_num_threads() {
@@ -144,7 +179,7 @@ fn build(
             .map(|(k, p)| {
                 let r = match p.kind {
                     PlanKind::Delta => {
-                        encode_delta(old, new, &anchors, p, &params, (base + k) as u32).map(Some)
+                        encode_delta(old, new, anchors, p, &params, (base + k) as u32).map(Some)
                     }
                     PlanKind::Copy(_) | PlanKind::Zero => Ok(None),
                 };
@@ -156,16 +191,19 @@ fn build(
             results.push(r?);
         }
     }
-    drop(anchors);
+    Ok(results)
+}
 
-    // Zero frames of one length share their hash (runs are cut into equal pieces).
+/// BLAKE3 of every planned frame's output; zero frames of one length share theirs
+/// (runs are cut into equal pieces).
+fn output_hashes(new: &[u8], planned: &[Planned]) -> Vec<Digest> {
     let mut zero_hashes = std::collections::HashMap::new();
     for p in planned.iter().filter(|p| p.kind == PlanKind::Zero) {
         zero_hashes
             .entry(p.len)
             .or_insert_with(|| Digest::of(&new[p.start as usize..(p.start + p.len) as usize]));
     }
-    let output_hashes: Vec<Digest> = planned
+    planned
         .par_iter()
         .map(
             |p| match zero_hashes.get(&p.len).filter(|_| p.kind == PlanKind::Zero) {
@@ -173,8 +211,15 @@ fn build(
                 None => Digest::of(&new[p.start as usize..(p.start + p.len) as usize]),
             },
         )
-        .collect();
+        .collect()
+}
 
+/// The manifest's frames and the payloads in order, and the payloads' total length.
+fn assemble(
+    planned: &[Planned],
+    results: Vec<Option<Encoded>>,
+    output_hashes: Vec<Digest>,
+) -> (Vec<Frame>, Vec<Vec<u8>>, u64) {
     let mut frames = Vec::with_capacity(planned.len());
     let mut payloads = Vec::new();
     let mut payload_off = 0u64;
@@ -207,29 +252,11 @@ fn build(
                 payload_off += f.payload_len;
                 payloads.push(e.payload);
             }
-            (PlanKind::Delta, None) => unreachable!("delta frames are always encoded"),
+            (PlanKind::Delta, None) => unreachable!("encode_all encodes every delta frame"),
         }
         frames.push(f);
     }
-    let manifest = Manifest {
-        source_size: old.len() as u64,
-        source_hash,
-        target_size: new.len() as u64,
-        target_hash,
-        block_size: opts.block_size,
-        max_window: frames
-            .iter()
-            .filter(|f| f.kind.has_payload())
-            .map(|f| f.source_len)
-            .max()
-            .unwrap_or(0),
-        max_frame_len: frames.iter().map(|f| f.target_len).max().unwrap_or(0),
-        payload_len: payload_off,
-        tool: format!("deltaward {}", env!("CARGO_PKG_VERSION")),
-        options: opts.describe(),
-        frames,
-    };
-    Ok((manifest, payloads))
+    (frames, payloads, payload_off)
 }
 
 /// BLAKE3 of a whole image, using the caller's rayon pool.

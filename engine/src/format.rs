@@ -496,105 +496,18 @@ impl Manifest {
             };
         }
         let mut frames = Vec::with_capacity(frame_count as usize);
-        let (mut next_target, mut next_payload) = (0u64, 0u64);
-        let (mut seen_window, mut seen_frame) = (0u64, 0u64);
+        let mut tiling = Tiling {
+            source_size,
+            max_window,
+            max_frame_len,
+            ..Tiling::default()
+        };
         for i in 0..frame_count {
-            let kind_byte = r.u8()?;
-            let kind = FrameKind::from_byte(kind_byte).ok_or(FormatError::UnknownFrameKind {
-                frame: i,
-                kind: kind_byte,
-            })?;
-            if r.bytes(7)?.iter().any(|&x| x != 0) {
-                return Err(FormatError::Reserved {
-                    field: "frame reserved",
-                });
-            }
-            let f = Frame {
-                kind,
-                target_offset: r.u64()?,
-                target_len: r.u64()?,
-                source_offset: r.u64()?,
-                source_len: r.u64()?,
-                payload_offset: r.u64()?,
-                payload_len: r.u64()?,
-                payload_hash: r.digest()?,
-                output_hash: r.digest()?,
-            };
-            let bad = |problem| FormatError::BadFrame { frame: i, problem };
-            if f.target_offset != next_target {
-                return Err(bad("does not start where the previous frame ended"));
-            }
-            if f.target_len == 0 {
-                return Err(bad("is empty"));
-            }
-            if f.target_len > max_frame_len {
-                return Err(bad("is longer than the declared maximum frame length"));
-            }
-            next_target = f
-                .target_offset
-                .checked_add(f.target_len)
-                .ok_or(bad("target range overflows"))?;
-            let source_end = f
-                .source_offset
-                .checked_add(f.source_len)
-                .ok_or(bad("source range overflows"))?;
-            if source_end > source_size {
-                return Err(bad("source range ends past the source image"));
-            }
-            match kind {
-                FrameKind::Copy => {
-                    if f.source_len != f.target_len {
-                        return Err(bad("copy source and target lengths differ"));
-                    }
-                }
-                FrameKind::Zero => {
-                    if f.source_len != 0 || f.source_offset != 0 {
-                        return Err(bad("zero frame names a source range"));
-                    }
-                }
-                FrameKind::Zstd | FrameKind::Bsdiff => {
-                    if f.source_len > max_window {
-                        return Err(bad("window is larger than the declared maximum"));
-                    }
-                    seen_window = seen_window.max(f.source_len);
-                }
-            }
-            if kind.has_payload() {
-                if f.payload_offset != next_payload || f.payload_len == 0 {
-                    return Err(bad("payload is not contiguous with the previous one"));
-                }
-                next_payload = next_payload
-                    .checked_add(f.payload_len)
-                    .ok_or(bad("payload range overflows"))?;
-                if f.payload_len
-                    > f.target_len
-                        .saturating_add(f.target_len / 8)
-                        .saturating_add(1 << 16)
-                {
-                    return Err(bad("payload is larger than its output could need"));
-                }
-            } else if f.payload_offset != 0 || f.payload_len != 0 || f.payload_hash != empty_hash()
-            {
-                return Err(bad("frame without payload names one"));
-            }
-            seen_frame = seen_frame.max(f.target_len);
+            let f = r.frame(i)?;
+            tiling.check(i, &f)?;
             frames.push(f);
         }
-        if next_target != target_size {
-            return Err(FormatError::Inconsistent(
-                "frames do not cover the target size exactly",
-            ));
-        }
-        if next_payload != payload_len {
-            return Err(FormatError::Inconsistent(
-                "frame payloads do not add up to the payload length",
-            ));
-        }
-        if seen_window != max_window || seen_frame != max_frame_len {
-            return Err(FormatError::Inconsistent(
-                "declared maxima differ from the frames",
-            ));
-        }
+        tiling.finish(target_size, payload_len)?;
         Ok(Self {
             source_size,
             source_hash,
@@ -625,6 +538,105 @@ impl Manifest {
             "deltaward-patch v{VERSION} role=patch source={} target={} size={}",
             self.source_hash, self.target_hash, self.target_size
         )
+    }
+}
+
+/// The frame checks of [`Manifest::parse`]: frames in target order tiling the target,
+/// ranges inside their images, payloads contiguous, lengths within bounds.
+#[derive(Default)]
+struct Tiling {
+    source_size: u64,
+    max_window: u64,
+    max_frame_len: u64,
+    next_target: u64,
+    next_payload: u64,
+    seen_window: u64,
+    seen_frame: u64,
+}
+
+impl Tiling {
+    /// Checks frame `i` against the manifest and the frames before it.
+    fn check(&mut self, i: u32, f: &Frame) -> Result<(), FormatError> {
+        let bad = |problem| FormatError::BadFrame { frame: i, problem };
+        if f.target_offset != self.next_target {
+            return Err(bad("does not start where the previous frame ended"));
+        }
+        if f.target_len == 0 {
+            return Err(bad("is empty"));
+        }
+        if f.target_len > self.max_frame_len {
+            return Err(bad("is longer than the declared maximum frame length"));
+        }
+        self.next_target = f
+            .target_offset
+            .checked_add(f.target_len)
+            .ok_or(bad("target range overflows"))?;
+        let source_end = f
+            .source_offset
+            .checked_add(f.source_len)
+            .ok_or(bad("source range overflows"))?;
+        if source_end > self.source_size {
+            return Err(bad("source range ends past the source image"));
+        }
+        match f.kind {
+            FrameKind::Copy => {
+                if f.source_len != f.target_len {
+                    return Err(bad("copy source and target lengths differ"));
+                }
+            }
+            FrameKind::Zero => {
+                if f.source_len != 0 || f.source_offset != 0 {
+                    return Err(bad("zero frame names a source range"));
+                }
+            }
+            FrameKind::Zstd | FrameKind::Bsdiff => {
+                if f.source_len > self.max_window {
+                    return Err(bad("window is larger than the declared maximum"));
+                }
+                self.seen_window = self.seen_window.max(f.source_len);
+            }
+        }
+        if f.kind.has_payload() {
+            if f.payload_offset != self.next_payload || f.payload_len == 0 {
+                return Err(bad("payload is not contiguous with the previous one"));
+            }
+            self.next_payload = self
+                .next_payload
+                .checked_add(f.payload_len)
+                .ok_or(bad("payload range overflows"))?;
+            if f.payload_len
+                > f.target_len
+                    .saturating_add(f.target_len / 8)
+                    .saturating_add(1 << 16)
+            {
+                return Err(bad("payload is larger than its output could need"));
+            }
+        } else if f.payload_offset != 0 || f.payload_len != 0 || f.payload_hash != empty_hash() {
+            return Err(bad("frame without payload names one"));
+        }
+        self.seen_frame = self.seen_frame.max(f.target_len);
+        Ok(())
+    }
+
+    /// After the last frame: the frames cover the target and the payloads add up,
+    /// and the declared maxima are the real ones.
+    fn finish(&self, target_size: u64, payload_len: u64) -> Result<(), FormatError> {
+        if self.next_target != target_size {
+            return Err(FormatError::Inconsistent(
+                "frames do not cover the target size exactly",
+            ));
+        }
+        if self.next_payload != payload_len {
+            return Err(FormatError::Inconsistent(
+                "frame payloads do not add up to the payload length",
+            ));
+        }
+        if self.seen_window != self.max_window || self.seen_frame != self.max_frame_len {
+            return Err(FormatError::Inconsistent(
+                "declared maxima differ from the frames",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -711,6 +723,31 @@ impl<'a> Reader<'a> {
     }
     fn digest(&mut self) -> Result<Digest, FormatError> {
         self.array().map(Digest)
+    }
+
+    /// Frame entry `i` (kind and reserved bytes checked, nothing else).
+    fn frame(&mut self, i: u32) -> Result<Frame, FormatError> {
+        let kind_byte = self.u8()?;
+        let kind = FrameKind::from_byte(kind_byte).ok_or(FormatError::UnknownFrameKind {
+            frame: i,
+            kind: kind_byte,
+        })?;
+        if self.bytes(7)?.iter().any(|&x| x != 0) {
+            return Err(FormatError::Reserved {
+                field: "frame reserved",
+            });
+        }
+        Ok(Frame {
+            kind,
+            target_offset: self.u64()?,
+            target_len: self.u64()?,
+            source_offset: self.u64()?,
+            source_len: self.u64()?,
+            payload_offset: self.u64()?,
+            payload_len: self.u64()?,
+            payload_hash: self.digest()?,
+            output_hash: self.digest()?,
+        })
     }
     fn text(&mut self, field: &'static str, max: Limit) -> Result<String, FormatError> {
         let len = self.u16()? as usize;
