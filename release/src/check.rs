@@ -272,11 +272,38 @@ pub fn check_release(
     let _lock = state_dir.lock()?;
     let mut state = state_dir.state()?;
     let root = update_root(repo, state_dir, &mut state, now)?;
+    let (channel, entry) = load_channel(repo, &root, product, &state, now)?;
+    let release = load_release(repo, &root, product, entry, now)?;
+    if !release.hardware_ids.contains(&device.hardware_id) {
+        return Err(Error::WrongHardware {
+            hardware: device.hardware_id.clone(),
+            supported: release.hardware_ids,
+        });
+    }
+    let plan = plan_for(&release, device)?;
+    state.highest_counter = state.highest_counter.max(release.counter);
+    state.channel_version = state.channel_version.max(channel.version);
+    state_dir.save(&state)?;
+    Ok(Checked {
+        release,
+        plan,
+        root_version: root.version,
+    })
+}
 
+/// The product's channel, verified under `root`, not expired and not older than the
+/// state; and its newest entry, not below the highest counter accepted.
+fn load_channel(
+    repo: &Repo,
+    root: &Root,
+    product: &str,
+    state: &State,
+    now: SystemTime,
+) -> Result<(Channel, ChannelEntry)> {
     let (cbytes, csigs) = repo.get_signed(&Repo::channel_rel(product), CHANNEL_JSON_MAX_BYTES)?;
     let channel = Channel::from_json(&cbytes)?;
     verify_document(
-        &root,
+        root,
         RoleName::Channel,
         "channel.json",
         channel.version,
@@ -313,8 +340,46 @@ pub fn check_release(
             highest: state.highest_counter,
         });
     }
+    Ok((channel, entry))
+}
 
-    // Read no more of release.json than the channel signs (and one byte to notice more).
+/// Requires `found` bytes (counted up to one past the signed length) to be exactly
+/// the signed `expected`.
+fn check_length(what: &str, expected: u64, found: u64) -> Result<()> {
+    if found == expected {
+        return Ok(());
+    }
+    Err(Error::MixAndMatch {
+        what: what.to_owned(),
+        mismatch: if found > expected {
+            Mismatch::TooLong { expected }
+        } else {
+            Mismatch::TooShort { expected, found }
+        },
+    })
+}
+
+/// Requires a file's hash to be the signed one.
+fn check_hash(what: &str, expected: Digest, found: Digest) -> Result<()> {
+    if found == expected {
+        return Ok(());
+    }
+    Err(Error::MixAndMatch {
+        what: what.to_owned(),
+        mismatch: Mismatch::Blake3 { expected, found },
+    })
+}
+
+/// The release a channel entry names: read no further than the channel signs (and
+/// one byte, to notice more), hashed, verified under `root`, the release the entry
+/// says, not expired, its objects at their own names.
+fn load_release(
+    repo: &Repo,
+    root: &Root,
+    product: &str,
+    entry: ChannelEntry,
+    now: SystemTime,
+) -> Result<Release> {
     if entry.length > RELEASE_JSON_MAX_BYTES {
         return Err(Error::Limit {
             file: entry.path,
@@ -328,36 +393,12 @@ pub fn check_release(
         &repo.path(&entry.path),
         entry.length,
     )?;
-    let found_len = rbytes.len() as u64;
-    if found_len != entry.length {
-        return Err(Error::MixAndMatch {
-            what: entry.path,
-            mismatch: if found_len > entry.length {
-                Mismatch::TooLong {
-                    expected: entry.length,
-                }
-            } else {
-                Mismatch::TooShort {
-                    expected: entry.length,
-                    found: found_len,
-                }
-            },
-        });
-    }
-    let found = Digest::of(&rbytes);
-    if found != entry.blake3 {
-        return Err(Error::MixAndMatch {
-            what: entry.path,
-            mismatch: Mismatch::Blake3 {
-                expected: entry.blake3,
-                found,
-            },
-        });
-    }
+    check_length(&entry.path, entry.length, rbytes.len() as u64)?;
+    check_hash(&entry.path, entry.blake3, Digest::of(&rbytes))?;
     let rsigs = repo.get_signatures(&entry.path)?;
     let release = Release::from_json(&rbytes)?;
     verify_document(
-        &root,
+        root,
         RoleName::Release,
         "release.json",
         release.counter,
@@ -393,18 +434,18 @@ pub fn check_release(
     {
         check_object_path(object)?;
     }
-    if !release.hardware_ids.contains(&device.hardware_id) {
-        return Err(Error::WrongHardware {
-            hardware: device.hardware_id.clone(),
-            supported: release.hardware_ids,
-        });
-    }
+    Ok(release)
+}
 
-    let plan = if device.image_blake3 == release.target.blake3
-        && device.image_length == release.target.length
+/// What the device should install: nothing when it runs the target, the patch for
+/// its version (whose base must be its image), the patch whose base is its image,
+/// or else the full image.
+fn plan_for(release: &Release, device: &Device) -> Result<Plan> {
+    if device.image_blake3 == release.target.blake3 && device.image_length == release.target.length
     {
-        Plan::UpToDate
-    } else if let Some(base) = release.bases.iter().find(|b| b.version == device.version) {
+        return Ok(Plan::UpToDate);
+    }
+    if let Some(base) = release.bases.iter().find(|b| b.version == device.version) {
         if base.blake3 != device.image_blake3 || base.length != device.image_length {
             return Err(Error::BaseMismatch {
                 version: device.version.clone(),
@@ -412,25 +453,13 @@ pub fn check_release(
                 found: device.image_blake3,
             });
         }
-        Plan::Patch(base.clone())
-    } else if let Some(base) = release
+        return Ok(Plan::Patch(base.clone()));
+    }
+    Ok(release
         .bases
         .iter()
         .find(|b| b.blake3 == device.image_blake3)
-    {
-        Plan::Patch(base.clone())
-    } else {
-        Plan::Full
-    };
-
-    state.highest_counter = state.highest_counter.max(release.counter);
-    state.channel_version = state.channel_version.max(channel.version);
-    state_dir.save(&state)?;
-    Ok(Checked {
-        release,
-        plan,
-        root_version: root.version,
-    })
+        .map_or(Plan::Full, |base| Plan::Patch(base.clone())))
 }
 
 /// Checks that an object file is the one the signed metadata names: its path must be
@@ -443,31 +472,7 @@ pub fn verify_object(repo: &Repo, object: &Object) -> Result<PathBuf> {
     let mut h = blake3::Hasher::new();
     h.update_reader(f.take(object.length.saturating_add(1)))
         .map_err(io_err("reading", &path))?;
-    let n = h.count();
-    if n != object.length {
-        return Err(Error::MixAndMatch {
-            what: object.path.clone(),
-            mismatch: if n > object.length {
-                Mismatch::TooLong {
-                    expected: object.length,
-                }
-            } else {
-                Mismatch::TooShort {
-                    expected: object.length,
-                    found: n,
-                }
-            },
-        });
-    }
-    let found = Digest::from(h.finalize());
-    if found != object.blake3 {
-        return Err(Error::MixAndMatch {
-            what: object.path.clone(),
-            mismatch: Mismatch::Blake3 {
-                expected: object.blake3,
-                found,
-            },
-        });
-    }
+    check_length(&object.path, object.length, h.count())?;
+    check_hash(&object.path, object.blake3, Digest::from(h.finalize()))?;
     Ok(path)
 }
