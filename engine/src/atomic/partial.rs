@@ -128,7 +128,6 @@ impl PartialFile {
     ) -> Result<(Self, bool)> {
         super::existing_parent(dest)?;
         let paths = PartialPaths::of(dest);
-        let parent_path = super::parent_dir(dest);
         let (dest_name, dir_name) = match (dest.file_name(), paths.dir.file_name()) {
             (Some(d), Some(p)) => (d.to_owned(), p.to_owned()),
             _ => {
@@ -138,63 +137,8 @@ impl PartialFile {
                 })
             }
         };
-        let parent = fs::open(
-            parent_path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| io_err("opening", parent_path)(e.into()))?;
-        match fs::mkdirat(&parent, &dir_name, Mode::RWXU) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::EXIST) => {}
-            Err(e) => return Err(io_err("creating", &paths.dir)(e.into())),
-        }
-        let dir = fs::openat(
-            &parent,
-            &dir_name,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| match e {
-            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => Error::NotPrivate {
-                path: paths.dir.clone(),
-            },
-            e => io_err("opening", &paths.dir)(e.into()),
-        })?;
-        let st = fs::fstat(&dir).map_err(|e| io_err("inspecting", &paths.dir)(e.into()))?;
-        if !owned_by_me(&st) || st.st_mode & 0o077 != 0 {
-            return Err(Error::NotPrivate { path: paths.dir });
-        }
-
-        let lock_path = paths.dir.join(LOCK);
-        let lock: File = fs::openat(
-            &dir,
-            LOCK,
-            private_file_flags() | OFlags::CREATE,
-            Mode::RUSR | Mode::WUSR,
-        )
-        .map_err(|e| io_err("opening", &lock_path)(e.into()))?
-        .into();
-        let busy = || Error::OutputBusy {
-            dest: dest.to_path_buf(),
-        };
-        lock.try_lock().map_err(|e| match e {
-            std::fs::TryLockError::WouldBlock => busy(),
-            std::fs::TryLockError::Error(e) => io_err("locking", &lock_path)(e),
-        })?;
-        // The holder removes the lock file and the directory when it is done: a lock
-        // taken on a file that lost its name excludes no one, so it counts as busy.
-        let named = |parent: &OwnedFd, name: &OsString, fd: &dyn std::os::fd::AsFd| match (
-            fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW),
-            fs::fstat(fd),
-        ) {
-            (Ok(a), Ok(b)) => same_file(&a, &b),
-            _ => false,
-        };
-        if !named(&dir, &LOCK.into(), &lock) || !named(&parent, &dir_name, &dir) {
-            return Err(busy());
-        }
-
+        let (parent, dir) = open_private_dir(super::parent_dir(dest), &dir_name, &paths)?;
+        let lock = take_lock(&parent, &dir, &dir_name, &paths, dest)?;
         let checkpoint = read_checkpoint(&dir);
         let reuse = before_open(checkpoint.as_deref());
         let existing = reuse
@@ -204,20 +148,7 @@ impl PartialFile {
         let reused = existing.is_some();
         let file = match existing {
             Some(fd) => File::from(fd),
-            None => {
-                match fs::unlinkat(&dir, PARTIAL, AtFlags::empty()) {
-                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-                    Err(e) => return Err(io_err("removing stale", &paths.partial)(e.into())),
-                }
-                fs::openat(
-                    &dir,
-                    PARTIAL,
-                    private_file_flags() | OFlags::CREATE | OFlags::EXCL,
-                    Mode::RUSR | Mode::WUSR,
-                )
-                .map_err(|e| io_err("creating", &paths.partial)(e.into()))?
-                .into()
-            }
+            None => create_image(&dir, &paths)?,
         };
         Ok((
             Self {
@@ -311,6 +242,101 @@ impl Drop for PartialFile {
         let _ = fs::unlinkat(&self.parent, &self.dir_name, AtFlags::REMOVEDIR);
         let _ = &self.lock;
     }
+}
+
+/// Opens the destination's directory, and the private directory in it (created
+/// 0700 if missing), which must be a directory of this user's that no one else
+/// may use.
+fn open_private_dir(
+    parent_path: &Path,
+    dir_name: &OsString,
+    paths: &PartialPaths,
+) -> Result<(OwnedFd, OwnedFd)> {
+    let parent = fs::open(
+        parent_path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io_err("opening", parent_path)(e.into()))?;
+    match fs::mkdirat(&parent, dir_name, Mode::RWXU) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(io_err("creating", &paths.dir)(e.into())),
+    }
+    let dir = fs::openat(
+        &parent,
+        dir_name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => Error::NotPrivate {
+            path: paths.dir.clone(),
+        },
+        e => io_err("opening", &paths.dir)(e.into()),
+    })?;
+    let st = fs::fstat(&dir).map_err(|e| io_err("inspecting", &paths.dir)(e.into()))?;
+    if !owned_by_me(&st) || st.st_mode & 0o077 != 0 {
+        return Err(Error::NotPrivate {
+            path: paths.dir.clone(),
+        });
+    }
+    Ok((parent, dir))
+}
+
+/// Takes the exclusive lock of the private directory. The holder removes the lock
+/// file and the directory when it is done: a lock taken on a file, or in a
+/// directory, that lost its name excludes no one, so it counts as busy.
+fn take_lock(
+    parent: &OwnedFd,
+    dir: &OwnedFd,
+    dir_name: &OsString,
+    paths: &PartialPaths,
+    dest: &Path,
+) -> Result<File> {
+    let lock_path = paths.dir.join(LOCK);
+    let lock: File = fs::openat(
+        dir,
+        LOCK,
+        private_file_flags() | OFlags::CREATE,
+        Mode::RUSR | Mode::WUSR,
+    )
+    .map_err(|e| io_err("opening", &lock_path)(e.into()))?
+    .into();
+    let busy = || Error::OutputBusy {
+        dest: dest.to_path_buf(),
+    };
+    lock.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => busy(),
+        std::fs::TryLockError::Error(e) => io_err("locking", &lock_path)(e),
+    })?;
+    let named = |at: &OwnedFd, name: &std::ffi::OsStr, fd: &dyn std::os::fd::AsFd| match (
+        fs::statat(at, name, AtFlags::SYMLINK_NOFOLLOW),
+        fs::fstat(fd),
+    ) {
+        (Ok(a), Ok(b)) => same_file(&a, &b),
+        _ => false,
+    };
+    if !named(dir, LOCK.as_ref(), &lock) || !named(parent, dir_name, dir) {
+        return Err(busy());
+    }
+    Ok(lock)
+}
+
+/// Creates a fresh, empty partial image (exclusively, mode 0600), removing
+/// whatever had its name.
+fn create_image(dir: &OwnedFd, paths: &PartialPaths) -> Result<File> {
+    match fs::unlinkat(dir, PARTIAL, AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(io_err("removing stale", &paths.partial)(e.into())),
+    }
+    let fd = fs::openat(
+        dir,
+        PARTIAL,
+        private_file_flags() | OFlags::CREATE | OFlags::EXCL,
+        Mode::RUSR | Mode::WUSR,
+    )
+    .map_err(|e| io_err("creating", &paths.partial)(e.into()))?;
+    Ok(fd.into())
 }
 
 /// The checkpoint's text, if there is a usable one: a regular file (not a link,
