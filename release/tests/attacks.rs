@@ -147,9 +147,7 @@ fn mix_and_match_is_refused() {
         old_sig,
     )
     .expect("write");
-    let err = w
-        .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
-        .expect_err("accepted");
+    let err = w.refused();
     assert!(matches!(err, Error::MixAndMatch { .. }), "{err}");
 }
 
@@ -170,9 +168,7 @@ fn unknown_key_is_refused() {
     let stranger = key();
     w.release_with("2.0", 1, notes(), &stranger.secret)
         .expect("release");
-    let err = w
-        .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
-        .expect_err("accepted");
+    let err = w.refused();
     assert!(
         matches!(err, Error::UnknownKey { ref key_id, .. } if *key_id == stranger.id),
         "{err}"
@@ -193,9 +189,7 @@ fn threshold_not_met_is_refused() {
     );
     write_root(&w.repo, &r2, &[&w.root_key.secret]).expect("root 2");
     w.release("2.0", 1).expect("release");
-    let err = w
-        .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
-        .expect_err("accepted");
+    let err = w.refused();
     assert!(
         matches!(
             err,
@@ -242,9 +236,7 @@ fn root_rotation_skipping_a_version_is_refused() {
     w.release("2.0", 1).expect("release");
     let r3 = root(3, &[&w.root_key], &[&w.release_key], 1, &w.channel_key);
     write_root(&w.repo, &r3, &[&w.root_key.secret]).expect("root 3");
-    let err = w
-        .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
-        .expect_err("accepted");
+    let err = w.refused();
     assert!(matches!(err, Error::RootRotation(_)), "{err}");
 }
 
@@ -255,9 +247,7 @@ fn root_rotation_without_old_key_signatures_is_refused() {
     let new_root_key = key();
     let r2 = root(2, &[&new_root_key], &[&w.release_key], 1, &w.channel_key);
     write_root(&w.repo, &r2, &[&new_root_key.secret]).expect("root 2");
-    let err = w
-        .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
-        .expect_err("accepted");
+    let err = w.refused();
     assert!(
         matches!(
             err,

@@ -329,9 +329,7 @@ fn overlapping_checks_never_lower_the_state() {
 /// Replaces a repository file by a sparse file of `len` bytes.
 /// A device check of the world's release fails on a document over the cap `max`.
 fn refused_as_too_large(w: &World, max: u64) {
-    let err = w
-        .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
-        .expect_err("accepted");
+    let err = w.refused();
     assert!(
         matches!(
             err,
@@ -381,9 +379,7 @@ fn channel_json_linked_to_dev_zero_is_refused() {
     w.release("2.0", 1).expect("release");
     std::fs::remove_file(w.repo.path(PUMP_CHANNEL)).expect("rm");
     std::os::unix::fs::symlink("/dev/zero", w.repo.path(PUMP_CHANNEL)).expect("link");
-    let err = w
-        .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
-        .expect_err("accepted");
+    let err = w.refused();
     assert!(
         matches!(
             err,
@@ -407,9 +403,7 @@ fn release_json_is_read_only_to_its_signed_length_plus_one() {
     let f = std::fs::File::create(w.repo.path(rel)).expect("create");
     f.set_len(512 << 20).expect("len");
     (&f).write_all(&bytes[..4096]).expect("write");
-    let err = w
-        .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
-        .expect_err("accepted");
+    let err = w.refused();
     assert!(
         matches!(
             err,
@@ -691,9 +685,7 @@ fn absolute_path_in_a_channel_entry_is_refused() {
     let mut ch = w.channel(&w.repo);
     ch.releases[0].path = outside.join("release.json").display().to_string();
     w.put_channel(&w.repo, &ch, &w.channel_key);
-    let err = w
-        .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
-        .expect_err("opened");
+    let err = w.refused();
     assert!(
         matches!(
             err,
@@ -707,9 +699,7 @@ fn absolute_path_in_a_channel_entry_is_refused() {
     for path in ["../outside/release.json", "products/./pump/x", "a//b"] {
         ch.releases[0].path = path.into();
         w.put_channel(&w.repo, &ch, &w.channel_key);
-        let err = w
-            .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
-            .expect_err("opened");
+        let err = w.refused();
         assert!(
             matches!(
                 err,
@@ -802,9 +792,7 @@ fn wrong_product_channel_error_names_the_products() {
     let mut ch = w.channel(&w.repo);
     ch.product = "ventilator".into();
     w.put_channel(&w.repo, &ch, &w.channel_key);
-    let err = w
-        .check(&w.state("dev"), &w.device("pump-a1", "1.0"))
-        .expect_err("accepted");
+    let err = w.refused();
     assert!(
         matches!(
             err,

@@ -232,6 +232,13 @@ impl World {
     ) -> Result<deltaward_release::check::Checked, Error> {
         check_release(&self.repo, "pump", state, device, self.now)
     }
+
+    /// A fresh device ("dev", hardware pump-a1, version 1.0) checks the release and
+    /// must be refused; the error.
+    pub fn refused(&self) -> Error {
+        self.check(&self.state("dev"), &self.device("pump-a1", "1.0"))
+            .expect_err("accepted")
+    }
 }
 
 pub fn copy_dir(from: &Path, to: &Path) {
