@@ -192,7 +192,18 @@ fn blocks<'a>(file: &str, text: &'a str) -> Result<Vec<Block<'a>>> {
             },
         });
     }
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let malformed = |_| Error::Signature {
+        file: file.to_owned(),
+        source: SignatureError::Malformed,
+    };
+    // Blocks exactly as minisign writes them (the reference `minisign -V` must read
+    // what a device accepts): four lines each, no carriage returns, the comment
+    // prefixes, and both base64 lines in their one canonical encoding. Only empty
+    // lines between blocks are passed over.
+    if text.contains('\r') {
+        return Err(malformed(()));
+    }
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
     if lines.len() > MAX_SIGNATURE_BLOCKS * 4 {
         return Err(Error::Limit {
             file: format!("{file}.minisig"),
@@ -201,19 +212,21 @@ fn blocks<'a>(file: &str, text: &'a str) -> Result<Vec<Block<'a>>> {
             },
         });
     }
-    let malformed = |_| Error::Signature {
-        file: file.to_owned(),
-        source: SignatureError::Malformed,
+    let canonical = |line: &str| -> Option<Vec<u8>> {
+        let raw = Base64::decode_to_vec(line, None).ok()?;
+        (Base64::encode_to_string(&raw).ok()? == line).then_some(raw)
     };
     lines
         .chunks(4)
         .map(|c| {
-            let lines: [&str; 4] = c.try_into().map_err(malformed)?;
-            let raw =
-                Base64::decode_to_vec(lines[1].trim(), None).map_err(|_| Error::Signature {
-                    file: file.to_owned(),
-                    source: SignatureError::Malformed,
-                })?;
+            let lines: [&str; 4] = c.try_into().map_err(|_| malformed(()))?;
+            if !lines[0].starts_with("untrusted comment: ")
+                || !lines[2].starts_with("trusted comment: ")
+                || canonical(lines[3]).is_none()
+            {
+                return Err(malformed(()));
+            }
+            let raw = canonical(lines[1]).ok_or_else(|| malformed(()))?;
             let prehashed = match raw.get(0..2) {
                 Some(b"ED") => true,
                 Some(b"Ed") => false,

@@ -832,3 +832,42 @@ fn provisioning_twice_keeps_the_first_root() {
     assert!(matches!(err, Error::RootRotation(_)), "{err}");
     let _ = StateDir::new(state.dir());
 }
+
+/// Found by the `release_root` and `release_channel` fuzz targets: a signature block
+/// whose base64 line carried leading spaces (and whose untrusted comment was
+/// garbage) was accepted, although the reference `minisign -V`, which auditors run,
+/// refuses it. Blocks must be exactly as minisign writes them.
+#[test]
+fn signature_text_not_as_minisign_writes_it_is_refused() {
+    let w = World::new();
+    w.release("2.0", 1).expect("release");
+    let sig_path = w.repo.path(&format!("{PUMP_CHANNEL}.minisig"));
+    let good = std::fs::read_to_string(&sig_path).expect("read");
+    w.check(&w.state("ok"), &w.device("pump-a1", "1.0"))
+        .expect("the untouched channel verifies");
+    let lines: Vec<&str> = good.lines().collect();
+    let variants = [
+        // leading spaces before the signature line
+        good.replacen(lines[1], &format!("   {}", lines[1]), 1),
+        // an untrusted comment line without its prefix
+        good.replacen(lines[0], "garbage", 1),
+        // carriage returns
+        good.replace('\n', "\r\n"),
+        // a global signature line in a non-canonical encoding (trailing space)
+        good.replacen(lines[3], &format!("{} ", lines[3]), 1),
+    ];
+    for (i, text) in variants.iter().enumerate() {
+        std::fs::write(&sig_path, text).expect("write");
+        let err = w.refused();
+        assert!(
+            matches!(
+                err,
+                Error::Signature {
+                    source: deltaward_engine::SignatureError::Malformed,
+                    ..
+                }
+            ),
+            "variant {i}: {err:?}"
+        );
+    }
+}
