@@ -55,15 +55,7 @@ fn minisign_signs_and_verifies_with_deltaward_keys() {
 fn extracted_manifest_verifies_with_minisign() {
     let fx = fixture(1);
     let patch = fx.diff("p.dwp", &[]);
-    let (m, sig) = (fx.path("manifest.bin"), fx.path("manifest.minisig"));
-    ok(&deltaward(&[
-        "inspect",
-        s(&patch),
-        "--extract-manifest",
-        s(&m),
-        "--extract-signature",
-        s(&sig),
-    ]));
+    let (m, sig) = fx.extract(&patch, "manifest");
     let out = ok(&run(
         "minisign",
         &["-V", "-m", s(&m), "-x", s(&sig), "-p", s(&fx.public)],
@@ -278,15 +270,7 @@ fn bad_input_is_refused_and_nothing_is_written() {
 fn legacy_signatures_are_refused() {
     let fx = fixture(1);
     let patch = fx.diff("p.dwp", &[]);
-    let (m, sig) = (fx.path("m.bin"), fx.path("m.minisig"));
-    ok(&deltaward(&[
-        "inspect",
-        s(&patch),
-        "--extract-manifest",
-        s(&m),
-        "--extract-signature",
-        s(&sig),
-    ]));
+    let (m, sig) = fx.extract(&patch, "m");
     let legacy = fx.path("legacy.minisig");
     ok(&run(
         "minisign",

@@ -15,6 +15,7 @@ use deltaward_release::{
     trust::{sign_document, RoleName},
     Error, RootRotationError,
 };
+use deltaward_testkit::cli::{ok, run, s};
 use world::*;
 
 #[test]
@@ -309,20 +310,10 @@ fn reference_minisign_verifies_release_json() {
     let pubfile = w.dir.path().join("release.pub");
     std::fs::write(&pubfile, &w.release_key.public).expect("write");
     let rel = w.repo.path("products/pump/releases/2.0/release.json");
-    let out = std::process::Command::new("minisign")
-        .args(["-V", "-p"])
-        .arg(&pubfile)
-        .arg("-m")
-        .arg(&rel)
-        .output()
-        .expect("minisign (installed by .ci/run)");
+    let stdout = ok(&run("minisign", &["-V", "-p", s(&pubfile), "-m", s(&rel)]));
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("role=release file=release.json version=1")
+        stdout.contains("role=release file=release.json version=1"),
+        "{stdout}"
     );
 }
 
@@ -368,21 +359,21 @@ fn legacy_signature_is_refused() {
     // The World's key text is not kept; make a fresh release key trusted by a new root.
     let kp = generate_keypair(None).expect("keygen");
     std::fs::write(&keyfile, &kp.secret).expect("write");
-    let out = std::process::Command::new("minisign")
-        .args(["-S", "-l", "-s"])
-        .arg(&keyfile)
-        .arg("-m")
-        .arg(&rel)
-        .arg("-x")
-        .arg(&sig)
-        .args(["-t", "deltaward role=release file=release.json version=1"])
-        .output()
-        .expect("minisign (installed by .ci/run)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&run(
+        "minisign",
+        &[
+            "-S",
+            "-l",
+            "-s",
+            s(&keyfile),
+            "-m",
+            s(&rel),
+            "-x",
+            s(&sig),
+            "-t",
+            "deltaward role=release file=release.json version=1",
+        ],
+    ));
     let b64 = kp.public.lines().nth(1).expect("line").to_owned();
     let mut r = root(1, &[&w.root_key], &[&w.release_key], 1, &w.channel_key);
     r.keys.insert(kp.key_id.clone(), b64);

@@ -129,6 +129,25 @@ impl Fixture {
         patch
     }
 
+    /// Writes a patch's manifest and signature with `deltaward inspect
+    /// --extract-manifest M --extract-signature S` (asserting success), for checks
+    /// with the reference `minisign`; returns (M, S).
+    pub fn extract(&self, patch: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let (m, sig) = (
+            self.path(&format!("{name}.bin")),
+            self.path(&format!("{name}.minisig")),
+        );
+        ok(&self.run(&[
+            "inspect",
+            s(patch),
+            "--extract-manifest",
+            s(&m),
+            "--extract-signature",
+            s(&sig),
+        ]));
+        (m, sig)
+    }
+
     /// Runs `deltaward apply OLD PATCH -o OUT -p PUBLIC` with `extra` flags (not
     /// asserting the outcome).
     pub fn apply(&self, patch: &Path, out: &Path, extra: &[&str]) -> Output {
