@@ -74,7 +74,8 @@ impl PartialPaths {
 #[derive(Debug)]
 pub struct PartialFile {
     file: File,
-    lock: File,
+    /// The locked lock file: held, not read, for as long as this value lives.
+    _lock: File,
     /// The destination's directory.
     parent: OwnedFd,
     /// The private directory.
@@ -153,7 +154,7 @@ impl PartialFile {
         Ok((
             Self {
                 file,
-                lock,
+                _lock: lock,
                 parent,
                 dir,
                 dir_name,
@@ -240,7 +241,6 @@ impl Drop for PartialFile {
         let _ = fs::unlinkat(&self.dir, LOCK, AtFlags::empty());
         let _ = fs::unlinkat(&self.dir, RESUME_TMP, AtFlags::empty());
         let _ = fs::unlinkat(&self.parent, &self.dir_name, AtFlags::REMOVEDIR);
-        let _ = &self.lock;
     }
 }
 
