@@ -5,11 +5,12 @@ use std::{io::IsTerminal, path::Path};
 use anyhow::{bail, Context, Result};
 use deltaward_engine::{SecretKey, TrustedKeys};
 
+use crate::input::{read_text, KEY_FILE_MAX};
+
 /// Reads a password from `file` (first line), or asks on the terminal.
 pub fn password(file: Option<&Path>, prompt: &str, confirm: bool) -> Result<String> {
     if let Some(f) = file {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("reading password file {}", f.display()))?;
+        let text = read_text(f, "password file", KEY_FILE_MAX)?;
         return Ok(text.lines().next().unwrap_or_default().to_owned());
     }
     if !std::io::stdin().is_terminal() {
@@ -30,8 +31,7 @@ pub fn password(file: Option<&Path>, prompt: &str, confirm: bool) -> Result<Stri
 
 /// Loads a secret key, asking for its password only when it is encrypted.
 pub fn secret(path: &Path, password_file: Option<&Path>) -> Result<SecretKey> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading secret key {}", path.display()))?;
+    let text = read_text(path, "secret key", KEY_FILE_MAX)?;
     let encrypted =
         SecretKey::is_encrypted(&text).with_context(|| format!("secret key {}", path.display()))?;
     let pw = if encrypted {
@@ -60,8 +60,7 @@ pub fn trusted(paths: &[impl AsRef<Path>]) -> Result<TrustedKeys> {
     let mut keys = TrustedKeys::new();
     for p in paths {
         let p = p.as_ref();
-        let text = std::fs::read_to_string(p)
-            .with_context(|| format!("reading public key {}", p.display()))?;
+        let text = read_text(p, "public key", KEY_FILE_MAX)?;
         keys.add_text(&text)
             .with_context(|| format!("public key {}", p.display()))?;
     }

@@ -481,3 +481,30 @@ fn a_mib_flag_that_overflows_is_refused() {
     assert!(err.contains("does not fit"), "{err}");
     assert!(!out.exists());
 }
+
+/// Key and password files are read only when they are regular files of a sane
+/// size: a secret key linked to /dev/zero, or a named pipe, fails at once with a
+/// clear error instead of exhausting memory or waiting for a writer.
+#[cfg(unix)]
+#[test]
+fn a_key_file_linked_to_dev_zero_or_a_fifo_is_refused_at_once() {
+    let fx = fixture(1);
+    let zero = fx.path("zero.key");
+    std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+    let fifo = fx.path("fifo.key");
+    ok(&run("mkfifo", &[s(&fifo)]));
+    for key in [&zero, &fifo] {
+        let out = fx.path("p.dwp");
+        let err = fails_with(
+            &deltaward(&["diff", s(&fx.old), s(&fx.new), "-o", s(&out), "-s", s(key)]),
+            FAILURE,
+        );
+        assert!(err.contains("secret key"), "{err}");
+        assert!(!out.exists());
+    }
+    let big = fx.path("big.pub");
+    fs::write(&big, vec![b'A'; 1 << 20]).expect("write");
+    let patch = fx.diff("q.dwp", &["--level", "fast"]);
+    let err = fails_with(&deltaward(&["verify", s(&patch), "-p", s(&big)]), FAILURE);
+    assert!(err.contains("larger than"), "{err}");
+}

@@ -1,8 +1,8 @@
 //! `deltaward notice`: render the update notice of a release.json for operators.
 
-use std::{io::Read, path::PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use deltaward_release::{
     model::Release,
@@ -43,19 +43,11 @@ pub fn run(a: NoticeArgs) -> Result<()> {
     tracing::info!(release = %a.release.display(), format = ?a.format, "rendering the notice");
     // A local file, not verified here (check-release verifies a release as a device
     // does): read only a regular file, and no more than a release.json may be.
-    let max = deltaward_release::limits::RELEASE_JSON_MAX_BYTES;
-    let file = deltaward_engine::open_regular(&a.release)
-        .with_context(|| format!("opening {}", a.release.display()))?;
-    let mut bytes = Vec::new();
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading {}", a.release.display()))?;
-    if bytes.len() as u64 > max {
-        bail!(
-            "{} is larger than a release.json may be ({max} bytes)",
-            a.release.display()
-        );
-    }
+    let bytes = crate::input::read_bytes(
+        &a.release,
+        "release.json",
+        deltaward_release::limits::RELEASE_JSON_MAX_BYTES,
+    )?;
     let r =
         Release::from_json(&bytes).with_context(|| format!("parsing {}", a.release.display()))?;
     eprintln!(

@@ -101,8 +101,7 @@ pub fn run(a: ReleaseArgs) -> Result<()> {
     } else {
         channel_keys.iter().collect()
     };
-    let text = std::fs::read_to_string(&a.notes)
-        .with_context(|| format!("reading {}", a.notes.display()))?;
+    let text = crate::input::read_text(&a.notes, "release notes", crate::input::NOTES_MAX)?;
     let notes = repo::parse_notes(&text)?;
     let req = ReleaseRequest {
         product: a.product,

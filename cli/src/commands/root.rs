@@ -55,8 +55,7 @@ impl KeyTable {
     fn role(&mut self, paths: &[PathBuf], threshold: u32) -> Result<Role> {
         let mut ids = Vec::new();
         for p in paths {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let text = crate::input::read_text(p, "public key", crate::input::KEY_FILE_MAX)?;
             let mut t = deltaward_engine::TrustedKeys::new();
             let id = t
                 .add_text(&text)
