@@ -125,6 +125,12 @@ impl Image {
     }
 }
 
+impl AsRef<[u8]> for Image {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
 impl Deref for Image {
     type Target = [u8];
     fn deref(&self) -> &[u8] {

@@ -301,14 +301,43 @@ fn load_channel(
     now: SystemTime,
 ) -> Result<(Channel, ChannelEntry)> {
     let (cbytes, csigs) = repo.get_signed(&Repo::channel_rel(product), CHANNEL_JSON_MAX_BYTES)?;
-    let channel = Channel::from_json(&cbytes)?;
+    let channel = verify_channel(root, product, &cbytes, &csigs, now)?;
+    if channel.version < state.channel_version {
+        return Err(Error::Rollback {
+            what: "channel version",
+            offered: channel.version,
+            highest: state.channel_version,
+        });
+    }
+    let entry = newest(&channel)?.clone();
+    if entry.counter < state.highest_counter {
+        return Err(Error::Rollback {
+            what: "release counter",
+            offered: entry.counter,
+            highest: state.highest_counter,
+        });
+    }
+    Ok((channel, entry))
+}
+
+/// Verifies `channel.json` of `product` (its bytes and `.minisig` text) under `root`:
+/// the channel role's signatures and threshold, the product it names, its expiry.
+/// Rollback against a remembered version is the caller's check.
+pub fn verify_channel(
+    root: &Root,
+    product: &str,
+    bytes: &[u8],
+    sigs: &str,
+    now: SystemTime,
+) -> Result<Channel> {
+    let channel = Channel::from_json(bytes)?;
     verify_document(
         root,
         RoleName::Channel,
         "channel.json",
         channel.version,
-        &cbytes,
-        &csigs,
+        bytes,
+        sigs,
     )?;
     if channel.product != product {
         return Err(Error::MixAndMatch {
@@ -320,27 +349,16 @@ fn load_channel(
         });
     }
     not_expired("channel.json", &channel.expires, now)?;
-    if channel.version < state.channel_version {
-        return Err(Error::Rollback {
-            what: "channel version",
-            offered: channel.version,
-            highest: state.channel_version,
-        });
-    }
-    let entry = channel
+    Ok(channel)
+}
+
+/// The channel's newest entry (highest counter).
+pub fn newest(channel: &Channel) -> Result<&ChannelEntry> {
+    channel
         .releases
         .iter()
         .max_by_key(|r| r.counter)
-        .ok_or_else(|| invalid("channel.json", InvalidError::NoReleases))?
-        .clone();
-    if entry.counter < state.highest_counter {
-        return Err(Error::Rollback {
-            what: "release counter",
-            offered: entry.counter,
-            highest: state.highest_counter,
-        });
-    }
-    Ok((channel, entry))
+        .ok_or_else(|| invalid("channel.json", InvalidError::NoReleases))
 }
 
 /// Requires `found` bytes (counted up to one past the signed length) to be exactly
@@ -371,8 +389,7 @@ fn check_hash(what: &str, expected: Digest, found: Digest) -> Result<()> {
 }
 
 /// The release a channel entry names: read no further than the channel signs (and
-/// one byte, to notice more), hashed, verified under `root`, the release the entry
-/// says, not expired, its objects at their own names.
+/// one byte, to notice more), then [`verify_release`] against the entry.
 fn load_release(
     repo: &Repo,
     root: &Root,
@@ -393,30 +410,49 @@ fn load_release(
         &repo.path(&entry.path),
         entry.length,
     )?;
-    check_length(&entry.path, entry.length, rbytes.len() as u64)?;
-    check_hash(&entry.path, entry.blake3, Digest::of(&rbytes))?;
     let rsigs = repo.get_signatures(&entry.path)?;
-    let release = Release::from_json(&rbytes)?;
+    let id = ReleaseId {
+        product: product.into(),
+        version: entry.version.clone(),
+        counter: entry.counter,
+    };
+    verify_release(root, &id, Some(&entry), &rbytes, &rsigs, now)
+}
+
+/// Verifies `release.json` (its bytes and `.minisig` text) under `root`: the length
+/// and hash its channel entry signs (when the caller has the entry), the release
+/// role's signatures and threshold, that it is the release `id` names (a `counter`
+/// of 0 in `id` matches any counter), its expiry, and that its objects are named
+/// `objects/<blake3>`.
+pub fn verify_release(
+    root: &Root,
+    id: &ReleaseId,
+    entry: Option<&ChannelEntry>,
+    bytes: &[u8],
+    sigs: &str,
+    now: SystemTime,
+) -> Result<Release> {
+    if let Some(entry) = entry {
+        check_length(&entry.path, entry.length, bytes.len() as u64)?;
+        check_hash(&entry.path, entry.blake3, Digest::of(bytes))?;
+    }
+    let release = Release::from_json(bytes)?;
     verify_document(
         root,
         RoleName::Release,
         "release.json",
         release.counter,
-        &rbytes,
-        &rsigs,
+        bytes,
+        sigs,
     )?;
-    if release.counter != entry.counter
-        || release.version != entry.version
-        || release.product != product
+    if (id.counter != 0 && release.counter != id.counter)
+        || release.version != id.version
+        || release.product != id.product
     {
         return Err(Error::MixAndMatch {
             what: "release.json".into(),
             mismatch: Mismatch::Release {
-                expected: Box::new(ReleaseId {
-                    product: product.into(),
-                    version: entry.version,
-                    counter: entry.counter,
-                }),
+                expected: Box::new(id.clone()),
                 found: Box::new(ReleaseId {
                     product: release.product,
                     version: release.version,

@@ -68,6 +68,34 @@ pub fn lock_file(path: &Path) -> io::Result<File> {
     Ok(f)
 }
 
+/// Like [`lock_file`], without waiting: `None` when another holder has the lock.
+pub fn try_lock_file(path: &Path) -> io::Result<Option<File>> {
+    let mut o = private_options();
+    o.create(true).truncate(false);
+    let f = o.open(path)?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Opens (creating if missing, mode 0640, never through a link) the log file `path`
+/// for appending: each write lands at the end, whoever else appends. Logs are
+/// append-only records, not files replaced whole, so they are the one kind of file
+/// written in place.
+pub fn open_append(path: &Path) -> io::Result<File> {
+    let mut o = OpenOptions::new();
+    o.append(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o640)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    }
+    o.open(path)
+}
+
 /// Opens `path` for reading without following a link at its name, and only if it
 /// is a regular file (not a FIFO, device or directory). A link gives the OS's
 /// "too many levels of symbolic links" error, anything else not regular

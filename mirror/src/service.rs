@@ -1,0 +1,392 @@
+//! One request in, one response out: rate limit, method, route, then the origin's
+//! files or the mirror's verified cache; every response counted and logged when its
+//! body ends.
+
+use std::{
+    io,
+    net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::{
+    access::{AccessLog, Line},
+    config::Limits,
+    error::{Error, UpstreamError},
+    metrics::Metrics,
+    mirror::{Mirror, ObjectAnswer},
+    origin::Origin,
+    respond::{self, empty, representation, set_len, text, Body, Content, IMMUTABLE},
+    route::{Doc, Route},
+};
+
+/// What the server serves.
+#[derive(Debug)]
+pub enum Mode {
+    /// A repository directory as it is.
+    Origin(Origin),
+    /// A caching mirror of an upstream.
+    Mirror(Arc<Mirror>),
+}
+
+/// The time of the last byte moved on a connection, for the idle timeout.
+#[derive(Debug)]
+pub struct Activity {
+    base: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Self {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    /// Records activity now.
+    pub fn touch(&self) {
+        self.last_ms
+            .store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Time since the last activity.
+    pub fn idle(&self) -> Duration {
+        self.base
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// The client side of one connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The client certificate's identity (mutual TLS).
+    pub user: Option<String>,
+    /// Last activity.
+    pub activity: Arc<Activity>,
+}
+
+/// The request handler shared by every connection.
+#[derive(Debug)]
+pub struct Service {
+    mode: Mode,
+    metrics: Arc<Metrics>,
+    access: AccessLog,
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    max_age: Duration,
+}
+
+impl Service {
+    /// A handler for `mode`.
+    pub fn new(mode: Mode, limits: &Limits, access: AccessLog, metrics: Arc<Metrics>) -> Self {
+        let rate = NonZeroU32::new(limits.client_rate).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(limits.client_burst).unwrap_or(rate);
+        Self {
+            mode,
+            metrics,
+            access,
+            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            max_age: limits.metadata_max_age,
+        }
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The access log (for SIGHUP).
+    pub fn access_log(&self) -> &AccessLog {
+        &self.access
+    }
+
+    /// Forgets the rate-limit state of clients not seen lately.
+    pub fn prune(&self) {
+        self.limiter.retain_recent();
+    }
+
+    /// Answers a request. The connection counts as active while the answer is
+    /// being prepared (an upstream fetch may take a while); the response's body is
+    /// counted and logged when it ends.
+    pub async fn handle(self: &Arc<Self>, req: Request<Incoming>, conn: &Conn) -> Response<Body> {
+        let start = Instant::now();
+        let line = Line {
+            peer: conn.peer,
+            user: conn.user.clone(),
+            method: req.method().to_string(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.to_string()),
+            version: match req.version() {
+                http::Version::HTTP_2 => "HTTP/2.0",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+            status: 0,
+            bytes: 0,
+            agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned(),
+            took: Duration::ZERO,
+            complete: false,
+        };
+        let answer = self.answer(&req, conn);
+        tokio::pin!(answer);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let (kind, mut resp) = loop {
+            tokio::select! {
+                r = &mut answer => break r,
+                _ = tick.tick() => conn.activity.touch(),
+            }
+        };
+        self.metrics.request(kind, resp.status().as_u16());
+        let expected = if req.method() == Method::HEAD {
+            0
+        } else {
+            resp.body().size_hint().exact().unwrap_or(u64::MAX)
+        };
+        let body = std::mem::replace(resp.body_mut(), empty());
+        let line = Line {
+            status: resp.status().as_u16(),
+            ..line
+        };
+        *resp.body_mut() = http_body_util::BodyExt::boxed_unsync(Tracked {
+            inner: body,
+            sent: 0,
+            expected,
+            done: Some((self.clone(), line, start)),
+        });
+        resp
+    }
+
+    async fn answer(&self, req: &Request<Incoming>, conn: &Conn) -> (&'static str, Response<Body>) {
+        if self.limiter.check_key(&conn.peer.ip()).is_err() {
+            self.metrics.rate_limited.inc();
+            let mut r = text(StatusCode::TOO_MANY_REQUESTS, "too many requests from this address");
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return ("other", r);
+        }
+        let method = req.method();
+        if method != Method::GET && method != Method::HEAD {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return ("other", r);
+        }
+        let Some(route) = Route::parse(req.uri().path()) else {
+            return ("other", text(StatusCode::NOT_FOUND, "not found"));
+        };
+        match route {
+            Route::Health => ("health", self.health()),
+            Route::Metrics => {
+                let mut r = text(StatusCode::OK, self.metrics.render());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                ("metrics", r)
+            }
+            Route::Document { doc, sig } => ("document", self.document(req, &doc, sig).await),
+            Route::Object(d) => ("object", self.object(req, &d, conn).await),
+        }
+    }
+
+    fn health(&self) -> Response<Body> {
+        match &self.mode {
+            Mode::Mirror(m) => match m.upstream().down_since() {
+                Some(t) => text(
+                    StatusCode::OK,
+                    format!(
+                        "degraded: upstream unreachable since {}",
+                        humantime::format_rfc3339_seconds(t)
+                    ),
+                ),
+                None => text(StatusCode::OK, "ok"),
+            },
+            Mode::Origin(_) => text(StatusCode::OK, "ok"),
+        }
+    }
+
+    fn doc_content(&self, bytes: Bytes, sig: bool) -> Content {
+        Content {
+            etag: format!("\"{}\"", deltaward_engine::Digest::of(&bytes)),
+            bytes,
+            cache_control: format!("public, max-age={}", self.max_age.as_secs()),
+            content_type: if sig {
+                "text/plain; charset=utf-8"
+            } else {
+                "application/json"
+            },
+        }
+    }
+
+    async fn document(&self, req: &Request<Incoming>, doc: &Doc, sig: bool) -> Response<Body> {
+        let bytes = match &self.mode {
+            Mode::Origin(o) => match o.document(doc, sig).await {
+                Ok(Some(b)) => b,
+                Ok(None) => return text(StatusCode::NOT_FOUND, "not found"),
+                Err(e) => return error_response(&e),
+            },
+            Mode::Mirror(m) => match m.docs.get(doc).await {
+                Ok(e) if !sig => e.doc.clone(),
+                Ok(e) => match &e.sig {
+                    Some(s) => s.clone(),
+                    None => {
+                        return text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "the signatures of the trusted root have not been fetched yet",
+                        )
+                    }
+                },
+                Err(e) => return error_response(&e),
+            },
+        };
+        respond::respond(req.method(), req.headers(), &self.doc_content(bytes, sig))
+    }
+
+    async fn object(
+        &self,
+        req: &Request<Incoming>,
+        d: &deltaward_engine::Digest,
+        conn: &Conn,
+    ) -> Response<Body> {
+        let etag = format!("\"{d}\"");
+        let content = |bytes| Content {
+            bytes,
+            etag: etag.clone(),
+            cache_control: IMMUTABLE.to_owned(),
+            content_type: "application/octet-stream",
+        };
+        let mirror = match &self.mode {
+            Mode::Origin(o) => {
+                return match o.object(d).await {
+                    Ok(Some(b)) => respond::respond(req.method(), req.headers(), &content(b)),
+                    Ok(None) => text(StatusCode::NOT_FOUND, "not found"),
+                    Err(e) => error_response(&e),
+                }
+            }
+            Mode::Mirror(m) => m,
+        };
+        // The name is the validator: a client holding this ETag holds these bytes.
+        if respond::not_modified(req.headers(), &etag) {
+            return respond::respond(req.method(), req.headers(), &content(Bytes::new()));
+        }
+        let fill = match mirror.object(d) {
+            Ok(ObjectAnswer::Cached(b)) => {
+                return respond::respond(req.method(), req.headers(), &content(b))
+            }
+            Ok(ObjectAnswer::NotNamed) => {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    "no release verified by this mirror names this object",
+                )
+            }
+            Ok(ObjectAnswer::Filling(f)) => f,
+            Err(e) => return error_response(&e),
+        };
+        let ranged = req.headers().contains_key(header::RANGE);
+        if req.method() == Method::HEAD || !ranged {
+            let mut r = Response::new(empty());
+            representation(r.headers_mut(), &etag, IMMUTABLE, "application/octet-stream");
+            set_len(r.headers_mut(), fill.length);
+            if req.method() == Method::GET {
+                *r.body_mut() = fill.stream();
+            }
+            return r;
+        }
+        // A range is answered from the verified cache once the fill is done.
+        if fill.finished(|| conn.activity.touch()).await {
+            if let Some(b) = mirror.objects.get(d) {
+                return respond::respond(req.method(), req.headers(), &content(b));
+            }
+        }
+        text(
+            StatusCode::BAD_GATEWAY,
+            "the upstream object could not be fetched and verified",
+        )
+    }
+}
+
+/// The status and message for an error while answering.
+fn error_response(e: &Error) -> Response<Body> {
+    let status = match e {
+        Error::Upstream(UpstreamError::NotFound { .. }) => StatusCode::NOT_FOUND,
+        Error::Upstream(u) if u.is_unreachable() => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Upstream(_) | Error::Verify(_) | Error::Release(_) => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let msg = match e {
+        Error::Verify(_) | Error::Release(_) => format!("refused: the upstream's copy failed verification: {e}"),
+        _ => e.to_string(),
+    };
+    tracing::warn!("answering {status}: {msg}");
+    text(status, msg)
+}
+
+/// A response body that counts what it sends and, when dropped, logs the request.
+struct Tracked {
+    inner: Body,
+    sent: u64,
+    expected: u64,
+    done: Option<(Arc<Service>, Line, Instant)>,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                self.sent += d.len() as u64;
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some((svc, mut line, start)) = self.done.take() {
+            svc.metrics.bytes_served.inc_by(self.sent);
+            line.bytes = self.sent;
+            line.took = start.elapsed();
+            line.complete = self.sent == self.expected;
+            svc.access.write(&line);
+        }
+    }
+}
