@@ -288,8 +288,8 @@ impl Docs {
         })
     }
 
-    /// Objects that current, unexpired releases name: those listed by their cached
-    /// channel.
+    /// Objects that current releases name: the newest release of each cached
+    /// channel, while it is unexpired (the one devices install).
     pub fn pinned(&self) -> HashSet<Digest> {
         let now = SystemTime::now();
         let st = self.lock();
@@ -298,10 +298,11 @@ impl Docs {
             let (Doc::Release(p, v), Parsed::Release(r)) = (doc, &e.parsed) else {
                 continue;
             };
-            let listed = st.entries.get(&Doc::Channel(p.clone())).is_some_and(|c| {
-                matches!(&c.parsed, Parsed::Channel(ch) if ch.releases.iter().any(|x| &x.version == v))
+            let newest = st.entries.get(&Doc::Channel(p.clone())).is_some_and(|c| {
+                matches!(&c.parsed, Parsed::Channel(ch)
+                    if ch.releases.iter().max_by_key(|x| x.counter).is_some_and(|x| &x.version == v))
             });
-            if listed && e.expires > now {
+            if newest && e.expires > now {
                 out.extend(r.bases.iter().map(|b| b.patch.blake3));
                 out.insert(r.full_image.object.blake3);
             }

@@ -164,7 +164,12 @@ impl Service {
         let expected = if req.method() == Method::HEAD {
             0
         } else {
-            resp.body().size_hint().exact().unwrap_or(u64::MAX)
+            resp.headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .or_else(|| resp.body().size_hint().exact())
+                .unwrap_or(u64::MAX)
         };
         let body = std::mem::replace(resp.body_mut(), empty());
         let line = Line {

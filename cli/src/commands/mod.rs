@@ -7,6 +7,7 @@ pub mod demo;
 pub mod diff;
 pub mod inspect;
 pub mod keygen;
+pub mod mirror;
 pub mod notice;
 pub mod release;
 pub mod root;
@@ -38,6 +39,9 @@ pub enum Command {
     CheckRelease(check_release::CheckArgs),
     /// Render the update notice of a release.json for operators.
     Notice(notice::NoticeArgs),
+    /// Serve a repository or a verified caching mirror of one; prefetch with `sync`.
+    #[command(subcommand)]
+    Mirror(mirror::MirrorCmd),
     /// Run the whole pipeline on built-in defaults: keys, images, diff, apply, verify, release.
     Demo(demo::DemoArgs),
 }
@@ -55,6 +59,7 @@ impl Command {
             Self::Root(a) => root::run(a),
             Self::CheckRelease(a) => check_release::run(a),
             Self::Notice(a) => notice::run(a),
+            Self::Mirror(c) => mirror::run(c),
             Self::Demo(a) => demo::run(a),
         }
     }
