@@ -1,6 +1,6 @@
 //! The CLI tests' view of the shared test kit: the binary under test, its exit
 //! codes (the binary's own constants, compiled in from `src/exit.rs`), and fixtures.
-#![allow(dead_code)] // reason: each CLI test binary uses a different part of this module
+#![allow(dead_code, unused_imports)] // reason: each CLI test binary uses a different part of this module
 
 use std::process::Output;
 
@@ -9,6 +9,8 @@ pub use deltaward_testkit::cli::{fails_with, ok, run, s, Fixture};
 /// The exit codes, exactly as the binary defines them.
 #[path = "../../src/exit.rs"]
 pub mod exit;
+
+pub mod net;
 
 /// The deltaward binary built by cargo for this test run.
 pub fn bin() -> &'static str {
