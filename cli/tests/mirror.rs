@@ -6,7 +6,7 @@ mod common;
 
 use std::fs;
 
-use common::{net::*, s};
+use common::{deltaward, net::*, ok, s};
 
 #[test]
 fn the_mirror_relays_documents_and_objects_byte_for_byte() {
@@ -154,4 +154,142 @@ fn a_tampered_channel_is_neither_cached_nor_served() {
     // Nor may a release be fetched on the strength of it, nor its objects.
     let full = p.objects()[0].clone();
     assert_eq!(status(&format!("{}/objects/{full}", m.url), &[]), 404);
+}
+
+#[test]
+fn while_the_upstream_is_down_cached_metadata_is_served_until_it_expires() {
+    let p = Published::new(1);
+    // A channel that expires in a few seconds.
+    ok(&deltaward(&[
+        "channel", "refresh", "--product", "pump", "--repo", s(&p.repo), "-s", s(&p.fx.key),
+        "--expires-in", "4s",
+    ]));
+    let mut origin = Server::origin(p.dir(), &p.repo);
+    let config = p.fx.path("mirror.toml");
+    fs::write(&config, "[limits]\nmetadata_max_age = \"200ms\"\nupstream_tries = 1\n").expect("config");
+    let m = Server::mirror(
+        p.dir(),
+        "mirror",
+        &origin.url,
+        &p.fx.path("cache"),
+        &p.trust(),
+        &["--config", s(&config)],
+    );
+    let url = format!("{}/products/pump/channel.json", m.url);
+    let want = fs::read(p.repo.join("products/pump/channel.json")).expect("channel");
+    assert_eq!(get(&url), want);
+    assert_eq!(get_text(&format!("{}/healthz", m.url)).trim(), "ok");
+    origin.signal("KILL");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Stale, upstream down, not expired: the verified copy.
+    assert_eq!(get(&url), want);
+    let health = get_text(&format!("{}/healthz", m.url));
+    assert!(health.starts_with("degraded: upstream unreachable since "), "{health}");
+    // After its signed expiry: refused, never served.
+    wait_for(10, "the channel to expire", || status(&url, &[]) != 200);
+    assert_eq!(status(&url, &[]), 503);
+}
+
+#[test]
+fn a_fill_killed_mid_way_leaves_nothing_and_is_fetched_again() {
+    let p = Published::new(4);
+    let origin = Server::origin(p.dir(), &p.repo);
+    let cache = p.fx.path("cache");
+    let full = p.objects()[0].clone();
+    let temps = || -> usize {
+        fs::read_dir(cache.join("objects"))
+            .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with('.')).count())
+            .unwrap_or(0)
+    };
+    {
+        let mut m = Server::mirror(p.dir(), "m1", &origin.url, &cache, &p.trust(), &["--upstream-rate", "512K"]);
+        p.prime(&m.url, "2.0");
+        let url = format!("{}/objects/{full}", m.url);
+        let o = curl(&["--max-time", "1", "-o", "/dev/null", &url]);
+        assert!(!o.status.success(), "the fill should still be running");
+        assert_eq!(temps(), 1, "a partial fill file");
+        m.signal("KILL");
+    }
+    assert!(!cache.join("objects").join(&full).exists());
+    let m = Server::mirror(p.dir(), "m2", &origin.url, &cache, &p.trust(), &[]);
+    assert_eq!(temps(), 0, "partial files are discarded at start");
+    let want = fs::read(p.repo.join("objects").join(&full)).expect("object");
+    assert_eq!(get(&format!("{}/objects/{full}", m.url)), want);
+    assert_eq!(origin.objects_served(), 2, "fetched again from the start");
+    assert!(cache.join("objects").join(&full).exists());
+}
+
+#[test]
+fn eviction_keeps_the_current_release_longest() {
+    let p = Published::new(2);
+    // Release 3.0 (counter 3) is now the current one; 2.0 stays listed.
+    let newer = p.fx.path("newer.img");
+    let mut img = fs::read(&p.fx.new).expect("new");
+    img[5000] ^= 0xff;
+    fs::write(&newer, &img).expect("newer");
+    let base = format!("1.0={}", s(&p.fx.old));
+    ok(&deltaward(&[
+        "release", "--product", "pump", "--version", "3.0", "--counter", "3", "--image", s(&newer),
+        "--base", &base, "--notes", s(&p.notes), "--repo", s(&p.repo), "-s", s(&p.fx.key),
+        "--level", "fast",
+    ]));
+    let origin = Server::origin(p.dir(), &p.repo);
+    let cache = p.fx.path("cache");
+    let release = |v: &str| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(p.repo.join(format!("products/pump/releases/{v}/release.json"))).expect("release"))
+            .expect("json")
+    };
+    let full = |v: &str| release(v)["full_image"]["object"]["blake3"].as_str().expect("full").to_owned();
+    let patch = |v: &str| release(v)["bases"][0]["patch"]["blake3"].as_str().expect("patch").to_owned();
+    let len = |o: &str| fs::metadata(p.repo.join("objects").join(o)).expect("object").len();
+    let (new_full, old_full, new_patch) = (full("3.0"), full("2.0"), patch("3.0"));
+    // Room for both full images, not for the patch as well.
+    let cap = len(&new_full) + len(&old_full) + len(&new_patch) - 1;
+    let m = Server::mirror(p.dir(), "mirror", &origin.url, &cache, &p.trust(), &["--max-cache-size", &cap.to_string()]);
+    p.prime(&m.url, "3.0");
+    get(&format!("{}/products/pump/releases/2.0/release.json", m.url));
+    // Least recently used first: the current full image, then the old one.
+    get(&format!("{}/objects/{new_full}", m.url));
+    get(&format!("{}/objects/{old_full}", m.url));
+    get(&format!("{}/objects/{new_patch}", m.url));
+    let cached = |o: &str| cache.join("objects").join(o).exists();
+    assert!(!cached(&old_full), "the old release's image goes first, though used later");
+    assert!(cached(&new_full) && cached(&new_patch));
+    assert_eq!(m.metric("deltaward_mirror_evictions_total"), 1);
+    assert!(m.metric("deltaward_mirror_cache_bytes") <= cap);
+}
+
+#[test]
+fn sync_fetches_everything_once_and_then_nothing() {
+    let p = Published::new(2);
+    let origin = Server::origin(p.dir(), &p.repo);
+    let cache = p.fx.path("cache");
+    let sync = || {
+        let out = ok(&deltaward(&[
+            "mirror", "sync", "--upstream", &origin.url, "--cache", s(&cache), "--trust", s(&p.trust()),
+            "--product", "pump", "--json",
+        ]));
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")
+    };
+    let first = sync();
+    assert_eq!(first["objects"], 2, "{first}");
+    assert_eq!(first["fetched"], 2, "{first}");
+    for o in p.objects() {
+        assert_eq!(
+            fs::read(cache.join("objects").join(&o)).expect("cached"),
+            fs::read(p.repo.join("objects").join(&o)).expect("repo")
+        );
+    }
+    let second = sync();
+    assert_eq!(second["fetched"], 0, "{second}");
+    assert_eq!(second["already_cached"], 2, "{second}");
+    assert_eq!(origin.objects_served(), 2);
+    // The synced cache serves offline.
+    drop(origin);
+    let m = Server::mirror(p.dir(), "mirror", "http://127.0.0.1:9", &cache, &p.trust(), &[]);
+    let full = p.objects()[0].clone();
+    assert_eq!(
+        get(&format!("{}/objects/{full}", m.url)),
+        fs::read(p.repo.join("objects").join(&full)).expect("repo")
+    );
 }
