@@ -343,7 +343,16 @@ impl Docs {
             return Ok(e);
         }
         let cached = self.cached(doc);
-        match self.refresh(doc, cached.as_deref()).await {
+        let refreshed = self.refresh(doc, cached.as_deref()).await;
+        // Forget the flight once nobody else waits on it: names asked for once
+        // (a mistyped product) leave nothing behind.
+        {
+            let mut flights = self.flights.lock().await;
+            if Arc::strong_count(&flight) <= 2 {
+                flights.remove(doc);
+            }
+        }
+        match refreshed {
             Ok(e) => Ok(e),
             Err(err) => {
                 if matches!(err, Error::Release(_) | Error::Verify(_)) {
