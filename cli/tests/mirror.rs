@@ -293,3 +293,18 @@ fn sync_fetches_everything_once_and_then_nothing() {
         fs::read(p.repo.join("objects").join(&full)).expect("repo")
     );
 }
+
+#[test]
+fn an_object_asked_for_before_its_release_is_found_through_the_channel() {
+    let p = Published::new(1);
+    let origin = Server::origin(p.dir(), &p.repo);
+    let m = Server::mirror(p.dir(), "mirror", &origin.url, &p.fx.path("cache"), &p.trust(), &[]);
+    let full = p.objects()[0].clone();
+    // Nothing verified names it yet.
+    assert_eq!(status(&format!("{}/objects/{full}", m.url), &[]), 404);
+    get(&format!("{}/products/pump/channel.json", m.url));
+    assert_eq!(
+        get(&format!("{}/objects/{full}", m.url)),
+        fs::read(p.repo.join("objects").join(&full)).expect("object")
+    );
+}

@@ -310,6 +310,32 @@ impl Docs {
         out
     }
 
+    /// Fetches the releases that cached channels list but the cache lacks (an
+    /// object asked for before its release was), each verified as usual.
+    pub async fn fetch_listed_releases(&self) {
+        let missing: Vec<Doc> = {
+            let st = self.lock();
+            st.entries
+                .iter()
+                .filter_map(|(d, e)| match (d, &e.parsed) {
+                    (Doc::Channel(p), Parsed::Channel(c)) => Some((p.clone(), c.clone())),
+                    _ => None,
+                })
+                .flat_map(|(p, c)| {
+                    c.releases
+                        .into_iter()
+                        .map(move |r| Doc::Release(p.clone(), r.version))
+                })
+                .filter(|d| !st.entries.contains_key(d))
+                .collect()
+        };
+        for doc in missing {
+            if let Err(e) = self.get(&doc).await {
+                tracing::info!("{}: {e}", doc.rel());
+            }
+        }
+    }
+
     /// Every cached channel's product.
     pub fn products(&self) -> Vec<String> {
         let mut v: Vec<String> = self

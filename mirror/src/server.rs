@@ -250,13 +250,21 @@ async fn serve_io<I>(
     let peer = conn.peer;
     let activity = conn.activity.clone();
     let conn = Arc::new(conn);
+    // The auto builder reads the first bytes (HTTP/1 or the HTTP/2 preface?) with no
+    // timer of its own: a client that sends nothing would hold its slot until the
+    // idle timeout. The first request must arrive within the header read timeout.
+    let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let first = started.clone();
     let svc = hyper::service::service_fn(move |req| {
+        first.store(true, std::sync::atomic::Ordering::Relaxed);
         let service = service.clone();
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(service.handle(req, &conn).await) }
     });
     let connection = watcher.watch(builder.serve_connection(TokioIo::new(io), svc).into_owned());
     tokio::pin!(connection);
+    let first_deadline = tokio::time::sleep(limits.header_read_timeout);
+    tokio::pin!(first_deadline);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -265,6 +273,12 @@ async fn serve_io<I>(
                     tracing::debug!("{peer}: {e}");
                 }
                 break;
+            }
+            () = &mut first_deadline, if !started.load(std::sync::atomic::Ordering::Relaxed) => {
+                if !started.load(std::sync::atomic::Ordering::Relaxed) {
+                    tracing::debug!("{peer}: no request within {:?}, closing", limits.header_read_timeout);
+                    break;
+                }
             }
             _ = tick.tick() => {
                 if activity.idle() > limits.idle_timeout {

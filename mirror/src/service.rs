@@ -298,7 +298,13 @@ impl Service {
         if respond::not_modified(req.headers(), &etag) {
             return respond::respond(req.method(), req.headers(), &content(Bytes::new()));
         }
-        let fill = match mirror.object(d) {
+        let mut answer = mirror.object(d);
+        if matches!(answer, Ok(ObjectAnswer::NotNamed)) {
+            // Asked for before its release: fetch what the cached channels list.
+            mirror.docs.fetch_listed_releases().await;
+            answer = mirror.object(d);
+        }
+        let fill = match answer {
             Ok(ObjectAnswer::Cached(b)) => {
                 return respond::respond(req.method(), req.headers(), &content(b))
             }

@@ -370,11 +370,13 @@ fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
 
 /// A token bucket of bytes shared by every upstream transfer: a transfer takes the
 /// bytes it received and, if that leaves the bucket in debt, sleeps until the debt
-/// is paid. Not reading meanwhile lets TCP slow the sender. Bursts up to one
-/// second's worth.
+/// is paid. Not reading meanwhile lets TCP slow the sender. The bucket starts
+/// empty and holds at most a tenth of a second's worth (at least 64 KiB), so that
+/// even a short transfer runs at the cap rather than above it.
 #[derive(Debug)]
 struct RateLimit {
     rate: u64,
+    burst: f64,
     state: tokio::sync::Mutex<(f64, tokio::time::Instant)>,
 }
 
@@ -382,7 +384,8 @@ impl RateLimit {
     fn new(rate: u64) -> Self {
         Self {
             rate,
-            state: tokio::sync::Mutex::new((rate as f64, tokio::time::Instant::now())),
+            burst: (rate as f64 / 10.0).max(65536.0),
+            state: tokio::sync::Mutex::new((0.0, tokio::time::Instant::now())),
         }
     }
 
@@ -392,7 +395,7 @@ impl RateLimit {
             let now = tokio::time::Instant::now();
             let rate = self.rate as f64;
             let refill = now.duration_since(s.1).as_secs_f64() * rate;
-            s.0 = (s.0 + refill).min(rate) - n as f64;
+            s.0 = (s.0 + refill).min(self.burst) - n as f64;
             s.1 = now;
             if s.0 < 0.0 {
                 Duration::from_secs_f64(-s.0 / rate)
@@ -428,13 +431,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_bucket_paces_transfers_to_the_rate() {
-        let r = RateLimit::new(1000);
+        let r = RateLimit::new(1 << 20);
         let t = tokio::time::Instant::now();
-        // One second of burst, then three seconds of debt.
-        for _ in 0..4 {
-            r.take(1000).await;
+        // Four seconds' worth, from an empty bucket.
+        for _ in 0..64 {
+            r.take(64 << 10).await;
         }
         let took = t.elapsed();
-        assert!(took >= Duration::from_millis(2900), "{took:?}");
+        assert!(took >= Duration::from_millis(3990), "{took:?}");
+        assert!(took <= Duration::from_millis(4100), "{took:?}");
     }
 }
