@@ -36,17 +36,20 @@ instructions = "none"
 NOTES
 "$bin" release --product bench --version 2.0 --counter 2 --image new.img --base 1.0=old.img \
   --notes NOTES.toml --repo repo -s k.key --level fast >/dev/null 2>&1
-start() { # name args...: starts a server, prints its URL
+start() { # name args...: starts a server (in this shell, so that cleanup kills it); sets $url
   local name=$1; shift
   mkfifo "$name.fifo"
   "$bin" mirror serve --listen 127.0.0.1:0 "$@" >"$name.fifo" 2>"$name.log" &
   pids+=($!)
   local line; read -r line <"$name.fifo"
-  echo "${line#listening on }"
+  url=${line#listening on }
 }
-origin=$(start origin --root repo)
-mirror=$(start mirror --upstream "$origin" --cache cache --trust repo/root.json --upstream-rate "${rate}M")
+start origin --root repo
+origin=$url
+start mirror --upstream "$origin" --cache cache --trust repo/root.json --upstream-rate "${rate}M"
+mirror=$url
 curl -sf "$mirror/products/bench/channel.json" >/dev/null
+curl -sf "$mirror/products/bench/releases/2.0/release.json" >/dev/null
 full=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["full_image"]["object"]["blake3"])' \
   repo/products/bench/releases/2.0/release.json)
 size=$(stat -c %s "repo/objects/$full")
