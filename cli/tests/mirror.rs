@@ -12,7 +12,14 @@ use common::{deltaward, net::*, ok, s};
 fn the_mirror_relays_documents_and_objects_byte_for_byte() {
     let p = Published::new(2);
     let origin = Server::origin(p.dir(), &p.repo);
-    let m = Server::mirror(p.dir(), "mirror", &origin.url, &p.fx.path("cache"), &p.trust(), &[]);
+    let m = Server::mirror(
+        p.dir(),
+        "mirror",
+        &origin.url,
+        &p.fx.path("cache"),
+        &p.trust(),
+        &[],
+    );
     for rel in [
         "root.json",
         "root.json.minisig",
@@ -22,7 +29,11 @@ fn the_mirror_relays_documents_and_objects_byte_for_byte() {
         "products/pump/releases/2.0/release.json",
         "products/pump/releases/2.0/release.json.minisig",
     ] {
-        assert_eq!(get(&format!("{}/{rel}", m.url)), fs::read(p.repo.join(rel)).expect(rel), "{rel}");
+        assert_eq!(
+            get(&format!("{}/{rel}", m.url)),
+            fs::read(p.repo.join(rel)).expect(rel),
+            "{rel}"
+        );
     }
     for o in p.objects() {
         let want = fs::read(p.repo.join("objects").join(&o)).expect("object");
@@ -52,7 +63,12 @@ fn two_hundred_clients_of_a_cold_object_cause_one_upstream_fetch() {
     let url = format!("{}/objects/{full}", m.url);
     let out = p.fx.path("clients");
     fs::create_dir(&out).expect("dir");
-    let mut args: Vec<String> = vec!["-Z".into(), "--parallel-max".into(), "200".into(), "--parallel-immediate".into()];
+    let mut args: Vec<String> = vec![
+        "-Z".into(),
+        "--parallel-max".into(),
+        "200".into(),
+        "--parallel-immediate".into(),
+    ];
     for i in 0..200 {
         args.push("-o".into());
         args.push(out.join(i.to_string()).to_string_lossy().into_owned());
@@ -63,12 +79,19 @@ fn two_hundred_clients_of_a_cold_object_cause_one_upstream_fetch() {
     assert!(o.status.success(), "curl: {:?}", o.status);
     let want = fs::read(p.repo.join("objects").join(&full)).expect("object");
     for i in 0..200 {
-        assert_eq!(fs::read(out.join(i.to_string())).expect("client file"), want, "client {i}");
+        assert_eq!(
+            fs::read(out.join(i.to_string())).expect("client file"),
+            want,
+            "client {i}"
+        );
     }
     assert_eq!(origin.objects_served(), 1, "exactly one upstream fetch");
     let coalesced = m.metric("deltaward_mirror_coalesced_waiters_total");
     let hits = m.metric("deltaward_mirror_cache_hits_total");
-    assert_eq!(m.metric("deltaward_mirror_cache_misses_total"), coalesced + 1);
+    assert_eq!(
+        m.metric("deltaward_mirror_cache_misses_total"),
+        coalesced + 1
+    );
     assert_eq!(coalesced + 1 + hits, 200);
     assert!(coalesced > 0, "no client joined the fill");
 }
@@ -77,7 +100,14 @@ fn two_hundred_clients_of_a_cold_object_cause_one_upstream_fetch() {
 fn ranges_multipart_if_range_not_modified_and_curl_resume() {
     let p = Published::new(2);
     let origin = Server::origin(p.dir(), &p.repo);
-    let m = Server::mirror(p.dir(), "mirror", &origin.url, &p.fx.path("cache"), &p.trust(), &[]);
+    let m = Server::mirror(
+        p.dir(),
+        "mirror",
+        &origin.url,
+        &p.fx.path("cache"),
+        &p.trust(),
+        &[],
+    );
     p.prime(&m.url, "2.0");
     let full = p.objects()[0].clone();
     let want = fs::read(p.repo.join("objects").join(&full)).expect("object");
@@ -91,12 +121,27 @@ fn ranges_multipart_if_range_not_modified_and_curl_resume() {
         let text = String::from_utf8_lossy(&o.stdout).into_owned();
         assert!(text.starts_with("HTTP/1.1 206"), "{text}");
         assert!(text.contains("multipart/byteranges; boundary="), "{text}");
-        assert!(text.contains(&format!("Content-Range: bytes 10-19/{}", want.len())), "{text}");
-        assert!(text.contains(&format!("Content-Range: bytes 30-39/{}", want.len())), "{text}");
+        assert!(
+            text.contains(&format!("Content-Range: bytes 10-19/{}", want.len())),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("Content-Range: bytes 30-39/{}", want.len())),
+            "{text}"
+        );
         let etag = format!("\"{full}\"");
-        assert_eq!(status(&url, &["-H", &format!("If-None-Match: {etag}")]), 304);
-        assert_eq!(status(&url, &["-r", "0-9", "-H", &format!("If-Range: {etag}")]), 206);
-        assert_eq!(status(&url, &["-r", "0-9", "-H", "If-Range: \"other\""]), 200);
+        assert_eq!(
+            status(&url, &["-H", &format!("If-None-Match: {etag}")]),
+            304
+        );
+        assert_eq!(
+            status(&url, &["-r", "0-9", "-H", &format!("If-Range: {etag}")]),
+            206
+        );
+        assert_eq!(
+            status(&url, &["-r", "0-9", "-H", "If-Range: \"other\""]),
+            200
+        );
         assert_eq!(status(&url, &["-r", &format!("{}-", want.len())]), 416);
         // A cut download resumed with curl -C -.
         let part = p.fx.path("part");
@@ -142,7 +187,11 @@ fn a_tampered_channel_is_neither_cached_nor_served() {
     let p = Published::new(1);
     let channel = p.repo.join("products/pump/channel.json");
     let text = fs::read_to_string(&channel).expect("channel");
-    fs::write(&channel, text.replacen("\"version\": ", "\"version\":  ", 1)).expect("tamper");
+    fs::write(
+        &channel,
+        text.replacen("\"version\": ", "\"version\":  ", 1),
+    )
+    .expect("tamper");
     assert_ne!(fs::read_to_string(&channel).expect("channel"), text);
     let origin = Server::origin(p.dir(), &p.repo);
     let cache = p.fx.path("cache");
@@ -161,12 +210,24 @@ fn while_the_upstream_is_down_cached_metadata_is_served_until_it_expires() {
     let p = Published::new(1);
     // A channel that expires in a few seconds.
     ok(&deltaward(&[
-        "channel", "refresh", "--product", "pump", "--repo", s(&p.repo), "-s", s(&p.fx.key),
-        "--expires-in", "4s",
+        "channel",
+        "refresh",
+        "--product",
+        "pump",
+        "--repo",
+        s(&p.repo),
+        "-s",
+        s(&p.fx.key),
+        "--expires-in",
+        "4s",
     ]));
     let mut origin = Server::origin(p.dir(), &p.repo);
     let config = p.fx.path("mirror.toml");
-    fs::write(&config, "[limits]\nmetadata_max_age = \"200ms\"\nupstream_tries = 1\n").expect("config");
+    fs::write(
+        &config,
+        "[limits]\nmetadata_max_age = \"200ms\"\nupstream_tries = 1\n",
+    )
+    .expect("config");
     let m = Server::mirror(
         p.dir(),
         "mirror",
@@ -184,7 +245,10 @@ fn while_the_upstream_is_down_cached_metadata_is_served_until_it_expires() {
     // Stale, upstream down, not expired: the verified copy.
     assert_eq!(get(&url), want);
     let health = get_text(&format!("{}/healthz", m.url));
-    assert!(health.starts_with("degraded: upstream unreachable since "), "{health}");
+    assert!(
+        health.starts_with("degraded: upstream unreachable since "),
+        "{health}"
+    );
     // After its signed expiry: refused, never served.
     wait_for(10, "the channel to expire", || status(&url, &[]) != 200);
     assert_eq!(status(&url, &[]), 503);
@@ -198,11 +262,22 @@ fn a_fill_killed_mid_way_leaves_nothing_and_is_fetched_again() {
     let full = p.objects()[0].clone();
     let temps = || -> usize {
         fs::read_dir(cache.join("objects"))
-            .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with('.')).count())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+                    .count()
+            })
             .unwrap_or(0)
     };
     {
-        let mut m = Server::mirror(p.dir(), "m1", &origin.url, &cache, &p.trust(), &["--upstream-rate", "512K"]);
+        let mut m = Server::mirror(
+            p.dir(),
+            "m1",
+            &origin.url,
+            &cache,
+            &p.trust(),
+            &["--upstream-rate", "512K"],
+        );
         p.prime(&m.url, "2.0");
         let url = format!("{}/objects/{full}", m.url);
         let o = curl(&["--max-time", "1", "-o", "/dev/null", &url]);
@@ -229,31 +304,80 @@ fn eviction_keeps_the_current_release_longest() {
     fs::write(&newer, &img).expect("newer");
     let base = format!("1.0={}", s(&p.fx.old));
     ok(&deltaward(&[
-        "release", "--product", "pump", "--version", "3.0", "--counter", "3", "--image", s(&newer),
-        "--base", &base, "--notes", s(&p.notes), "--repo", s(&p.repo), "-s", s(&p.fx.key),
-        "--level", "fast",
+        "release",
+        "--product",
+        "pump",
+        "--version",
+        "3.0",
+        "--counter",
+        "3",
+        "--image",
+        s(&newer),
+        "--base",
+        &base,
+        "--notes",
+        s(&p.notes),
+        "--repo",
+        s(&p.repo),
+        "-s",
+        s(&p.fx.key),
+        "--level",
+        "fast",
     ]));
     let origin = Server::origin(p.dir(), &p.repo);
     let cache = p.fx.path("cache");
     let release = |v: &str| -> serde_json::Value {
-        serde_json::from_slice(&fs::read(p.repo.join(format!("products/pump/releases/{v}/release.json"))).expect("release"))
-            .expect("json")
+        serde_json::from_slice(
+            &fs::read(
+                p.repo
+                    .join(format!("products/pump/releases/{v}/release.json")),
+            )
+            .expect("release"),
+        )
+        .expect("json")
     };
-    let full = |v: &str| release(v)["full_image"]["object"]["blake3"].as_str().expect("full").to_owned();
-    let patch = |v: &str| release(v)["bases"][0]["patch"]["blake3"].as_str().expect("patch").to_owned();
-    let len = |o: &str| fs::metadata(p.repo.join("objects").join(o)).expect("object").len();
+    let full = |v: &str| {
+        release(v)["full_image"]["object"]["blake3"]
+            .as_str()
+            .expect("full")
+            .to_owned()
+    };
+    let patch = |v: &str| {
+        release(v)["bases"][0]["patch"]["blake3"]
+            .as_str()
+            .expect("patch")
+            .to_owned()
+    };
+    let len = |o: &str| {
+        fs::metadata(p.repo.join("objects").join(o))
+            .expect("object")
+            .len()
+    };
     let (new_full, old_full, new_patch) = (full("3.0"), full("2.0"), patch("3.0"));
     // Room for both full images, not for the patch as well.
     let cap = len(&new_full) + len(&old_full) + len(&new_patch) - 1;
-    let m = Server::mirror(p.dir(), "mirror", &origin.url, &cache, &p.trust(), &["--max-cache-size", &cap.to_string()]);
+    let m = Server::mirror(
+        p.dir(),
+        "mirror",
+        &origin.url,
+        &cache,
+        &p.trust(),
+        &["--max-cache-size", &cap.to_string()],
+    );
     p.prime(&m.url, "3.0");
-    get(&format!("{}/products/pump/releases/2.0/release.json", m.url));
+    get(&format!(
+        "{}/products/pump/releases/2.0/release.json",
+        m.url
+    ));
     // Least recently used first: the current full image, then the old one.
     get(&format!("{}/objects/{new_full}", m.url));
     get(&format!("{}/objects/{old_full}", m.url));
     get(&format!("{}/objects/{new_patch}", m.url));
     let cached = |o: &str| cache.join("objects").join(o).exists();
-    assert!(!cached(&old_full), "the old release's image goes first, though used later");
+    assert!(
+        !cached(&old_full),
+        "the old release's image goes first, though used later"
+    );
     assert!(cached(&new_full) && cached(&new_patch));
     assert_eq!(m.metric("deltaward_mirror_evictions_total"), 1);
     assert!(m.metric("deltaward_mirror_cache_bytes") <= cap);
@@ -266,8 +390,17 @@ fn sync_fetches_everything_once_and_then_nothing() {
     let cache = p.fx.path("cache");
     let sync = || {
         let out = ok(&deltaward(&[
-            "mirror", "sync", "--upstream", &origin.url, "--cache", s(&cache), "--trust", s(&p.trust()),
-            "--product", "pump", "--json",
+            "mirror",
+            "sync",
+            "--upstream",
+            &origin.url,
+            "--cache",
+            s(&cache),
+            "--trust",
+            s(&p.trust()),
+            "--product",
+            "pump",
+            "--json",
         ]));
         serde_json::from_str::<serde_json::Value>(&out).expect("json")
     };
@@ -286,7 +419,14 @@ fn sync_fetches_everything_once_and_then_nothing() {
     assert_eq!(origin.objects_served(), 2);
     // The synced cache serves offline.
     drop(origin);
-    let m = Server::mirror(p.dir(), "mirror", "http://127.0.0.1:9", &cache, &p.trust(), &[]);
+    let m = Server::mirror(
+        p.dir(),
+        "mirror",
+        "http://127.0.0.1:9",
+        &cache,
+        &p.trust(),
+        &[],
+    );
     let full = p.objects()[0].clone();
     assert_eq!(
         get(&format!("{}/objects/{full}", m.url)),
@@ -298,7 +438,14 @@ fn sync_fetches_everything_once_and_then_nothing() {
 fn an_object_asked_for_before_its_release_is_found_through_the_channel() {
     let p = Published::new(1);
     let origin = Server::origin(p.dir(), &p.repo);
-    let m = Server::mirror(p.dir(), "mirror", &origin.url, &p.fx.path("cache"), &p.trust(), &[]);
+    let m = Server::mirror(
+        p.dir(),
+        "mirror",
+        &origin.url,
+        &p.fx.path("cache"),
+        &p.trust(),
+        &[],
+    );
     let full = p.objects()[0].clone();
     // Nothing verified names it yet.
     assert_eq!(status(&format!("{}/objects/{full}", m.url), &[]), 404);

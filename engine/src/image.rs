@@ -105,18 +105,32 @@ pub enum Image {
 impl Image {
     /// Maps `path`, falling back to reading it.
     pub fn open(path: &Path) -> Result<Self> {
-        let (file, len) = open_sized(path)?;
+        let (file, _) = open_sized(path)?;
+        Self::from_file(&file, path)
+    }
+
+    /// Maps an open file (`path` names it in errors), falling back to reading it:
+    /// for callers that opened the file with their own checks (no link, regular).
+    pub fn from_file(file: &File, path: &Path) -> Result<Self> {
+        let len = file
+            .metadata()
+            .map_err(|source| Error::Io {
+                action: "reading metadata of",
+                path: path.to_path_buf(),
+                source,
+            })?
+            .len();
         if len > 0 {
             // SAFETY: the map is read-only and lives no longer than this value. The
             // images deltaward maps are finished files named by the caller; if one is
             // truncated while mapped, access raises SIGBUS (see the module docs).
             #[allow(unsafe_code)]
-            if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
+            if let Ok(map) = unsafe { memmap2::Mmap::map(file) } {
                 return Ok(Self::Mapped(map));
             }
         }
         let mut buf = Vec::new();
-        io::Read::read_to_end(&mut &file, &mut buf).map_err(|source| Error::Io {
+        io::Read::read_to_end(&mut &*file, &mut buf).map_err(|source| Error::Io {
             action: "reading",
             path: path.to_path_buf(),
             source,

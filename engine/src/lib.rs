@@ -67,8 +67,8 @@ pub use apply::{
     apply, apply_to_file, read_head, verify_patch, ApplyOptions, ApplyReport, VerifiedHead,
 };
 pub use atomic::{
-    lock_file, open_append, open_regular, sync_dir, try_lock_file, write_file, write_new_file, write_private_file, AtomicFile,
-    PartialPaths,
+    lock_file, open_append, open_regular, sync_dir, try_lock_file, write_file, write_new_file,
+    write_private_file, AtomicFile, PartialPaths,
 };
 pub use container::{read_unverified, Patch, Sections, SignedPatch, UnverifiedHead};
 pub use error::{Error, ErrorClass, Hashed, KeyError, KeyKind, Result, SignatureError};

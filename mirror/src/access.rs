@@ -164,8 +164,14 @@ mod tests {
         });
         let old = std::fs::read_to_string(&rotated).expect("old");
         let new = std::fs::read_to_string(&p).expect("new");
-        assert!(old.contains("\"GET /root.json HTTP/1.1\" 200 42 \"-\" \"curl/8\" 3 complete"), "{old}");
+        assert!(
+            old.contains("\"GET /root.json HTTP/1.1\" 200 42 \"-\" \"curl/8\" 3 complete"),
+            "{old}"
+        );
         assert!(new.starts_with("127.0.0.1 - - ["), "{new}");
-        assert!(new.contains(" 404 42 ") && new.trim_end().ends_with("cut"), "{new}");
+        assert!(
+            new.contains(" 404 42 ") && new.trim_end().ends_with("cut"),
+            "{new}"
+        );
     }
 }

@@ -176,7 +176,10 @@ impl Objects {
     pub fn open(cache: &CacheDir, max_bytes: Option<u64>, metrics: Arc<Metrics>) -> Result<Self> {
         let dir = cache.dir().join("objects");
         let mut found = Vec::new();
-        for e in fs::read_dir(&dir).map_err(io_err("listing", &dir))?.flatten() {
+        for e in fs::read_dir(&dir)
+            .map_err(io_err("listing", &dir))?
+            .flatten()
+        {
             let name = e.file_name();
             let name = name.to_string_lossy();
             let p = e.path();
@@ -259,7 +262,10 @@ impl Objects {
             }
             Err(e) => {
                 // Removed from under us (by hand): forget it, fetch it again.
-                tracing::warn!("cached object {} is unreadable, dropping it: {e}", path.display());
+                tracing::warn!(
+                    "cached object {} is unreadable, dropping it: {e}",
+                    path.display()
+                );
                 let mut ix = self.lock();
                 if let Some(old) = ix.map.remove(d) {
                     ix.total -= old.len;
@@ -311,7 +317,11 @@ impl Objects {
                 tracing::info!(
                     "evicted {v} ({} bytes{})",
                     e.len,
-                    if pinned.contains(&v) { ", named by a current release" } else { "" }
+                    if pinned.contains(&v) {
+                        ", named by a current release"
+                    } else {
+                        ""
+                    }
                 );
                 self.metrics.evictions.inc();
             }

@@ -73,7 +73,12 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn new(doc: Bytes, sig: Option<Bytes>, upstream_etag: Option<String>, parsed: Parsed) -> Result<Self> {
+    fn new(
+        doc: Bytes,
+        sig: Option<Bytes>,
+        upstream_etag: Option<String>,
+        parsed: Parsed,
+    ) -> Result<Self> {
         let (file, expires) = match &parsed {
             Parsed::Root(r) => ("root.json", &r.expires),
             Parsed::Channel(c) => ("channel.json", &c.expires),
@@ -146,7 +151,10 @@ impl Docs {
         let trust_bytes = deltaward_engine::open_regular(trust)
             .and_then(|f| {
                 let mut b = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::Read::take(f, ROOT_JSON_MAX_BYTES + 1), &mut b)?;
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(f, ROOT_JSON_MAX_BYTES + 1),
+                    &mut b,
+                )?;
                 Ok(b)
             })
             .map_err(|source| Error::Io {
@@ -222,16 +230,20 @@ impl Docs {
             let sig = env.sig.clone().unwrap_or_default();
             let parsed = match &doc {
                 Doc::RootVersion(_) => Root::from_json(env.doc.as_bytes()).map(Parsed::Root),
-                Doc::Channel(p) => {
-                    verify_channel(&self.root(), p, env.doc.as_bytes(), &sig, now).map(Parsed::Channel)
-                }
+                Doc::Channel(p) => verify_channel(&self.root(), p, env.doc.as_bytes(), &sig, now)
+                    .map(Parsed::Channel),
                 Doc::Release(p, v) => self
                     .check_release(p, v, env.doc.as_bytes(), &sig, now)
                     .map(|r| Parsed::Release(Box::new(r))),
                 Doc::Root => continue,
             };
             match parsed.map_err(Error::from).and_then(|p| {
-                Entry::new(Bytes::from(env.doc), env.sig.map(Bytes::from), env.upstream_etag, p)
+                Entry::new(
+                    Bytes::from(env.doc),
+                    env.sig.map(Bytes::from),
+                    env.upstream_etag,
+                    p,
+                )
             }) {
                 Ok(mut e) => {
                     e.checked = Instant::now() - self.max_age;
@@ -404,7 +416,12 @@ impl Docs {
         (e.checked.elapsed() < self.max_age && e.expires > SystemTime::now()).then_some(e)
     }
 
-    async fn fetch(&self, rel: &str, max: u64, etag: Option<&str>) -> Result<crate::upstream::Fetched> {
+    async fn fetch(
+        &self,
+        rel: &str,
+        max: u64,
+        etag: Option<&str>,
+    ) -> Result<crate::upstream::Fetched> {
         Ok(self.upstream.get_small(rel, max, etag).await?)
     }
 
@@ -453,7 +470,14 @@ impl Docs {
                 }
                 .into());
             }
-            verify_document(&root, RoleName::Root, "root.json", root.version, &got.body, &text(&sig))?;
+            verify_document(
+                &root,
+                RoleName::Root,
+                "root.json",
+                root.version,
+                &got.body,
+                &text(&sig),
+            )?;
             let mut e = (**c).clone();
             e.sig = Some(sig);
             e.upstream_etag = got.etag;
@@ -462,7 +486,9 @@ impl Docs {
         }
         loop {
             let root = self.root();
-            let Some(next) = root.version.checked_add(1) else { break };
+            let Some(next) = root.version.checked_add(1) else {
+                break;
+            };
             let rel = Doc::RootVersion(next).rel();
             let got = match self.fetch(&rel, ROOT_JSON_MAX_BYTES, None).await {
                 Ok(g) => g,
@@ -506,14 +532,17 @@ impl Docs {
                 return Ok(e);
             }
             self.follow_rotations().await?;
-            return self.cached(&Doc::Root).ok_or(Error::Verify(VerifyError::RootChain { version: n }));
+            return self
+                .cached(&Doc::Root)
+                .ok_or(Error::Verify(VerifyError::RootChain { version: n }));
         }
         // Walk down from the trusted root to n, each step proven by the one above.
         let mut above = match self.cached(&Doc::Root) {
             Some(e) if e.sig.is_some() => e,
             _ => {
                 self.follow_rotations().await?;
-                self.cached(&Doc::Root).ok_or(Error::Verify(VerifyError::RootChain { version: n }))?
+                self.cached(&Doc::Root)
+                    .ok_or(Error::Verify(VerifyError::RootChain { version: n }))?
             }
         };
         while want > n {
@@ -533,14 +562,26 @@ impl Docs {
             {
                 return Err(VerifyError::RootChain { version: want }.into());
             }
-            verify_document(&candidate, RoleName::Root, "root.json", want, &got.body, &text(&sig))?;
+            verify_document(
+                &candidate,
+                RoleName::Root,
+                "root.json",
+                want,
+                &got.body,
+                &text(&sig),
+            )?;
             let e = Entry::new(got.body, Some(sig), got.etag, Parsed::Root(candidate))?;
             above = self.store(&doc, e)?;
         }
         Ok(above)
     }
 
-    async fn channel(&self, doc: &Doc, product: &str, cached: Option<&Entry>) -> Result<Arc<Entry>> {
+    async fn channel(
+        &self,
+        doc: &Doc,
+        product: &str,
+        cached: Option<&Entry>,
+    ) -> Result<Arc<Entry>> {
         let rel = doc.rel();
         let etag = cached.and_then(|c| c.upstream_etag.as_deref());
         let got = self.fetch(&rel, max_bytes(doc), etag).await?;
@@ -607,8 +648,14 @@ impl Docs {
             }
         }
         let sig = self.fetch_sig(&rel).await?;
-        let release = self.check_release(product, version, &got.body, &text(&sig), SystemTime::now())?;
-        let e = Entry::new(got.body, Some(sig), got.etag, Parsed::Release(Box::new(release)))?;
+        let release =
+            self.check_release(product, version, &got.body, &text(&sig), SystemTime::now())?;
+        let e = Entry::new(
+            got.body,
+            Some(sig),
+            got.etag,
+            Parsed::Release(Box::new(release)),
+        )?;
         self.store(doc, e)
     }
 }

@@ -233,7 +233,9 @@ pub enum VerifyError {
         found: u64,
     },
     /// The upstream offered an older channel than the one cached.
-    #[error("products/{product}/channel.json: version {offered} is older than the cached {cached}")]
+    #[error(
+        "products/{product}/channel.json: version {offered} is older than the cached {cached}"
+    )]
     ChannelRollback {
         /// The product.
         product: String,

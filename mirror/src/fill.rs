@@ -179,7 +179,11 @@ impl FillWriter {
         }
         let found = Digest::from(self.hasher.finalize());
         if found != digest {
-            return Err(VerifyError::ObjectHash { name: digest, found }.into());
+            return Err(VerifyError::ObjectHash {
+                name: digest,
+                found,
+            }
+            .into());
         }
         let Some(file) = self.file.take() else {
             return Ok(self);

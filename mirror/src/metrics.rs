@@ -151,7 +151,10 @@ impl Metrics {
     /// Counts a response.
     pub fn request(&self, route: &'static str, status: u16) {
         self.requests
-            .get_or_create(&vec![("route", route.to_owned()), ("code", status.to_string())])
+            .get_or_create(&vec![
+                ("route", route.to_owned()),
+                ("code", status.to_string()),
+            ])
             .inc();
     }
 

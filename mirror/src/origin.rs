@@ -2,11 +2,7 @@
 //! maker's own server, or a test's). Paths are confined to the repository; links and
 //! special files are refused.
 
-use std::{
-    collections::HashMap,
-    path::Path,
-    sync::Mutex,
-};
+use std::{collections::HashMap, path::Path, sync::Mutex};
 
 use bytes::Bytes;
 use deltaward_engine::{Digest, Image};
@@ -79,9 +75,11 @@ impl Origin {
             if !repo.has(&rel) {
                 return Ok(None);
             }
-            // Confined and regular (no link, no FIFO) before it is mapped.
-            drop(repo.open(&rel)?);
-            Image::open(&repo.path(&rel)).map(Some).map_err(Error::from)
+            // Confined and regular (no link, no FIFO); the file opened so is the one mapped.
+            let file = repo.open(&rel)?;
+            Image::from_file(&file, &repo.path(&rel))
+                .map(Some)
+                .map_err(Error::from)
         })
         .await
         .map_err(|e| Error::Io {

@@ -46,7 +46,9 @@ pub fn full(b: Bytes) -> Body {
 /// A body of several buffers, sent in order.
 fn chunks(parts: Vec<Bytes>) -> Body {
     StreamBody::new(stream::iter(
-        parts.into_iter().map(|b| Ok::<_, io::Error>(Frame::data(b))),
+        parts
+            .into_iter()
+            .map(|b| Ok::<_, io::Error>(Frame::data(b))),
     ))
     .boxed_unsync()
 }
@@ -101,19 +103,13 @@ pub(crate) fn representation(
     if let Ok(v) = HeaderValue::from_str(cache_control) {
         h.insert(header::CACHE_CONTROL, v);
     }
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
 }
 
 /// Whether `If-None-Match` matches `etag` (weak comparison, as RFC 9110 asks).
 pub(crate) fn not_modified(req: &HeaderMap, etag: &str) -> bool {
-    let Some(v) = req
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(v) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) else {
         return false;
     };
     v.split(',').map(str::trim).any(|t| {
@@ -253,7 +249,12 @@ mod tests {
     }
 
     async fn body(r: Response<Body>) -> Vec<u8> {
-        r.into_body().collect().await.expect("body").to_bytes().to_vec()
+        r.into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec()
     }
 
     #[tokio::test]
@@ -282,8 +283,14 @@ mod tests {
             .expect("n");
         let b = String::from_utf8(body(r).await).expect("utf8");
         assert_eq!(b.len(), len);
-        assert!(b.contains("Content-Range: bytes 0-1/10\r\n\r\n01\r\n"), "{b}");
-        assert!(b.contains("Content-Range: bytes 5-6/10\r\n\r\n56\r\n"), "{b}");
+        assert!(
+            b.contains("Content-Range: bytes 0-1/10\r\n\r\n01\r\n"),
+            "{b}"
+        );
+        assert!(
+            b.contains("Content-Range: bytes 5-6/10\r\n\r\n56\r\n"),
+            "{b}"
+        );
         assert!(b.ends_with(&format!("--{boundary}--\r\n")));
 
         let r = get(&[("range", "bytes=10-")]);
@@ -312,7 +319,10 @@ mod tests {
         assert_eq!(get(&[("range", "bytes=0-5,3-7")]).status(), 200);
         let many = format!(
             "bytes={}",
-            (0..40).map(|i| format!("{i}-{i}")).collect::<Vec<_>>().join(",")
+            (0..40)
+                .map(|i| format!("{i}-{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
         );
         assert_eq!(get(&[("range", many.as_str())]).status(), 200);
     }

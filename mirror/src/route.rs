@@ -169,7 +169,10 @@ mod tests {
         ] {
             assert_eq!(Route::parse(p), None, "{p}");
         }
-        assert_eq!(Route::parse(&format!("/objects/{}", d.to_uppercase())), None);
+        assert_eq!(
+            Route::parse(&format!("/objects/{}", d.to_uppercase())),
+            None
+        );
         assert_eq!(Route::parse(&format!("/objects/{d}.minisig")), None);
     }
 }

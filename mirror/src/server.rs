@@ -43,7 +43,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("Server")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -51,10 +53,12 @@ impl Server {
     /// Binds `config.listen` (with TLS when `tls_cert` is set).
     pub async fn bind(config: &Config, service: Arc<Service>) -> Result<Self> {
         let addr = config.listen.as_deref().unwrap_or("127.0.0.1:8080");
-        let listener = TcpListener::bind(addr).await.map_err(|source| Error::Listen {
-            addr: addr.to_owned(),
-            source,
-        })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: addr.to_owned(),
+                source,
+            })?;
         let local = listener.local_addr().map_err(|source| Error::Listen {
             addr: addr.to_owned(),
             source,
@@ -162,7 +166,10 @@ impl Server {
             }
         }
         drop(self.listener);
-        tracing::info!("draining open connections for up to {:?}", self.limits.drain_timeout);
+        tracing::info!(
+            "draining open connections for up to {:?}",
+            self.limits.drain_timeout
+        );
         if tokio::time::timeout(self.limits.drain_timeout, graceful.shutdown())
             .await
             .is_err()
@@ -200,7 +207,15 @@ impl Accepted {
                     inner: self.tcp,
                     activity,
                 };
-                serve_io(io, conn, self.service, self.builder, self.watcher, &self.limits).await;
+                serve_io(
+                    io,
+                    conn,
+                    self.service,
+                    self.builder,
+                    self.watcher,
+                    &self.limits,
+                )
+                .await;
             }
             Some(acceptor) => {
                 let handshake = tokio::time::timeout(
@@ -215,7 +230,12 @@ impl Accepted {
                             .1
                             .peer_certificates()
                             .and_then(|c| c.first())
-                            .map(|c| format!("cert:{}", &deltaward_engine::Digest::of(c).to_string()[..16]));
+                            .map(|c| {
+                                format!(
+                                    "cert:{}",
+                                    &deltaward_engine::Digest::of(c).to_string()[..16]
+                                )
+                            });
                         let conn = Conn {
                             peer: self.peer,
                             user,
@@ -225,8 +245,15 @@ impl Accepted {
                             inner: stream,
                             activity,
                         };
-                        serve_io(io, conn, self.service, self.builder, self.watcher, &self.limits)
-                            .await;
+                        serve_io(
+                            io,
+                            conn,
+                            self.service,
+                            self.builder,
+                            self.watcher,
+                            &self.limits,
+                        )
+                        .await;
                     }
                     Ok(Err(e)) => tracing::debug!("{}: TLS handshake failed: {e}", self.peer),
                     Err(_) => tracing::debug!("{}: TLS handshake timed out", self.peer),

@@ -188,7 +188,10 @@ impl Service {
     async fn answer(&self, req: &Request<Incoming>, conn: &Conn) -> (&'static str, Response<Body>) {
         if self.limiter.check_key(&conn.peer.ip()).is_err() {
             self.metrics.rate_limited.inc();
-            let mut r = text(StatusCode::TOO_MANY_REQUESTS, "too many requests from this address");
+            let mut r = text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests from this address",
+            );
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return ("other", r);
@@ -252,7 +255,7 @@ impl Service {
             Mode::Origin(o) => match o.document(doc, sig).await {
                 Ok(Some(b)) => b,
                 Ok(None) => return text(StatusCode::NOT_FOUND, "not found"),
-                Err(e) => return error_response(&e),
+                Err(e) => return origin_error(&e),
             },
             Mode::Mirror(m) => match m.docs.get(doc).await {
                 Ok(e) if !sig => e.doc.clone(),
@@ -289,7 +292,7 @@ impl Service {
                 return match o.object(d).await {
                     Ok(Some(b)) => respond::respond(req.method(), req.headers(), &content(b)),
                     Ok(None) => text(StatusCode::NOT_FOUND, "not found"),
-                    Err(e) => error_response(&e),
+                    Err(e) => origin_error(&e),
                 }
             }
             Mode::Mirror(m) => m,
@@ -320,7 +323,12 @@ impl Service {
         let ranged = req.headers().contains_key(header::RANGE);
         if req.method() == Method::HEAD || !ranged {
             let mut r = Response::new(empty());
-            representation(r.headers_mut(), &etag, IMMUTABLE, "application/octet-stream");
+            representation(
+                r.headers_mut(),
+                &etag,
+                IMMUTABLE,
+                "application/octet-stream",
+            );
             set_len(r.headers_mut(), fill.length);
             if req.method() == Method::GET {
                 *r.body_mut() = fill.stream();
@@ -340,7 +348,20 @@ impl Service {
     }
 }
 
-/// The status and message for an error while answering.
+/// An origin's error: a file the repository holds but may not serve (a link, a
+/// FIFO, a path outside it, over its size cap) is 404, anything else 500.
+fn origin_error(e: &Error) -> Response<Body> {
+    tracing::warn!("not serving: {e}");
+    match e {
+        Error::Release(_) => text(StatusCode::NOT_FOUND, "not found"),
+        _ => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error (see the log)",
+        ),
+    }
+}
+
+/// The status and message for a mirror's error while answering.
 fn error_response(e: &Error) -> Response<Body> {
     let status = match e {
         Error::Upstream(UpstreamError::NotFound { .. }) => StatusCode::NOT_FOUND,
@@ -349,7 +370,9 @@ fn error_response(e: &Error) -> Response<Body> {
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let msg = match e {
-        Error::Verify(_) | Error::Release(_) => format!("refused: the upstream's copy failed verification: {e}"),
+        Error::Verify(_) | Error::Release(_) => {
+            format!("refused: the upstream's copy failed verification: {e}")
+        }
         _ => e.to_string(),
     };
     tracing::warn!("answering {status}: {msg}");

@@ -97,7 +97,12 @@ pub async fn sync(
             match mirror.docs.get(&doc).await {
                 Ok(e) => {
                     if let Parsed::Release(r) = &e.parsed {
-                        for o in r.bases.iter().map(|b| &b.patch).chain([&r.full_image.object]) {
+                        for o in r
+                            .bases
+                            .iter()
+                            .map(|b| &b.patch)
+                            .chain([&r.full_image.object])
+                        {
                             if !wanted.iter().any(|(d, _)| *d == o.blake3) {
                                 wanted.push((o.blake3, o.length));
                             }

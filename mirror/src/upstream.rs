@@ -141,7 +141,10 @@ impl Upstream {
         for (k, v) in headers {
             req = req.header(k, v);
         }
-        req = req.header(header::USER_AGENT, concat!("deltaward-mirror/", env!("CARGO_PKG_VERSION")));
+        req = req.header(
+            header::USER_AGENT,
+            concat!("deltaward-mirror/", env!("CARGO_PKG_VERSION")),
+        );
         let req = req.body(Empty::new()).map_err(|e| UpstreamError::Url {
             url: url.to_owned(),
             reason: e.to_string(),
@@ -425,7 +428,10 @@ mod tests {
     fn backoff_grows_and_is_capped() {
         for a in 1..20 {
             let b = backoff(a);
-            assert!(b >= Duration::from_millis(125) && b < Duration::from_secs(12), "{a}: {b:?}");
+            assert!(
+                b >= Duration::from_millis(125) && b < Duration::from_secs(12),
+                "{a}: {b:?}"
+            );
         }
     }
 

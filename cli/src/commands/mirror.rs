@@ -48,11 +48,13 @@ pub struct UpstreamArgs {
 
 /// Serve a repository or a verified cache of an upstream.
 #[derive(Args, Debug)]
-#[command(after_help = "Origin: deltaward mirror serve --root REPO --listen ADDR\n\
+#[command(
+    after_help = "Origin: deltaward mirror serve --root REPO --listen ADDR\n\
 Mirror: deltaward mirror serve --upstream URL --cache DIR --trust root.json --listen ADDR\n\n\
 The first line on stdout is `listening on http://HOST:PORT` (or https://). GET and HEAD of the \
 repository layout, /healthz and /metrics. SIGTERM drains open responses and exits; SIGHUP \
-reopens the access log.")]
+reopens the access log."
+)]
 pub struct ServeArgs {
     /// Origin mode: serve this repository directory as it is.
     #[arg(long, value_name = "REPO", conflicts_with_all = ["upstream", "cache", "trust"])]
@@ -213,7 +215,8 @@ impl Summary for SyncSummary {
 fn sync_cmd(a: SyncArgs) -> Result<()> {
     let c = a.upstream.config()?;
     let summary = runtime()?.block_on(async move {
-        let mirror = Arc::new(Mirror::open(&c, Arc::new(Metrics::default())).context("opening the cache")?);
+        let mirror =
+            Arc::new(Mirror::open(&c, Arc::new(Metrics::default())).context("opening the cache")?);
         let bar = crate::progress::bytes(0, "sync");
         let on = |e: sync::Event| match e {
             sync::Event::Planned { bytes, .. } => bar.set_length(bytes),

@@ -35,7 +35,9 @@ impl Server {
         let mut child = cmd.spawn().expect("spawn deltaward mirror serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("first line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("first line");
         let url = line
             .trim()
             .strip_prefix("listening on ")
@@ -55,8 +57,22 @@ impl Server {
     }
 
     /// A mirror of `upstream` with its cache in `cache`, trusting `trust`.
-    pub fn mirror(dir: &Path, name: &str, upstream: &str, cache: &Path, trust: &Path, extra: &[&str]) -> Self {
-        let mut args = vec!["--upstream", upstream, "--cache", s(cache), "--trust", s(trust)];
+    pub fn mirror(
+        dir: &Path,
+        name: &str,
+        upstream: &str,
+        cache: &Path,
+        trust: &Path,
+        extra: &[&str],
+    ) -> Self {
+        let mut args = vec![
+            "--upstream",
+            upstream,
+            "--cache",
+            s(cache),
+            "--trust",
+            s(trust),
+        ];
         args.extend_from_slice(extra);
         Self::start(dir, name, &args)
     }
@@ -112,13 +128,21 @@ pub fn status(url: &str, args: &[&str]) -> u16 {
     a.extend_from_slice(args);
     a.push(url);
     let o = curl(&a);
-    String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(0)
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 /// The body of a GET that must succeed.
 pub fn get(url: &str) -> Vec<u8> {
     let o = curl(&["-f", url]);
-    assert!(o.status.success(), "GET {url}: {:?} {}", o.status, String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "GET {url}: {:?} {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
     o.stdout
 }
 
@@ -167,8 +191,17 @@ impl Published {
         std::fs::write(&notes, NOTES).expect("notes");
         let k = s(&fx.public);
         ok(&deltaward(&[
-            "root", "--repo", s(&repo), "--root-pub", k, "--release-pub", k, "--channel-pub", k,
-            "-s", s(&fx.key),
+            "root",
+            "--repo",
+            s(&repo),
+            "--root-pub",
+            k,
+            "--release-pub",
+            k,
+            "--channel-pub",
+            k,
+            "-s",
+            s(&fx.key),
         ]));
         let p = Self { fx, repo, notes };
         p.release("2.0", "2", &[]);
@@ -180,9 +213,25 @@ impl Published {
     pub fn release(&self, version: &str, counter: &str, extra: &[&str]) {
         let base = format!("1.0={}", s(&self.fx.old));
         let mut args = vec![
-            "release", "--product", "pump", "--version", version, "--counter", counter,
-            "--image", s(&self.fx.new), "--base", &base, "--notes", s(&self.notes),
-            "--repo", s(&self.repo), "-s", s(&self.fx.key), "--level", "fast",
+            "release",
+            "--product",
+            "pump",
+            "--version",
+            version,
+            "--counter",
+            counter,
+            "--image",
+            s(&self.fx.new),
+            "--base",
+            &base,
+            "--notes",
+            s(&self.notes),
+            "--repo",
+            s(&self.repo),
+            "-s",
+            s(&self.fx.key),
+            "--level",
+            "fast",
         ];
         args.extend_from_slice(extra);
         ok(&deltaward(&args));
@@ -204,7 +253,10 @@ impl Published {
             .expect("objects")
             .map(|e| {
                 let e = e.expect("entry");
-                (e.metadata().expect("md").len(), e.file_name().to_string_lossy().into_owned())
+                (
+                    e.metadata().expect("md").len(),
+                    e.file_name().to_string_lossy().into_owned(),
+                )
             })
             .collect();
         v.sort();
@@ -216,6 +268,8 @@ impl Published {
     /// the objects.
     pub fn prime(&self, url: &str, version: &str) {
         get(&format!("{url}/products/pump/channel.json"));
-        get(&format!("{url}/products/pump/releases/{version}/release.json"));
+        get(&format!(
+            "{url}/products/pump/releases/{version}/release.json"
+        ));
     }
 }
