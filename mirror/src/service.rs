@@ -153,11 +153,18 @@ impl Service {
         };
         let answer = self.answer(&req, conn);
         tokio::pin!(answer);
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let (kind, mut resp) = loop {
-            tokio::select! {
-                r = &mut answer => break r,
-                _ = tick.tick() => conn.activity.touch(),
+        // Most answers (cached objects, documents) are ready at once: no timer then.
+        let (kind, mut resp) = match futures_util::FutureExt::now_or_never(&mut answer) {
+            Some(r) => r,
+            None => {
+                let second = Duration::from_secs(1);
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + second, second);
+                loop {
+                    tokio::select! {
+                        r = &mut answer => break r,
+                        _ = tick.tick() => conn.activity.touch(),
+                    }
+                }
             }
         };
         self.metrics.request(kind, resp.status().as_u16());
