@@ -31,7 +31,8 @@ use crate::{
         CHANNEL_JSON_MAX_BYTES, RELEASE_JSON_MAX_BYTES, ROOT_JSON_MAX_BYTES, STATE_JSON_MAX_BYTES,
     },
     model::*,
-    repo::{check_name, check_object_path, parse_time, read_capped, read_up_to, timestamp, Repo},
+    repo::{check_name, check_object_path, check_rel, parse_time, read_capped, timestamp, Repo},
+    source::{read_required, read_signatures, read_signed, Source},
     trust::{rotation_revokes, verify_document, verify_rotation, RoleName},
 };
 
@@ -99,6 +100,10 @@ pub struct Checked {
     pub plan: Plan,
     /// Version of the root trusted after the check (after any rotation).
     pub root_version: u64,
+    /// Version of the channel that listed the release.
+    pub channel_version: u64,
+    /// The trusted root after the check.
+    pub root: Root,
 }
 
 /// The lock file of a state directory (see [`StateDir::lock`]).
@@ -108,6 +113,7 @@ pub const STATE_LOCK: &str = "state.lock";
 #[derive(Debug)]
 pub struct StateLock {
     _file: std::fs::File,
+    dir: PathBuf,
 }
 
 /// The device's state directory.
@@ -136,7 +142,10 @@ impl StateDir {
     pub fn lock(&self) -> Result<StateLock> {
         let p = self.dir.join(STATE_LOCK);
         let file = deltaward_engine::lock_file(&p).map_err(io_err("locking", &p))?;
-        Ok(StateLock { _file: file })
+        Ok(StateLock {
+            _file: file,
+            dir: self.dir.clone(),
+        })
     }
 
     /// Installs a trusted root and a zero state (provisioning). A device that already
@@ -217,7 +226,7 @@ fn not_expired(file: &str, expires: &str, now: SystemTime) -> Result<()> {
 /// saved before the new root, so that a crash in between repeats the rotation and the
 /// reset instead of keeping the new root with the old numbers.
 fn update_root(
-    repo: &Repo,
+    repo: &dyn Source,
     state_dir: &StateDir,
     state: &mut State,
     now: SystemTime,
@@ -225,10 +234,18 @@ fn update_root(
     let mut trusted = state_dir.root()?;
     while let Some(next) = trusted.version.checked_add(1) {
         let rel = Repo::root_rel(next);
-        if !repo.has(&rel) {
+        let Some(bytes) = repo.read_up_to(&rel, ROOT_JSON_MAX_BYTES)? else {
             break;
+        };
+        if bytes.len() as u64 > ROOT_JSON_MAX_BYTES {
+            return Err(Error::Limit {
+                file: rel,
+                limit: LimitError::TooLarge {
+                    max: ROOT_JSON_MAX_BYTES,
+                },
+            });
         }
-        let (bytes, sigs) = repo.get_signed(&rel, ROOT_JSON_MAX_BYTES)?;
+        let sigs = read_signatures(repo, &rel)?;
         let new = verify_rotation(&trusted, &bytes, &sigs)?;
         let mut reset = false;
         if rotation_revokes(&trusted, &new, RoleName::Channel) {
@@ -246,8 +263,8 @@ fn update_root(
         trusted = new;
     }
     // The repository's current root may not be newer than the chain we could follow.
-    if repo.has("root.json") {
-        let current = Root::from_json(&repo.read("root.json", ROOT_JSON_MAX_BYTES)?)?;
+    if repo.read_up_to("root.json", 0)?.is_some() {
+        let current = Root::from_json(&read_required(repo, "root.json", ROOT_JSON_MAX_BYTES)?)?;
         if current.version > trusted.version {
             return Err(Error::RootRotation(RootRotationError::ChainBroken {
                 current: current.version,
@@ -268,8 +285,26 @@ pub fn check_release(
     device: &Device,
     now: SystemTime,
 ) -> Result<Checked> {
+    let lock = state_dir.lock()?;
+    let checked = verify_latest(repo, product, state_dir, &lock, device, now)?;
+    accept(state_dir, &lock, &checked)?;
+    Ok(checked)
+}
+
+/// Verifies the latest release of `product` for `device`, read from `repo`, with
+/// every check of [`check_release`], but without raising the stored counters: an
+/// updater calls [`accept`] once the new image is installed. Root rotations are
+/// stored as they are followed. The caller holds the state directory's lock.
+pub fn verify_latest(
+    repo: &dyn Source,
+    product: &str,
+    state_dir: &StateDir,
+    lock: &StateLock,
+    device: &Device,
+    now: SystemTime,
+) -> Result<Checked> {
     check_name(product)?;
-    let _lock = state_dir.lock()?;
+    debug_assert_eq!(lock.dir, state_dir.dir);
     let mut state = state_dir.state()?;
     let root = update_root(repo, state_dir, &mut state, now)?;
     let (channel, entry) = load_channel(repo, &root, product, &state, now)?;
@@ -281,26 +316,35 @@ pub fn check_release(
         });
     }
     let plan = plan_for(&release, device)?;
-    state.highest_counter = state.highest_counter.max(release.counter);
-    state.channel_version = state.channel_version.max(channel.version);
-    state_dir.save(&state)?;
     Ok(Checked {
         release,
         plan,
         root_version: root.version,
+        channel_version: channel.version,
+        root,
     })
+}
+
+/// Raises the stored release counter and channel version to those of a verified
+/// release (never lowers them). The caller holds the state directory's lock.
+pub fn accept(state_dir: &StateDir, lock: &StateLock, checked: &Checked) -> Result<()> {
+    debug_assert_eq!(lock.dir, state_dir.dir);
+    let mut state = state_dir.state()?;
+    state.highest_counter = state.highest_counter.max(checked.release.counter);
+    state.channel_version = state.channel_version.max(checked.channel_version);
+    state_dir.save(&state)
 }
 
 /// The product's channel, verified under `root`, not expired and not older than the
 /// state; and its newest entry, not below the highest counter accepted.
 fn load_channel(
-    repo: &Repo,
+    repo: &dyn Source,
     root: &Root,
     product: &str,
     state: &State,
     now: SystemTime,
 ) -> Result<(Channel, ChannelEntry)> {
-    let (cbytes, csigs) = repo.get_signed(&Repo::channel_rel(product), CHANNEL_JSON_MAX_BYTES)?;
+    let (cbytes, csigs) = read_signed(repo, &Repo::channel_rel(product), CHANNEL_JSON_MAX_BYTES)?;
     let channel = verify_channel(root, product, &cbytes, &csigs, now)?;
     if channel.version < state.channel_version {
         return Err(Error::Rollback {
@@ -391,7 +435,7 @@ fn check_hash(what: &str, expected: Digest, found: Digest) -> Result<()> {
 /// The release a channel entry names: read no further than the channel signs (and
 /// one byte, to notice more), then [`verify_release`] against the entry.
 fn load_release(
-    repo: &Repo,
+    repo: &dyn Source,
     root: &Root,
     product: &str,
     entry: ChannelEntry,
@@ -405,12 +449,11 @@ fn load_release(
             },
         });
     }
-    let rbytes = read_up_to(
-        repo.open(&entry.path)?,
-        &repo.path(&entry.path),
-        entry.length,
-    )?;
-    let rsigs = repo.get_signatures(&entry.path)?;
+    check_rel(&entry.path)?;
+    let rbytes = repo
+        .read_up_to(&entry.path, entry.length)?
+        .ok_or_else(|| missing_file(&entry.path))?;
+    let rsigs = read_signatures(repo, &entry.path)?;
     let id = ReleaseId {
         product: product.into(),
         version: entry.version.clone(),
@@ -496,6 +539,13 @@ fn plan_for(release: &Release, device: &Device) -> Result<Plan> {
         .iter()
         .find(|b| b.blake3 == device.image_blake3)
         .map_or(Plan::Full, |base| Plan::Patch(base.clone())))
+}
+
+fn missing_file(rel: &str) -> Error {
+    io_err("reading", Path::new(rel))(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        "the repository has no such file",
+    ))
 }
 
 /// Checks that an object file is the one the signed metadata names: its path must be

@@ -30,6 +30,16 @@ pub enum Error {
         /// The time of the check.
         now: String,
     },
+    /// A network source could not give a file; the transport's error is inside
+    /// (the mirror crate's `UpstreamError` for HTTP).
+    #[error("fetching {path}: {source}")]
+    Fetch {
+        /// The file.
+        path: String,
+        /// The transport's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The release is not for this hardware.
     #[error("release is for hardware {supported:?}, not {hardware}")]
     WrongHardware {

@@ -25,6 +25,7 @@ pub mod limits;
 pub mod model;
 pub mod notice;
 pub mod repo;
+pub mod source;
 pub mod trust;
 
 pub use error::{
