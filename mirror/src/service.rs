@@ -158,7 +158,8 @@ impl Service {
             Some(r) => r,
             None => {
                 let second = Duration::from_secs(1);
-                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + second, second);
+                let mut tick =
+                    tokio::time::interval_at(tokio::time::Instant::now() + second, second);
                 loop {
                     tokio::select! {
                         r = &mut answer => break r,
