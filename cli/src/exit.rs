@@ -15,6 +15,8 @@ pub const WRONG_BASE: u8 = 5;
 pub const LIMIT: u8 = 6;
 /// A key could not be read or decrypted.
 pub const KEY: u8 = 7;
+/// update: no mirror could be reached (or none had the object whole).
+pub const NO_MIRROR: u8 = 20;
 /// check-release: rollback (a lower release counter or channel version).
 pub const ROLLBACK: u8 = 10;
 /// check-release: freeze (an expired channel, release or root).
@@ -67,19 +69,36 @@ fn release(c: deltaward_release::ErrorClass) -> Option<u8> {
 /// Maps an error chain to the documented exit code: the first error in the whole
 /// chain whose class has a code of its own; [`FAILURE`] otherwise.
 pub fn code(e: &anyhow::Error) -> u8 {
-    e.chain()
-        .find_map(|cause| {
-            if let Some(err) = cause.downcast_ref::<deltaward_release::Error>() {
-                return release(err.class());
-            }
-            if let Some(err) = cause.downcast_ref::<deltaward_engine::Error>() {
-                return engine(err.class());
-            }
-            cause
-                .downcast_ref::<deltaward_engine::KeyError>()
-                .map(|_| KEY)
-        })
+    e.chain().find_map(own_code).unwrap_or(FAILURE)
+}
+
+/// [`code`] for a plain error and its sources.
+pub fn code_of(e: &(dyn std::error::Error + 'static)) -> u8 {
+    std::iter::successors(Some(e), |e| e.source())
+        .find_map(own_code)
         .unwrap_or(FAILURE)
+}
+
+/// The code of this one error, if its class has one.
+fn own_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
+    if let Some(err) = cause.downcast_ref::<deltaward_release::Error>() {
+        return release(err.class());
+    }
+    if let Some(err) = cause.downcast_ref::<deltaward_engine::Error>() {
+        return engine(err.class());
+    }
+    if let Some(err) = cause.downcast_ref::<deltaward_mirror::Error>() {
+        // Its transparent variants hide the inner error from the source chain.
+        return match err {
+            deltaward_mirror::Error::NoMirror { .. } => Some(NO_MIRROR),
+            deltaward_mirror::Error::Release(e) => release(e.class()),
+            deltaward_mirror::Error::Engine(e) => engine(e.class()),
+            _ => None,
+        };
+    }
+    cause
+        .downcast_ref::<deltaward_engine::KeyError>()
+        .map(|_| KEY)
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
             let back = match &route {
                 Route::Health => "/healthz".to_owned(),
                 Route::Metrics => "/metrics".to_owned(),
+                Route::Reports => "/v1/reports".to_owned(),
                 Route::Object(d) => format!("/objects/{d}"),
                 Route::Document { doc, sig } => {
                     format!("/{}{}", doc.rel(), if *sig { ".minisig" } else { "" })

@@ -231,6 +231,7 @@ impl Docs {
             let parsed = match &doc {
                 Doc::RootVersion(_) => Root::from_json(env.doc.as_bytes()).map(Parsed::Root),
                 Doc::Channel(p) => verify_channel(&self.root(), p, env.doc.as_bytes(), &sig, now)
+                    .map(|(c, _)| c)
                     .map(Parsed::Channel),
                 Doc::Release(p, v) => self
                     .check_release(p, v, env.doc.as_bytes(), &sig, now)
@@ -278,7 +279,7 @@ impl Docs {
             version: version.to_owned(),
             counter: entry.as_ref().map_or(0, |e| e.counter),
         };
-        verify_release(&root, &id, entry.as_ref(), bytes, sigs, now)
+        verify_release(&root, &id, entry.as_ref(), bytes, sigs, now).map(|(r, _)| r)
     }
 
     fn cached(&self, doc: &Doc) -> Option<Arc<Entry>> {
@@ -597,7 +598,7 @@ impl Docs {
         let sig = self.fetch_sig(&rel).await?;
         let now = SystemTime::now();
         let verified = match verify_channel(&self.root(), product, &got.body, &text(&sig), now) {
-            Ok(c) => c,
+            Ok((c, _)) => c,
             // Signed by keys of a newer root? Follow rotations once and try again.
             Err(first) => {
                 let before = self.root().version;
@@ -605,7 +606,7 @@ impl Docs {
                 if self.root().version == before {
                     return Err(first.into());
                 }
-                verify_channel(&self.root(), product, &got.body, &text(&sig), now)?
+                verify_channel(&self.root(), product, &got.body, &text(&sig), now)?.0
             }
         };
         if let Some(Parsed::Channel(old)) = cached.map(|c| &c.parsed) {

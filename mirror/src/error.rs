@@ -47,6 +47,15 @@ pub enum Error {
     /// A file operation of the engine (atomic writes, locks, maps).
     #[error(transparent)]
     Engine(#[from] deltaward_engine::Error),
+    /// No mirror could be reached (or none had the object whole).
+    #[error("no mirror reachable: {}", tried.join("; "))]
+    NoMirror {
+        /// Each mirror and what went wrong.
+        tried: Vec<String>,
+    },
+    /// A delivery report that is not one.
+    #[error("not a delivery report: {0}")]
+    Report(String),
     /// Another process holds the cache directory.
     #[error("the cache {} is in use by another deltaward process (its lock {} is held)", dir.display(), lock.display())]
     CacheBusy {

@@ -239,6 +239,16 @@ impl Batcher {
             .flatten()
     }
 
+    /// Bytes held.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// The rest.
     pub fn take(&mut self) -> Option<Bytes> {
         self.last = Instant::now();

@@ -43,12 +43,14 @@ pub mod fill;
 pub mod metrics;
 pub mod mirror;
 pub mod origin;
+pub mod report;
 pub mod respond;
 pub mod route;
 pub mod server;
 pub mod service;
 pub mod sync;
 mod tls;
+pub mod update;
 pub mod upstream;
 
 pub use access::AccessLog;

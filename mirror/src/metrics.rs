@@ -44,6 +44,8 @@ pub struct Metrics {
     pub refused_connections: Counter,
     /// Requests refused by the per-client rate limit.
     pub rate_limited: Counter,
+    /// Delivery reports stored.
+    pub reports: Counter,
 }
 
 impl Default for Metrics {
@@ -65,6 +67,7 @@ impl Default for Metrics {
             open_connections: Gauge::default(),
             refused_connections: Counter::default(),
             rate_limited: Counter::default(),
+            reports: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -143,6 +146,7 @@ impl Default for Metrics {
             "Requests refused by the per-client rate limit",
             m.rate_limited.clone(),
         );
+        r.register("reports", "Delivery reports stored", m.reports.clone());
         Self { registry, ..m }
     }
 }

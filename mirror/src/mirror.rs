@@ -76,6 +76,28 @@ impl Mirror {
         })
     }
 
+    /// Stores a device's report (already parsed) as `reports/<blake3>.json` in the
+    /// cache directory: temporary file, fsync, rename; a report already stored is
+    /// not written again. Returns the file name.
+    pub fn store_report(&self, bytes: &[u8]) -> Result<String> {
+        let dir = self._cache.dir().join("reports");
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            action: "creating",
+            path: dir.clone(),
+            source,
+        })?;
+        let name = format!("{}.json", Digest::of(bytes));
+        let path = dir.join(&name);
+        // The same report twice (a retry whose answer was lost): stored once.
+        if let Err(e) = deltaward_engine::write_new_file(&path, bytes) {
+            if !path.exists() {
+                return Err(e.into());
+            }
+        }
+        tracing::info!("stored report {name}");
+        Ok(name)
+    }
+
     /// The upstream.
     pub fn upstream(&self) -> &Upstream {
         &self.upstream

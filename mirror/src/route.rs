@@ -17,6 +17,8 @@ pub enum Route {
     Health,
     /// `/metrics` (Prometheus text).
     Metrics,
+    /// `/v1/reports`: devices POST their delivery reports.
+    Reports,
     /// A signed document, or its `.minisig` when `sig`.
     Document {
         /// Which document.
@@ -71,6 +73,7 @@ impl Route {
         let doc = match (parts.as_slice(), last) {
             (["healthz"], _) if !sig => return Some(Self::Health),
             (["metrics"], _) if !sig => return Some(Self::Metrics),
+            (["v1", "reports"], _) if !sig => return Some(Self::Reports),
             (["objects", name], _) if !sig => {
                 // Lower-case hex only: one spelling per object.
                 if name.bytes().any(|b| b.is_ascii_uppercase()) {

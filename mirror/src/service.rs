@@ -28,6 +28,7 @@ use crate::{
     metrics::Metrics,
     mirror::{Mirror, ObjectAnswer},
     origin::Origin,
+    report::REPORT_MAX_BYTES,
     respond::{self, empty, representation, set_len, text, Body, Content, IMMUTABLE},
     route::{Doc, Route},
 };
@@ -151,7 +152,8 @@ impl Service {
             took: Duration::ZERO,
             complete: false,
         };
-        let answer = self.answer(&req, conn);
+        let head = req.method() == Method::HEAD;
+        let answer = self.answer(req, conn);
         tokio::pin!(answer);
         // Most answers (cached objects, documents) are ready at once: no timer then.
         let (kind, mut resp) = match futures_util::FutureExt::now_or_never(&mut answer) {
@@ -169,7 +171,7 @@ impl Service {
             }
         };
         self.metrics.request(kind, resp.status().as_u16());
-        let expected = if req.method() == Method::HEAD {
+        let expected = if head {
             0
         } else {
             resp.headers()
@@ -193,7 +195,7 @@ impl Service {
         resp
     }
 
-    async fn answer(&self, req: &Request<Incoming>, conn: &Conn) -> (&'static str, Response<Body>) {
+    async fn answer(&self, req: Request<Incoming>, conn: &Conn) -> (&'static str, Response<Body>) {
         if self.limiter.check_key(&conn.peer.ip()).is_err() {
             self.metrics.rate_limited.inc();
             let mut r = text(
@@ -204,16 +206,24 @@ impl Service {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return ("other", r);
         }
-        let method = req.method();
-        if method != Method::GET && method != Method::HEAD {
-            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return ("other", r);
-        }
         let Some(route) = Route::parse(req.uri().path()) else {
             return ("other", text(StatusCode::NOT_FOUND, "not found"));
         };
+        let method = req.method();
+        let (allowed, allow) = match route {
+            Route::Reports => (method == Method::POST, "POST"),
+            _ => (method == Method::GET || method == Method::HEAD, "GET, HEAD"),
+        };
+        if !allowed {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, format!("only {allow}"));
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+            return ("other", r);
+        }
+        if route == Route::Reports {
+            return ("report", self.report(req).await);
+        }
+        let req = &req;
         match route {
             Route::Health => ("health", self.health()),
             Route::Metrics => {
@@ -224,8 +234,46 @@ impl Service {
                 );
                 ("metrics", r)
             }
+            Route::Reports => ("other", text(StatusCode::NOT_FOUND, "not found")),
             Route::Document { doc, sig } => ("document", self.document(req, &doc, sig).await),
             Route::Object(d) => ("object", self.object(req, &d, conn).await),
+        }
+    }
+
+    /// A device's delivery report: at most [`REPORT_MAX_BYTES`] of JSON in the report
+    /// schema, stored durably in the mirror's cache (`reports/<blake3>.json`; the
+    /// same report twice is stored once).
+    async fn report(&self, req: Request<Incoming>) -> Response<Body> {
+        let Mode::Mirror(m) = &self.mode else {
+            return text(
+                StatusCode::NOT_FOUND,
+                "reports go to a mirror, not an origin",
+            );
+        };
+        let body = http_body_util::Limited::new(req.into_body(), REPORT_MAX_BYTES);
+        let bytes = match http_body_util::BodyExt::collect(body).await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("a report is at most {REPORT_MAX_BYTES} bytes: {e}"),
+                )
+            }
+        };
+        if let Err(e) = crate::report::parse(&bytes) {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("not a delivery report: {e}"),
+            );
+        }
+        let m = m.clone();
+        match tokio::task::spawn_blocking(move || m.store_report(&bytes)).await {
+            Ok(Ok(name)) => {
+                self.metrics.reports.inc();
+                respond::json(StatusCode::CREATED, &serde_json::json!({ "stored": name }))
+            }
+            Ok(Err(e)) => error_response(&e),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         }
     }
 

@@ -11,7 +11,7 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use http::{header, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::{
@@ -30,7 +30,7 @@ use crate::{
 #[derive(Debug)]
 pub struct Upstream {
     base: String,
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     rate: Option<RateLimit>,
     timeout: Duration,
     tries: u32,
@@ -136,6 +136,7 @@ impl Upstream {
         url: &str,
         method: http::Method,
         headers: &[(header::HeaderName, String)],
+        body: Bytes,
     ) -> std::result::Result<http::Response<Incoming>, UpstreamError> {
         let mut req = Request::builder().method(method).uri(url);
         for (k, v) in headers {
@@ -145,7 +146,7 @@ impl Upstream {
             header::USER_AGENT,
             concat!("deltaward-mirror/", env!("CARGO_PKG_VERSION")),
         );
-        let req = req.body(Empty::new()).map_err(|e| UpstreamError::Url {
+        let req = req.body(Full::new(body)).map_err(|e| UpstreamError::Url {
             url: url.to_owned(),
             reason: e.to_string(),
         })?;
@@ -229,7 +230,9 @@ impl Upstream {
             .map(|e| (header::IF_NONE_MATCH, e.to_owned()))
             .into_iter()
             .collect();
-        let r = self.send(&url, http::Method::GET, &headers).await?;
+        let r = self
+            .send(&url, http::Method::GET, &headers, Bytes::new())
+            .await?;
         let status = r.status();
         let etag = r
             .headers()
@@ -271,6 +274,18 @@ impl Upstream {
         })
     }
 
+    /// POSTs a JSON document to `rel` (one try); the status answered.
+    pub async fn post_json(
+        &self,
+        rel: &str,
+        body: Bytes,
+    ) -> std::result::Result<StatusCode, UpstreamError> {
+        let url = self.url(rel);
+        let headers = [(header::CONTENT_TYPE, "application/json".to_owned())];
+        let r = self.send(&url, http::Method::POST, &headers, body).await?;
+        Ok(r.status())
+    }
+
     /// Opens a download of `rel` from byte `from` (one try; the caller resumes).
     pub async fn open(&self, rel: &str, from: u64) -> std::result::Result<Opened, UpstreamError> {
         let url = self.url(rel);
@@ -278,7 +293,9 @@ impl Upstream {
             .then(|| (header::RANGE, format!("bytes={from}-")))
             .into_iter()
             .collect();
-        let r = self.send(&url, http::Method::GET, &headers).await?;
+        let r = self
+            .send(&url, http::Method::GET, &headers, Bytes::new())
+            .await?;
         match r.status() {
             StatusCode::OK => Ok(Opened {
                 total: content_length(r.headers()),

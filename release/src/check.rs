@@ -32,7 +32,7 @@ use crate::{
     },
     model::*,
     repo::{check_name, check_object_path, check_rel, parse_time, read_capped, timestamp, Repo},
-    source::{read_required, read_signatures, read_signed, Source},
+    source::{read_optional, read_signatures, read_signed, Source},
     trust::{rotation_revokes, verify_document, verify_rotation, RoleName},
 };
 
@@ -104,6 +104,10 @@ pub struct Checked {
     pub channel_version: u64,
     /// The trusted root after the check.
     pub root: Root,
+    /// Ids of the keys whose signatures on channel.json verified.
+    pub channel_signers: Vec<String>,
+    /// Ids of the keys whose signatures on release.json verified.
+    pub release_signers: Vec<String>,
 }
 
 /// The lock file of a state directory (see [`StateDir::lock`]).
@@ -234,17 +238,9 @@ fn update_root(
     let mut trusted = state_dir.root()?;
     while let Some(next) = trusted.version.checked_add(1) {
         let rel = Repo::root_rel(next);
-        let Some(bytes) = repo.read_up_to(&rel, ROOT_JSON_MAX_BYTES)? else {
+        let Some(bytes) = read_optional(repo, &rel, ROOT_JSON_MAX_BYTES)? else {
             break;
         };
-        if bytes.len() as u64 > ROOT_JSON_MAX_BYTES {
-            return Err(Error::Limit {
-                file: rel,
-                limit: LimitError::TooLarge {
-                    max: ROOT_JSON_MAX_BYTES,
-                },
-            });
-        }
         let sigs = read_signatures(repo, &rel)?;
         let new = verify_rotation(&trusted, &bytes, &sigs)?;
         let mut reset = false;
@@ -263,8 +259,8 @@ fn update_root(
         trusted = new;
     }
     // The repository's current root may not be newer than the chain we could follow.
-    if repo.read_up_to("root.json", 0)?.is_some() {
-        let current = Root::from_json(&read_required(repo, "root.json", ROOT_JSON_MAX_BYTES)?)?;
+    if let Some(current) = read_optional(repo, "root.json", ROOT_JSON_MAX_BYTES)? {
+        let current = Root::from_json(&current)?;
         if current.version > trusted.version {
             return Err(Error::RootRotation(RootRotationError::ChainBroken {
                 current: current.version,
@@ -307,8 +303,8 @@ pub fn verify_latest(
     debug_assert_eq!(lock.dir, state_dir.dir);
     let mut state = state_dir.state()?;
     let root = update_root(repo, state_dir, &mut state, now)?;
-    let (channel, entry) = load_channel(repo, &root, product, &state, now)?;
-    let release = load_release(repo, &root, product, entry, now)?;
+    let (channel, entry, channel_signers) = load_channel(repo, &root, product, &state, now)?;
+    let (release, release_signers) = load_release(repo, &root, product, entry, now)?;
     if !release.hardware_ids.contains(&device.hardware_id) {
         return Err(Error::WrongHardware {
             hardware: device.hardware_id.clone(),
@@ -322,6 +318,8 @@ pub fn verify_latest(
         root_version: root.version,
         channel_version: channel.version,
         root,
+        channel_signers,
+        release_signers,
     })
 }
 
@@ -343,9 +341,9 @@ fn load_channel(
     product: &str,
     state: &State,
     now: SystemTime,
-) -> Result<(Channel, ChannelEntry)> {
+) -> Result<(Channel, ChannelEntry, Vec<String>)> {
     let (cbytes, csigs) = read_signed(repo, &Repo::channel_rel(product), CHANNEL_JSON_MAX_BYTES)?;
-    let channel = verify_channel(root, product, &cbytes, &csigs, now)?;
+    let (channel, signers) = verify_channel(root, product, &cbytes, &csigs, now)?;
     if channel.version < state.channel_version {
         return Err(Error::Rollback {
             what: "channel version",
@@ -361,21 +359,22 @@ fn load_channel(
             highest: state.highest_counter,
         });
     }
-    Ok((channel, entry))
+    Ok((channel, entry, signers))
 }
 
 /// Verifies `channel.json` of `product` (its bytes and `.minisig` text) under `root`:
 /// the channel role's signatures and threshold, the product it names, its expiry.
-/// Rollback against a remembered version is the caller's check.
+/// Rollback against a remembered version is the caller's check. Returns the channel
+/// and the ids of the keys whose signatures verified.
 pub fn verify_channel(
     root: &Root,
     product: &str,
     bytes: &[u8],
     sigs: &str,
     now: SystemTime,
-) -> Result<Channel> {
+) -> Result<(Channel, Vec<String>)> {
     let channel = Channel::from_json(bytes)?;
-    verify_document(
+    let signers = verify_document(
         root,
         RoleName::Channel,
         "channel.json",
@@ -393,7 +392,7 @@ pub fn verify_channel(
         });
     }
     not_expired("channel.json", &channel.expires, now)?;
-    Ok(channel)
+    Ok((channel, signers))
 }
 
 /// The channel's newest entry (highest counter).
@@ -440,7 +439,7 @@ fn load_release(
     product: &str,
     entry: ChannelEntry,
     now: SystemTime,
-) -> Result<Release> {
+) -> Result<(Release, Vec<String>)> {
     if entry.length > RELEASE_JSON_MAX_BYTES {
         return Err(Error::Limit {
             file: entry.path,
@@ -466,7 +465,8 @@ fn load_release(
 /// and hash its channel entry signs (when the caller has the entry), the release
 /// role's signatures and threshold, that it is the release `id` names (a `counter`
 /// of 0 in `id` matches any counter), its expiry, and that its objects are named
-/// `objects/<blake3>`.
+/// `objects/<blake3>`. Returns the release and the ids of the keys whose signatures
+/// verified.
 pub fn verify_release(
     root: &Root,
     id: &ReleaseId,
@@ -474,13 +474,13 @@ pub fn verify_release(
     bytes: &[u8],
     sigs: &str,
     now: SystemTime,
-) -> Result<Release> {
+) -> Result<(Release, Vec<String>)> {
     if let Some(entry) = entry {
         check_length(&entry.path, entry.length, bytes.len() as u64)?;
         check_hash(&entry.path, entry.blake3, Digest::of(bytes))?;
     }
     let release = Release::from_json(bytes)?;
-    verify_document(
+    let signers = verify_document(
         root,
         RoleName::Release,
         "release.json",
@@ -513,7 +513,7 @@ pub fn verify_release(
     {
         check_object_path(object)?;
     }
-    Ok(release)
+    Ok((release, signers))
 }
 
 /// What the device should install: nothing when it runs the target, the patch for

@@ -325,6 +325,17 @@ pub enum InvalidError {
     /// Not valid JSON for its type (including unknown fields).
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    /// A full image compressed in a way this version cannot decode, or with a window
+    /// above the cap.
+    #[error("full image compression {compression:?} with window log {window_log} (this version decodes zstd up to window log {max})")]
+    Compression {
+        /// The compression named.
+        compression: String,
+        /// Its window log.
+        window_log: u32,
+        /// The largest window log decoded.
+        max: u32,
+    },
     /// Not valid TOML for release notes.
     #[error(transparent)]
     Toml(#[from] toml::de::Error),

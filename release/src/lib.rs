@@ -21,6 +21,7 @@
 
 pub mod check;
 pub mod error;
+pub mod install;
 pub mod limits;
 pub mod model;
 pub mod notice;

@@ -571,7 +571,7 @@ pub fn load_channel(repo: &Repo, product: &str) -> Result<Option<Channel>> {
         )
     };
     match verify(&newest) {
-        Ok(()) => Ok(Some(channel)),
+        Ok(_) => Ok(Some(channel)),
         Err(_) if older.iter().rev().any(|r| verify(r).is_ok()) => Ok(Some(channel)),
         Err(e) => Err(refused(e)),
     }

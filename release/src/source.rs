@@ -30,14 +30,21 @@ impl Source for Repo {
 
 /// The file at `rel`, which must exist and be at most `max` bytes.
 pub(crate) fn read_required(src: &dyn Source, rel: &str, max: u64) -> Result<Vec<u8>> {
-    let b = src.read_up_to(rel, max)?.ok_or_else(|| missing(rel))?;
+    read_optional(src, rel, max)?.ok_or_else(|| missing(rel))
+}
+
+/// The file at `rel` if the repository has it; at most `max` bytes.
+pub(crate) fn read_optional(src: &dyn Source, rel: &str, max: u64) -> Result<Option<Vec<u8>>> {
+    let Some(b) = src.read_up_to(rel, max)? else {
+        return Ok(None);
+    };
     if b.len() as u64 > max {
         return Err(Error::Limit {
             file: rel.to_owned(),
             limit: LimitError::TooLarge { max },
         });
     }
-    Ok(b)
+    Ok(Some(b))
 }
 
 /// A document (at most `max` bytes) and its `.minisig` text.

@@ -289,7 +289,8 @@ fn verify_block(block: &Block<'_>, public: &str, hash: &[u8]) -> Result<String, 
 /// Verifies `bytes` against its `.minisig` text for `role` under `root`, requiring
 /// the role's threshold of valid signatures from distinct Ed25519 keys the role lists
 /// (a key listed under two ids counts once), each with the trusted comment for `file`
-/// at `version`. The document is hashed once for all its blocks.
+/// at `version`. The document is hashed once for all its blocks. Returns the ids of
+/// the keys whose signatures verified.
 pub fn verify_document(
     root: &Root,
     role: RoleName,
@@ -297,10 +298,11 @@ pub fn verify_document(
     version: u64,
     bytes: &[u8],
     sigs: &str,
-) -> Result<()> {
+) -> Result<Vec<String>> {
     let def = role.of(root);
     let expected = comment(role, file, version);
     let mut valid: BTreeSet<[u8; 32]> = BTreeSet::new();
+    let mut signers = Vec::new();
     let mut unknown = None;
     let mut hash = None;
     for block in blocks(file, sigs)? {
@@ -345,6 +347,7 @@ pub fn verify_document(
         match verify_block(&block, public, hash) {
             Ok(found) if found == expected => {
                 valid.insert(key);
+                signers.push(block.key_id);
             }
             Ok(found) => {
                 return Err(Error::Comment {
@@ -358,7 +361,7 @@ pub fn verify_document(
         }
     }
     if valid.len() >= def.threshold as usize && def.threshold > 0 {
-        return Ok(());
+        return Ok(signers);
     }
     match unknown {
         Some(key_id) if valid.is_empty() => Err(Error::UnknownKey {

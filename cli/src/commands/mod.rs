@@ -11,6 +11,7 @@ pub mod mirror;
 pub mod notice;
 pub mod release;
 pub mod root;
+pub mod update;
 pub mod verify;
 
 use anyhow::Result;
@@ -39,6 +40,8 @@ pub enum Command {
     CheckRelease(check_release::CheckArgs),
     /// Render the update notice of a release.json for operators.
     Notice(notice::NoticeArgs),
+    /// Update this device's image through the site's mirrors, and report the delivery.
+    Update(update::UpdateArgs),
     /// Serve a repository or a verified caching mirror of one; prefetch with `sync`.
     #[command(subcommand)]
     Mirror(mirror::MirrorCmd),
@@ -60,6 +63,7 @@ impl Command {
             Self::CheckRelease(a) => check_release::run(a),
             Self::Notice(a) => notice::run(a),
             Self::Mirror(c) => mirror::run(c),
+            Self::Update(a) => update::run(a),
             Self::Demo(a) => demo::run(a),
         }
     }

@@ -1,0 +1,172 @@
+//! The delivery report a device sends after every update attempt (installed, up to
+//! date, refused or failed), and the mirror stores: the delivery record of IEC
+//! 81001-5-1 6.3.3. Its schema is `docs/report.schema.json`; `docs/REPORTS.md`
+//! describes each field.
+
+use serde::{Deserialize, Serialize};
+
+/// `_type` of a report.
+pub const REPORT_TYPE: &str = "deltaward-delivery-report";
+
+/// Largest report the mirror accepts.
+pub const REPORT_MAX_BYTES: usize = 64 << 10;
+
+/// One update attempt, as reported.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// Always [`REPORT_TYPE`].
+    #[serde(rename = "_type")]
+    pub kind: String,
+    /// 1.
+    pub spec_version: u32,
+    /// The device (`--device-id`, default the host name).
+    pub device_id: String,
+    /// Product.
+    pub product: String,
+    /// Hardware id.
+    pub hardware_id: String,
+    /// When the attempt started (RFC 3339).
+    pub started: String,
+    /// When it ended (RFC 3339).
+    pub finished: String,
+    /// The image the device ran.
+    pub from: Image,
+    /// The release offered, once verified.
+    pub to: Option<Image>,
+    /// The object downloaded, if any.
+    pub object: Option<ObjectUsed>,
+    /// The mirror that answered.
+    pub mirror: Option<String>,
+    /// Version of the trusted root after the check.
+    pub root_version: Option<u64>,
+    /// Ids of the keys whose signatures verified, by document.
+    pub key_ids: KeyIds,
+    /// Every check made, in order, with its result.
+    pub checks: Vec<Check>,
+    /// Bytes downloaded in this attempt (documents and object).
+    pub bytes_downloaded: u64,
+    /// Time spent per phase, in milliseconds.
+    pub durations_ms: Durations,
+    /// `installed`, `up_to_date`, `refused` or `failed`.
+    pub outcome: Outcome,
+    /// Why it was refused or failed.
+    pub reason: Option<String>,
+    /// The exit code `deltaward update` gave.
+    pub exit_code: u8,
+}
+
+/// An image: version (when known), length, BLAKE3.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    /// Version, when known.
+    pub version: Option<String>,
+    /// Release counter (for a release).
+    pub counter: Option<u64>,
+    /// Length in bytes.
+    pub length: u64,
+    /// BLAKE3, hex.
+    pub blake3: String,
+}
+
+/// The object an update used.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectUsed {
+    /// `patch` or `full_image`.
+    pub kind: String,
+    /// For a patch, the base version.
+    pub base_version: Option<String>,
+    /// BLAKE3, hex (its name).
+    pub blake3: String,
+    /// Length in bytes.
+    pub length: u64,
+}
+
+/// Key ids whose signatures were verified.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyIds {
+    /// On `channel.json`.
+    pub channel: Vec<String>,
+    /// On `release.json`.
+    pub release: Vec<String>,
+    /// On the patch's manifest.
+    pub patch: Option<String>,
+}
+
+/// One check and its result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    /// What was checked.
+    pub check: String,
+    /// `passed` or `failed`.
+    pub result: String,
+    /// What was found.
+    pub detail: String,
+}
+
+impl Check {
+    /// A passed check.
+    pub fn passed(check: &str, detail: impl Into<String>) -> Self {
+        Self {
+            check: check.to_owned(),
+            result: "passed".to_owned(),
+            detail: detail.into(),
+        }
+    }
+
+    /// A failed check.
+    pub fn failed(check: &str, detail: impl Into<String>) -> Self {
+        Self {
+            check: check.to_owned(),
+            result: "failed".to_owned(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Milliseconds per phase.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Durations {
+    /// Hashing the current image.
+    pub hash: u64,
+    /// Fetching and verifying the documents.
+    pub check: u64,
+    /// Downloading the object.
+    pub download: u64,
+    /// Applying the patch or writing the full image.
+    pub apply: u64,
+    /// The whole attempt.
+    pub total: u64,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The new image was written and verified.
+    Installed,
+    /// The device already runs the newest release.
+    UpToDate,
+    /// A check refused the update.
+    Refused,
+    /// Something else went wrong (no mirror, disk, corrupt patch).
+    #[default]
+    Failed,
+}
+
+/// Checks that `bytes` is a report the mirror may store: JSON of this schema.
+pub fn parse(bytes: &[u8]) -> Result<Report, String> {
+    if bytes.len() > REPORT_MAX_BYTES {
+        return Err(format!("a report is at most {REPORT_MAX_BYTES} bytes"));
+    }
+    let r: Report = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if r.kind != REPORT_TYPE || r.spec_version != 1 {
+        return Err(format!("_type must be {REPORT_TYPE} and spec_version 1"));
+    }
+    Ok(r)
+}
