@@ -480,3 +480,137 @@ fn an_update_killed_during_the_download_resumes_without_fetching_again() {
         ))
         .exists());
 }
+
+/// The kernel security update as a 600 MiB ext4 image (scripts/make-pairs.sh),
+/// released, served by an origin, relayed by a mirror, and installed by a device
+/// whose update is killed during the apply and run again.
+#[test]
+#[ignore = "needs scripts/make-pairs.sh"]
+fn kernel_ext4_through_origin_mirror_and_update_with_a_killed_apply() {
+    let (old, new) = deltaward_testkit::pair("kernel-ext4");
+    let p = Published::new(1);
+    let repo = p.fx.path("kernel-repo");
+    let k = s(&p.fx.public);
+    ok(&deltaward(&[
+        "root",
+        "--repo",
+        s(&repo),
+        "--root-pub",
+        k,
+        "--release-pub",
+        k,
+        "--channel-pub",
+        k,
+        "-s",
+        s(&p.fx.key),
+    ]));
+    let base = format!("6.1.0-old={}", s(&old));
+    ok(&deltaward(&[
+        "release",
+        "--product",
+        "pump",
+        "--version",
+        "6.1.0-new",
+        "--counter",
+        "2",
+        "--image",
+        s(&new),
+        "--base",
+        &base,
+        "--notes",
+        s(&p.notes),
+        "--repo",
+        s(&repo),
+        "-s",
+        s(&p.fx.key),
+    ]));
+    let origin = Server::origin(p.dir(), &repo);
+    let cache = p.fx.path("cache");
+    let trust = repo.join("root.json");
+    let m = Server::mirror(p.dir(), "mirror", &origin.url, &cache, &trust, &[]);
+    let state = p.fx.path("state");
+    let out = p.fx.path("new.img");
+    let args = |json: bool| {
+        let mut a = vec![
+            "update".to_owned(),
+            "--mirror".into(),
+            m.url.clone(),
+            "--product".into(),
+            "pump".into(),
+            "--hardware".into(),
+            "pump-a1".into(),
+            "--image".into(),
+            s(&old).into(),
+            "-o".into(),
+            s(&out).into(),
+            "--state".into(),
+            s(&state).into(),
+            "--init-root".into(),
+            s(&trust).into(),
+            "--current-version".into(),
+            "6.1.0-old".into(),
+        ];
+        if json {
+            a.push("--json".into());
+        }
+        a
+    };
+    let mut child = Command::new(common::bin())
+        .args(args(false))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Kill it once the apply has written part of the new image.
+    let private = p.fx.path(".new.img.deltaward");
+    let killed_in_apply = {
+        let end = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let partial = fs::read_dir(&private)
+                .map(|d| {
+                    d.flatten()
+                        .any(|e| e.metadata().is_ok_and(|m| m.len() > 64 << 20))
+                })
+                .unwrap_or(false);
+            if partial {
+                child.kill().expect("kill");
+                break true;
+            }
+            if child.try_wait().expect("wait").is_some() || std::time::Instant::now() > end {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    let _ = child.wait();
+    let served_before = m.metric("deltaward_mirror_bytes_served_total");
+    let refs: Vec<String> = args(true);
+    let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
+    let done = deltaward(&refs);
+    ok(&done);
+    let r = result(&done);
+    assert_eq!(r["outcome"], "installed", "{r}");
+    assert_eq!(r["object"]["kind"], "patch");
+    let want = fs::read(&new).expect("new");
+    assert!(
+        fs::read(&out).expect("out") == want,
+        "the output differs from the new image"
+    );
+    assert!(
+        killed_in_apply,
+        "the update ended before its apply could be killed"
+    );
+    {
+        let patch = r["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .find(|c| c["check"] == "patch")
+            .cloned();
+        let detail = patch.map(|c| c["detail"].to_string()).unwrap_or_default();
+        assert!(detail.contains("resumed after"), "{detail}");
+        // The patch was complete on disk: the rerun fetched only documents.
+        let served = m.metric("deltaward_mirror_bytes_served_total") - served_before;
+        assert!(served < 64 << 10, "{served} bytes served again");
+    }
+}
