@@ -431,7 +431,11 @@ fn error_response(e: &Error) -> Response<Body> {
         }
         _ => e.to_string(),
     };
-    tracing::warn!("answering {status}: {msg}");
+    if status.is_server_error() {
+        tracing::warn!("answering {status}: {msg}");
+    } else {
+        tracing::debug!("answering {status}: {msg}");
+    }
     text(status, msg)
 }
 

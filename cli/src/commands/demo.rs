@@ -1,6 +1,9 @@
 //! `deltaward demo`: the whole pipeline on built-in defaults. Makes a key pair and
 //! a realistic pair of firmware images, diffs, applies, verifies, shows that a
-//! tampered patch is refused, then makes and checks a signed release.
+//! tampered patch is refused, makes and checks a signed release with two bases, then
+//! runs the delivery path on loopback: an origin, a site mirror, and two devices on
+//! different base versions updating through it, with the bytes over the WAN and the
+//! LAN and every device's checks.
 
 use std::path::{Path, PathBuf};
 
@@ -151,7 +154,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
             );
         }
     }
-    release_demo(&dir, &kp, &key, &old_path, &new_path)?;
+    let older_path = dir.join("firmware-1.9.img");
+    older_version(&old_path, &older_path)?;
+    release_demo(&dir, &kp, &key, &old_path, &older_path, &new_path)?;
+    delivery_demo(&dir, &old_path, &older_path, &new_path)?;
     println!("demo complete");
     Ok(())
 }
@@ -184,12 +190,38 @@ approved = true
 instructions = "Instructions for use DP-A1, section 9: Software updates"
 "#;
 
+/// An older firmware, 1.9: the 2.0 image with a few KiB changed in every 8 MiB.
+fn older_version(old: &Path, out: &Path) -> Result<()> {
+    use std::io::{Read, Write};
+    let mut src = std::fs::File::open(old).with_context(|| format!("opening {}", old.display()))?;
+    let mut dst = deltaward_engine::AtomicFile::create(out)?;
+    let mut buf = vec![0u8; 8 << 20];
+    let mut n_block = 0u64;
+    loop {
+        let n = src
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", old.display()))?;
+        if n == 0 {
+            break;
+        }
+        let chunk = buf.get_mut(..n).unwrap_or_default();
+        for (i, b) in chunk.iter_mut().take(4096).enumerate() {
+            *b = (*b).wrapping_add((i as u64 ^ n_block) as u8 | 1);
+        }
+        dst.write_all(chunk)?;
+        n_block += 1;
+    }
+    dst.commit()?;
+    Ok(())
+}
+
 /// Steps 7-9: a signed release with root, channel and notice, checked as a device.
 fn release_demo(
     dir: &Path,
     kp: &KeyPairText,
     key: &SecretKey,
     old_path: &Path,
+    older_path: &Path,
     new_path: &Path,
 ) -> Result<()> {
     use deltaward_release::{check, model, notice, repo};
@@ -226,10 +258,16 @@ fn release_demo(
         version: "2.1".into(),
         counter: 1,
         image: new_path.to_path_buf(),
-        bases: vec![repo::BaseImage {
-            version: "2.0".into(),
-            path: old_path.to_path_buf(),
-        }],
+        bases: vec![
+            repo::BaseImage {
+                version: "2.0".into(),
+                path: old_path.to_path_buf(),
+            },
+            repo::BaseImage {
+                version: "1.9".into(),
+                path: older_path.to_path_buf(),
+            },
+        ],
         notes: repo::parse_notes(DEMO_NOTES)?,
         build: BuildOptions::default(),
         memory_limit: 4 << 30,
@@ -239,9 +277,14 @@ fn release_demo(
     let t = std::time::Instant::now();
     let release = thread_pool(None)?.install(|| repo::build_release(&r, &req, &[key], &[key]))?;
     println!(
-        "7. release demo-pump 2.1 (counter 1) in {}: patch {} bytes, full image {} bytes, release.json and channel.json signed, {:.2} s",
+        "7. release demo-pump 2.1 (counter 1) in {}: patches from {}, full image {} bytes, release.json and channel.json signed, {:.2} s",
         repo_dir.display(),
-        release.bases.first().map_or(0, |b| b.patch.length),
+        release
+            .bases
+            .iter()
+            .map(|b| format!("{} ({} bytes)", b.version, b.patch.length))
+            .collect::<Vec<_>>()
+            .join(" and "),
         release.full_image.object.length,
         t.elapsed().as_secs_f64()
     );
@@ -259,4 +302,111 @@ fn release_demo(
     print!("{}", notice::render(&release, notice::Format::Text));
     println!();
     Ok(())
+}
+
+/// Steps 10-14: the delivery path on loopback. An origin serves the repository, a
+/// site mirror (with a WAN cap) relays it, and three devices on 2.0, 1.9 and 2.0
+/// update through the mirror with `deltaward update`'s client, reporting their
+/// deliveries; the second 2.0 device's patch comes from the mirror's cache.
+fn delivery_demo(dir: &Path, old_path: &Path, older_path: &Path, new_path: &Path) -> Result<()> {
+    use deltaward_mirror::{
+        report::Outcome,
+        update::{update, Request},
+        AccessLog, Config, Metrics, Mirror, Mode, Origin, Server, Service,
+    };
+    use std::sync::Arc;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let repo_dir = dir.join("repo");
+        let mut origin_cfg = Config::default();
+        origin_cfg.listen = Some("127.0.0.1:0".into());
+        let wan = Arc::new(Metrics::default());
+        let origin = Arc::new(Service::new(
+            Mode::Origin(Origin::new(&repo_dir)?),
+            &origin_cfg.limits,
+            AccessLog::new(None)?,
+            wan.clone(),
+        ));
+        let origin_server = Server::bind(&origin_cfg, origin).await?;
+        let origin_url = origin_server.url().to_owned();
+        tokio::spawn(origin_server.run(std::future::pending()));
+
+        let mut mirror_cfg = Config::default();
+        mirror_cfg.listen = Some("127.0.0.1:0".into());
+        mirror_cfg.upstream = Some(origin_url.clone());
+        mirror_cfg.cache = Some(dir.join("mirror-cache"));
+        mirror_cfg.trust = Some(repo_dir.join("root.json"));
+        mirror_cfg.upstream_rate = Some(64 << 20);
+        let lan = Arc::new(Metrics::default());
+        let mirror = Arc::new(Mirror::open(&mirror_cfg, lan.clone())?);
+        let site = Arc::new(Service::new(
+            Mode::Mirror(mirror),
+            &mirror_cfg.limits,
+            AccessLog::new(None)?,
+            lan.clone(),
+        ));
+        let mirror_server = Server::bind(&mirror_cfg, site).await?;
+        let mirror_url = mirror_server.url().to_owned();
+        tokio::spawn(mirror_server.run(std::future::pending()));
+        println!(
+            "10. origin {origin_url} serves the repository; site mirror {mirror_url} (cache {}, WAN capped at 64 MiB/s) verifies and relays it",
+            dir.join("mirror-cache").display()
+        );
+
+        for (n, (name, version, image)) in [
+            ("pump-ward-3", "2.0", old_path),
+            ("pump-icu-1", "1.9", older_path),
+            ("pump-ward-4", "2.0", old_path),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let ddir = dir.join(name);
+            let state = deltaward_release::check::StateDir::new(&ddir.join("state"));
+            std::fs::create_dir_all(&ddir)?;
+            state.init(&std::fs::read(repo_dir.join("root.json"))?)?;
+            let mut req = Request::new(
+                vec![mirror_url.clone()],
+                "demo-pump",
+                "demo-pump-a1",
+                image,
+                &ddir.join("firmware.img"),
+                state.dir(),
+            );
+            req.current_version = Some(version.into());
+            req.device_id = name.into();
+            req.exit_code = Some(crate::exit::code_of);
+            let (report, result) = update(&req, &|_| {}).await;
+            result.with_context(|| format!("updating {name}"))?;
+            anyhow::ensure!(report.outcome == Outcome::Installed, "{name}: {:?}", report.outcome);
+            let same = std::fs::read(&req.output)? == std::fs::read(new_path)?;
+            anyhow::ensure!(same, "{name}: the new image differs");
+            let object = report.object.as_ref().map_or(String::new(), |o| {
+                format!("{} from {} ({} bytes)", o.kind.replace('_', " "), o.base_version.as_deref().unwrap_or("-"), o.length)
+            });
+            println!(
+                "{}. device {name} on {version}: installed 2.1 with the {object}, {} bytes over the LAN, {:.2} s, report delivered to the mirror{}",
+                11 + n,
+                report.bytes_downloaded,
+                report.durations_ms.total as f64 / 1000.0,
+                if n == 0 { "; its checks:" } else { "" }
+            );
+            if n == 0 {
+                for c in &report.checks {
+                    println!("      {} {}: {}", c.result, c.check, c.detail);
+                }
+            }
+        }
+        println!(
+            "14. bytes over the WAN (origin to mirror): {}; over the LAN (mirror to devices): {}; objects served from the mirror's cache: {}; delivery reports stored by the mirror: {}",
+            wan.bytes_served.get(),
+            lan.bytes_served.get(),
+            lan.cache_hits.get(),
+            lan.reports.get()
+        );
+        anyhow::Ok(())
+    })
 }
