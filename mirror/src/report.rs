@@ -170,3 +170,68 @@ pub fn parse(bytes: &[u8]) -> Result<Report, String> {
     }
     Ok(r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/report.schema.json names every field a report has, and no other.
+    #[test]
+    fn the_schema_is_current() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../docs/report.schema.json")).expect("schema");
+        let mut required: Vec<&str> = schema["required"]
+            .as_array()
+            .expect("required")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let report = serde_json::to_value(Report::default()).expect("report");
+        let mut fields: Vec<&str> = report
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        required.sort_unstable();
+        fields.sort_unstable();
+        assert_eq!(required, fields);
+        for (def, value) in [
+            ("key_ids", serde_json::to_value(KeyIds::default())),
+            ("durations_ms", serde_json::to_value(Durations::default())),
+        ] {
+            let mut want: Vec<String> = schema["properties"][def]["required"]
+                .as_array()
+                .expect("required")
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            let mut have: Vec<String> = value
+                .expect("value")
+                .as_object()
+                .expect("object")
+                .keys()
+                .cloned()
+                .collect();
+            want.sort();
+            have.sort();
+            assert_eq!(want, have, "{def}");
+        }
+    }
+
+    #[test]
+    fn only_reports_are_accepted() {
+        let good = serde_json::to_vec(&Report {
+            kind: REPORT_TYPE.into(),
+            spec_version: 1,
+            ..Report::default()
+        })
+        .expect("json");
+        assert!(parse(&good).is_ok());
+        assert!(parse(b"{}").is_err());
+        assert!(parse(&serde_json::to_vec(&Report::default()).expect("json")).is_err());
+        let mut big = good.clone();
+        big.resize(REPORT_MAX_BYTES + 1, b' ');
+        assert!(parse(&big).is_err());
+    }
+}
