@@ -84,7 +84,8 @@ impl Route {
             ([_], "root.json") => Doc::Root,
             (["roots", _], file) => {
                 let n = file.strip_suffix(".root.json")?;
-                if n.starts_with('0') || n.is_empty() {
+                // Digits only (u64's parser takes a leading `+`), no leading zero.
+                if n.starts_with('0') || n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
                     return None;
                 }
                 Doc::RootVersion(n.parse().ok()?)
@@ -159,6 +160,9 @@ mod tests {
             "/products/pump/channel.json/",
             "/products/.hidden/channel.json",
             "/roots/01.root.json",
+            "/roots/+1.root.json",
+            "/roots/+4444444544444444441.root.json",
+            "/roots/99999999999999999999.root.json",
             "/roots/x.root.json",
             "/roots/1.root.json.minisig.minisig",
             "/objects/abc",
