@@ -356,26 +356,20 @@ async fn run(
     on(Event::Phase(Phase::Apply));
     let t = Instant::now();
     let total = release.target.length;
-    let progress = move |done| {
-        on(Event::Progress {
-            phase: Phase::Apply,
-            done,
-            total,
-        })
-    };
     if matches!(checked.plan, Plan::Patch(_)) {
         let keys = release_keys(&checked.root)?;
         let (image, out, patch) = (req.image.clone(), req.output.clone(), part.clone());
-        let r = tokio::task::block_in_place(|| {
-            apply_to_file(
+        let r = with_progress(Phase::Apply, total, on, move |progress| {
+            Ok(apply_to_file(
                 &image,
                 &patch,
                 &out,
                 &keys,
                 &ApplyOptions::default().resume(true),
-                &progress,
-            )
-        })?;
+                progress,
+            )?)
+        })
+        .await?;
         report.key_ids.patch = Some(r.key_id.clone());
         report.checks.push(Check::passed(
             "patch",
@@ -390,15 +384,16 @@ async fn run(
             ),
         ));
     } else {
-        tokio::task::block_in_place(|| {
-            install_full_image(
-                &part,
-                &release.full_image,
-                &release.target,
-                &req.output,
-                &progress,
-            )
-        })?;
+        let (part, full, target, out) = (
+            part.clone(),
+            release.full_image.clone(),
+            release.target.clone(),
+            req.output.clone(),
+        );
+        with_progress(Phase::Apply, total, on, move |progress| {
+            Ok(install_full_image(&part, &full, &target, &out, progress)?)
+        })
+        .await?;
         report.checks.push(Check::passed(
             "image",
             "the full image decoded to the target's length and BLAKE3",
@@ -409,6 +404,33 @@ async fn run(
     blocking(move || Ok(accept(&s, &l, &c)?)).await?;
     let _ = std::fs::remove_file(&part);
     Ok(Outcome::Installed)
+}
+
+/// Runs `f` on a blocking thread, reporting the progress it gives every quarter of
+/// a second.
+async fn with_progress<T: Send + 'static>(
+    phase: Phase,
+    total: u64,
+    on: &(dyn Fn(Event) + Send + Sync),
+    f: impl FnOnce(&dyn Fn(u64)) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let done = Arc::new(AtomicU64::new(0));
+    let d = done.clone();
+    let mut task = tokio::task::spawn_blocking(move || f(&|n| d.store(n, Ordering::Relaxed)));
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            r = &mut task => {
+                on(Event::Progress { phase, done: done.load(Ordering::Relaxed), total });
+                return r.map_err(|e| Error::Io {
+                    action: "running",
+                    path: PathBuf::from("(blocking task)"),
+                    source: std::io::Error::other(e),
+                })?;
+            }
+            _ = tick.tick() => on(Event::Progress { phase, done: done.load(Ordering::Relaxed), total }),
+        }
+    }
 }
 
 /// The root's release keys, for the patch's signature.
@@ -558,7 +580,8 @@ async fn download(
         hasher = blake3::Hasher::new();
         have = 0;
     }
-    let mut file = deltaward_engine::open_append(&part).map_err(io("opening", &part))?;
+    let file = deltaward_engine::open_append(&part).map_err(io("opening", &part))?;
+    let sink = Arc::new(std::sync::Mutex::new((file, hasher)));
     let rel = object.path.clone();
     let order = std::iter::once(first).chain((0..ups.len()).filter(|&i| i != first));
     let mut tried = Vec::new();
@@ -567,7 +590,7 @@ async fn download(
         let mut failures = 0;
         while have < length {
             let before = have;
-            match pass(up, &rel, length, &mut file, &mut hasher, &mut have, on).await {
+            match pass(up, &rel, length, &sink, &part, &mut have, on).await {
                 Ok(()) => {}
                 Err(PassError::TooLong) => {
                     let _ = std::fs::remove_file(&part);
@@ -606,8 +629,11 @@ async fn download(
     if have < length {
         return Err(Error::NoMirror { tried });
     }
-    file.sync_all().map_err(io("syncing", &part))?;
-    let found = Digest::from(hasher.finalize());
+    let found = {
+        let sink = sink.lock().unwrap_or_else(|e| e.into_inner());
+        sink.0.sync_all().map_err(io("syncing", &part))?;
+        Digest::from(sink.1.finalize())
+    };
     if found != object.blake3 {
         let _ = std::fs::remove_file(&part);
         return Err(deltaward_release::Error::MixAndMatch {
@@ -628,13 +654,16 @@ enum PassError {
     Local(Error),
 }
 
-/// One request for the rest of the object, appended to `file` as it arrives.
+/// The downloaded file and the hash of what it holds.
+type Sink = Arc<std::sync::Mutex<(std::fs::File, blake3::Hasher)>>;
+
+/// One request for the rest of the object, appended to the file as it arrives.
 async fn pass(
     up: &Upstream,
     rel: &str,
     length: u64,
-    file: &mut std::fs::File,
-    hasher: &mut blake3::Hasher,
+    sink: &Sink,
+    path: &Path,
     have: &mut u64,
     on: &(dyn Fn(Event) + Send + Sync),
 ) -> std::result::Result<(), PassError> {
@@ -646,24 +675,33 @@ async fn pass(
     let mut skip = opened.skip;
     let mut body = opened.body;
     let mut batch = Batcher::default();
-    let write =
-        |b: Bytes, file: &mut std::fs::File, hasher: &mut blake3::Hasher, have: &mut u64| {
-            std::io::Write::write_all(file, &b).map_err(|source| {
+    let write = |b: Bytes| {
+        let sink = sink.clone();
+        let path = path.to_path_buf();
+        async move {
+            let n = b.len() as u64;
+            tokio::task::spawn_blocking(move || {
+                let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+                std::io::Write::write_all(&mut s.0, &b).map_err(|source| Error::Io {
+                    action: "writing",
+                    path,
+                    source,
+                })?;
+                s.1.update(&b);
+                Ok(())
+            })
+            .await
+            .map_err(|e| {
                 PassError::Local(Error::Io {
                     action: "writing",
-                    path: PathBuf::from(rel),
-                    source,
+                    path: PathBuf::from("(download)"),
+                    source: std::io::Error::other(e),
                 })
-            })?;
-            hasher.update(&b);
-            *have += b.len() as u64;
-            on(Event::Progress {
-                phase: Phase::Download,
-                done: *have,
-                total: length,
-            });
-            Ok(())
-        };
+            })?
+            .map_err(PassError::Local)?;
+            Ok::<u64, PassError>(n)
+        }
+    };
     let result = loop {
         let chunk = match up.chunk(&url, &mut body, *have).await {
             Ok(Some(c)) => c,
@@ -681,11 +719,21 @@ async fn pass(
             break Err(PassError::TooLong);
         }
         if let Some(b) = batch.push(&chunk) {
-            tokio::task::block_in_place(|| write(b, file, hasher, have))?;
+            *have += write(b).await?;
+            on(Event::Progress {
+                phase: Phase::Download,
+                done: *have,
+                total: length,
+            });
         }
     };
     if let Some(b) = batch.take() {
-        tokio::task::block_in_place(|| write(b, file, hasher, have))?;
+        *have += write(b).await?;
+        on(Event::Progress {
+            phase: Phase::Download,
+            done: *have,
+            total: length,
+        });
     }
     result
 }
