@@ -577,6 +577,27 @@ impl Docs {
         Ok(above)
     }
 
+    /// Fetches `doc`, conditionally on the cached copy's upstream ETag: `Err` with the
+    /// cached entry (marked revalidated) when the upstream says it is unchanged.
+    async fn fetch_doc(
+        &self,
+        doc: &Doc,
+        cached: Option<&Entry>,
+    ) -> Result<std::result::Result<crate::upstream::Fetched, Arc<Entry>>> {
+        let etag = cached.and_then(|c| c.upstream_etag.as_deref());
+        let got = self.fetch(&doc.rel(), max_bytes(doc), etag).await?;
+        if got.status == http::StatusCode::NOT_MODIFIED {
+            if let Some(c) = cached {
+                let mut e = c.clone();
+                e.checked = Instant::now();
+                let e = Arc::new(e);
+                self.lock().entries.insert(doc.clone(), e.clone());
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok(got))
+    }
+
     async fn channel(
         &self,
         doc: &Doc,
@@ -584,17 +605,10 @@ impl Docs {
         cached: Option<&Entry>,
     ) -> Result<Arc<Entry>> {
         let rel = doc.rel();
-        let etag = cached.and_then(|c| c.upstream_etag.as_deref());
-        let got = self.fetch(&rel, max_bytes(doc), etag).await?;
-        if got.status == http::StatusCode::NOT_MODIFIED {
-            if let Some(c) = cached {
-                let mut e = c.clone();
-                e.checked = Instant::now();
-                let e = Arc::new(e);
-                self.lock().entries.insert(doc.clone(), e.clone());
-                return Ok(e);
-            }
-        }
+        let got = match self.fetch_doc(doc, cached).await? {
+            Ok(got) => got,
+            Err(unchanged) => return Ok(unchanged),
+        };
         let sig = self.fetch_sig(&rel).await?;
         let now = SystemTime::now();
         let verified = match verify_channel(&self.root(), product, &got.body, &text(&sig), now) {
@@ -637,17 +651,10 @@ impl Docs {
                 tracing::debug!("no channel for {product} to check {rel} against: {e}");
             }
         }
-        let etag = cached.and_then(|c| c.upstream_etag.as_deref());
-        let got = self.fetch(&rel, max_bytes(doc), etag).await?;
-        if got.status == http::StatusCode::NOT_MODIFIED {
-            if let Some(c) = cached {
-                let mut e = c.clone();
-                e.checked = Instant::now();
-                let e = Arc::new(e);
-                self.lock().entries.insert(doc.clone(), e.clone());
-                return Ok(e);
-            }
-        }
+        let got = match self.fetch_doc(doc, cached).await? {
+            Ok(got) => got,
+            Err(unchanged) => return Ok(unchanged),
+        };
         let sig = self.fetch_sig(&rel).await?;
         let release =
             self.check_release(product, version, &got.body, &text(&sig), SystemTime::now())?;

@@ -417,13 +417,7 @@ async fn pass(
             Ok(None) => break Ok(()),
             Err(e) => break Err(Stop::Upstream(e)),
         };
-        let chunk = if skip > 0 {
-            let s = skip.min(chunk.len() as u64);
-            skip -= s;
-            chunk.slice(s as usize..)
-        } else {
-            chunk
-        };
+        let chunk = crate::upstream::skip_prefix(chunk, &mut skip);
         if writer.written() + batch.buf.len() as u64 + chunk.len() as u64 > length {
             break Err(too_long());
         }

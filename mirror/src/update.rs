@@ -708,13 +708,7 @@ async fn pass(
             Ok(None) => break Ok(()),
             Err(e) => break Err(PassError::Upstream(e)),
         };
-        let chunk = if skip > 0 {
-            let s = skip.min(chunk.len() as u64);
-            skip -= s;
-            chunk.slice(s as usize..)
-        } else {
-            chunk
-        };
+        let chunk = crate::upstream::skip_prefix(chunk, &mut skip);
         if *have + batch_len(&batch) + chunk.len() as u64 > length {
             break Err(PassError::TooLong);
         }

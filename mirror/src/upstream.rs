@@ -376,6 +376,14 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
         .mul_f64(0.5 + fastrand::f64())
 }
 
+/// What is left of `chunk` once `skip` more bytes are dropped (an upstream that
+/// ignored a Range sends the object from its start); `skip` counts down.
+pub(crate) fn skip_prefix(chunk: Bytes, skip: &mut u64) -> Bytes {
+    let s = (*skip).min(chunk.len() as u64);
+    *skip -= s;
+    chunk.slice(s as usize..)
+}
+
 fn content_length(h: &http::HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
