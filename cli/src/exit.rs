@@ -17,6 +17,13 @@ pub const LIMIT: u8 = 6;
 pub const KEY: u8 = 7;
 /// update: no mirror could be reached (or none had the object whole).
 pub const NO_MIRROR: u8 = 20;
+/// audit verify: the delivery log does not verify (tampered, torn, truncated).
+pub const TAMPERED: u8 = 21;
+
+/// The error `audit verify` fails with: the log's first problem.
+#[derive(Debug, thiserror::Error)]
+#[error("the delivery log does not verify: {0}")]
+pub struct Tampered(pub deltaward_mirror::log::Tamper);
 /// check-release: rollback (a lower release counter or channel version).
 pub const ROLLBACK: u8 = 10;
 /// check-release: freeze (an expired channel, release or root).
@@ -86,6 +93,9 @@ fn own_code(cause: &(dyn std::error::Error + 'static)) -> Option<u8> {
     }
     if let Some(err) = cause.downcast_ref::<deltaward_engine::Error>() {
         return engine(err.class());
+    }
+    if cause.downcast_ref::<Tampered>().is_some() {
+        return Some(TAMPERED);
     }
     if let Some(err) = cause.downcast_ref::<deltaward_mirror::Error>() {
         // Its transparent variants hide the inner error from the source chain.

@@ -26,7 +26,7 @@ frame and the final image before anything replaces the destination.",
     after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 signature rejected, 4 corrupt patch, \
 5 wrong old image, 6 over a memory or size limit, 7 key error; check-release: 10 rollback, \
 11 freeze (expired), 12 wrong hardware, 13 base mismatch, 14 mix-and-match, 15 unknown key, \
-16 threshold not met, 17 bad root rotation; update: 20 no mirror reachable."
+16 threshold not met, 17 bad root rotation; update: 20 no mirror reachable; audit verify: 21 the log does not verify."
 )]
 struct Cli {
     /// Log verbosity (also RUST_LOG).

@@ -52,6 +52,11 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// Require client certificates issued by this CA (PEM): mutual TLS.
     pub client_ca: Option<PathBuf>,
+    /// Keep the tamper-evident delivery log in this directory (mirror mode).
+    pub log_dir: Option<PathBuf>,
+    /// The mirror's own minisign secret key (unencrypted) that signs log checkpoints
+    /// and site approvals.
+    pub log_key: Option<PathBuf>,
     /// Write the access log (one line per request, Common Log Format) to this file,
     /// reopened on SIGHUP; without it, access lines go to the log at info level.
     pub access_log: Option<PathBuf>,
@@ -91,6 +96,14 @@ pub struct Limits {
     /// Time open responses get to finish after SIGTERM. Default 30 s.
     #[serde(deserialize_with = "duration")]
     pub drain_timeout: Duration,
+    /// Delivery-log records between signed checkpoints. Default 100.
+    pub log_checkpoint_every: u64,
+    /// Longest a delivery-log record waits for its checkpoint. Default 60 s.
+    #[serde(deserialize_with = "duration")]
+    pub log_checkpoint_interval: Duration,
+    /// Size at which a delivery-log file is closed and the next begun. Default 64 MiB.
+    #[serde(deserialize_with = "size")]
+    pub log_max_file_bytes: u64,
 }
 
 impl Default for Limits {
@@ -106,6 +119,9 @@ impl Default for Limits {
             upstream_timeout: Duration::from_secs(30),
             upstream_tries: 4,
             drain_timeout: Duration::from_secs(30),
+            log_checkpoint_every: 100,
+            log_checkpoint_interval: Duration::from_secs(60),
+            log_max_file_bytes: 64 << 20,
         }
     }
 }
@@ -167,6 +183,10 @@ fn size_opt<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>,
         Raw::Int(n) => Ok(Some(n)),
         Raw::Text(s) => parse_size(&s).map(Some).map_err(serde::de::Error::custom),
     }
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    size_opt(d).map(|s| s.unwrap_or(0))
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {

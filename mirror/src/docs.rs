@@ -36,9 +36,12 @@ use deltaward_release::{
     ReleaseId,
 };
 
+use serde_json::json;
+
 use crate::{
     cache::{CacheDir, Envelope},
     error::{Error, Result, UpstreamError, VerifyError},
+    log::DeliveryLog,
     metrics::Metrics,
     route::Doc,
     upstream::Upstream,
@@ -123,6 +126,7 @@ pub struct Docs {
     max_age: Duration,
     state: Mutex<State>,
     flights: tokio::sync::Mutex<HashMap<Doc, Arc<tokio::sync::Mutex<()>>>>,
+    log: Option<Arc<DeliveryLog>>,
 }
 
 pub(crate) fn max_bytes(doc: &Doc) -> u64 {
@@ -147,6 +151,7 @@ impl Docs {
         trust: &Path,
         max_age: Duration,
         metrics: Arc<Metrics>,
+        log: Option<Arc<DeliveryLog>>,
     ) -> Result<Self> {
         let trust_bytes = deltaward_engine::open_regular(trust)
             .and_then(|f| {
@@ -194,6 +199,7 @@ impl Docs {
             max_age,
             state: Mutex::new(State { root, entries }),
             flights: tokio::sync::Mutex::default(),
+            log,
         };
         docs.load_cached();
         Ok(docs)
@@ -383,6 +389,7 @@ impl Docs {
         }
         let cached = self.cached(doc);
         let refreshed = self.refresh(doc, cached.as_deref()).await;
+        self.record_fetch(doc, cached.as_deref(), &refreshed);
         // Forget the flight once nobody else waits on it: names asked for once
         // (a mistyped product) leave nothing behind.
         {
@@ -409,6 +416,31 @@ impl Docs {
                 self.lock().entries.insert(doc.clone(), again.clone());
                 Ok(again)
             }
+        }
+    }
+
+    /// Logs an upstream fetch of a document and its verification, unless nothing
+    /// new came (the cached copy revalidated).
+    fn record_fetch(&self, doc: &Doc, cached: Option<&Entry>, r: &Result<Arc<Entry>>) {
+        let Some(log) = &self.log else { return };
+        let data = match r {
+            Ok(e) if cached.is_some_and(|c| c.doc == e.doc) => return,
+            // The upstream has no such file (a root rotation not yet made): nothing fetched.
+            Err(Error::Upstream(UpstreamError::NotFound { .. })) => return,
+            Ok(e) => json!({
+                "what": doc.rel(),
+                "bytes": e.doc.len(),
+                "blake3": Digest::of(&e.doc).to_string(),
+                "result": "verified",
+            }),
+            Err(err) => json!({
+                "what": doc.rel(),
+                "result": if matches!(err, Error::Release(_) | Error::Verify(_)) { "refused" } else { "failed" },
+                "reason": err.to_string(),
+            }),
+        };
+        if let Err(e) = log.append("fetch", data) {
+            tracing::error!("writing the delivery log: {e}");
         }
     }
 

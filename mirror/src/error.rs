@@ -56,6 +56,12 @@ pub enum Error {
     /// A delivery report that is not one.
     #[error("not a delivery report: {0}")]
     Report(String),
+    /// Another process writes the delivery log.
+    #[error("the delivery log {} is written by another deltaward process (its lock is held)", dir.display())]
+    LogBusy {
+        /// The log directory.
+        dir: PathBuf,
+    },
     /// Another process holds the cache directory.
     #[error("the cache {} is in use by another deltaward process (its lock {} is held)", dir.display(), lock.display())]
     CacheBusy {

@@ -40,6 +40,7 @@ pub mod config;
 pub mod docs;
 pub mod error;
 pub mod fill;
+pub mod log;
 pub mod metrics;
 pub mod mirror;
 pub mod origin;

@@ -11,9 +11,29 @@ use crate::{
     docs::Docs,
     error::{ConfigError, Error, Result},
     fill::{self, Fill, Fills, Joined},
+    log::{DeliveryLog, LogConfig},
     metrics::Metrics,
     upstream::Upstream,
 };
+
+/// Reads the mirror's own secret key (unencrypted minisign key file).
+pub fn load_key(path: &Path) -> Result<deltaward_engine::SecretKey> {
+    let f = deltaward_engine::open_regular(path).map_err(|source| Error::Io {
+        action: "opening",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(f, 16 << 10), &mut text).map_err(
+        |source| Error::Io {
+            action: "reading",
+            path: path.to_path_buf(),
+            source,
+        },
+    )?;
+    Ok(deltaward_engine::SecretKey::from_text(&text, None)
+        .map_err(deltaward_engine::Error::from)?)
+}
 
 /// A caching mirror of one upstream.
 #[derive(Debug)]
@@ -26,6 +46,8 @@ pub struct Mirror {
     upstream: Arc<Upstream>,
     metrics: Arc<Metrics>,
     _cache: Arc<CacheDir>,
+    /// The delivery log, when `log_dir` is set.
+    pub log: Option<Arc<DeliveryLog>>,
 }
 
 /// How an object request is answered.
@@ -59,12 +81,33 @@ impl Mirror {
             metrics.clone(),
         )?);
         let objects = Objects::open(&cache, config.max_cache_size, metrics.clone())?;
+        let log = match (&config.log_dir, &config.log_key) {
+            (Some(dir), Some(key)) => Some(Arc::new(DeliveryLog::open(
+                dir,
+                load_key(key)?,
+                LogConfig {
+                    checkpoint_every: config.limits.log_checkpoint_every.max(1),
+                    checkpoint_interval: config.limits.log_checkpoint_interval,
+                    max_file_bytes: config.limits.log_max_file_bytes.max(4096),
+                },
+                serde_json::json!({
+                    "mode": "mirror",
+                    "upstream": upstream_url,
+                    "cache": cache_dir.display().to_string(),
+                    "version": env!("CARGO_PKG_VERSION"),
+                }),
+            )?)),
+            (None, None) => None,
+            (Some(_), None) => return Err(missing("--log-key").into()),
+            (None, Some(_)) => return Err(missing("--log-dir").into()),
+        };
         let docs = Docs::open(
             cache.clone(),
             upstream.clone(),
             trust,
             config.limits.metadata_max_age,
             metrics.clone(),
+            log.clone(),
         )?;
         Ok(Self {
             docs,
@@ -73,7 +116,18 @@ impl Mirror {
             upstream,
             metrics,
             _cache: cache,
+            log,
         })
+    }
+
+    /// Appends a record to the delivery log, if there is one. A failure to write is
+    /// logged loudly; serving goes on.
+    pub fn record(&self, kind: &str, data: serde_json::Value) {
+        if let Some(log) = &self.log {
+            if let Err(e) = log.append(kind, data) {
+                tracing::error!("writing the delivery log: {e}");
+            }
+        }
     }
 
     /// Stores a device's report (already parsed) as `reports/<blake3>.json` in the
@@ -146,12 +200,25 @@ impl Mirror {
                 self.objects.insert(digest, length, &self.docs.pinned());
                 w.done();
                 tracing::info!("cached object {digest} ({length} bytes)");
+                self.record(
+                    "fetch",
+                    serde_json::json!({"what": format!("objects/{digest}"), "bytes": length, "result": "verified"}),
+                );
             }
             Err(e) => {
-                if matches!(e, Error::Verify(_)) {
+                let refused = matches!(e, Error::Verify(_));
+                if refused {
                     self.metrics.verification_failures.inc();
                 }
                 tracing::warn!("not caching object {digest}: {e}");
+                self.record(
+                    "fetch",
+                    serde_json::json!({
+                        "what": format!("objects/{digest}"),
+                        "result": if refused { "refused" } else { "failed" },
+                        "reason": e.to_string(),
+                    }),
+                );
             }
         }
         self.fills.finish(&digest);

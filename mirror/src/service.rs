@@ -153,6 +153,11 @@ impl Service {
             complete: false,
         };
         let head = req.method() == Method::HEAD;
+        let range = req
+            .headers()
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let answer = self.answer(req, conn);
         tokio::pin!(answer);
         // Most answers (cached objects, documents) are ready at once: no timer then.
@@ -191,6 +196,7 @@ impl Service {
             sent: 0,
             expected,
             done: Some((self.clone(), line, start)),
+            object: (kind == "object").then_some(range),
         });
         resp
     }
@@ -266,10 +272,24 @@ impl Service {
                 format!("not a delivery report: {e}"),
             );
         }
-        let m = m.clone();
-        match tokio::task::spawn_blocking(move || m.store_report(&bytes)).await {
+        let (store, stored) = (m.clone(), bytes.clone());
+        match tokio::task::spawn_blocking(move || store.store_report(&bytes)).await {
             Ok(Ok(name)) => {
                 self.metrics.reports.inc();
+                if let Ok(r) = crate::report::parse(&stored) {
+                    m.record(
+                        "report",
+                        serde_json::json!({
+                            "stored": name,
+                            "device_id": r.device_id,
+                            "product": r.product,
+                            "outcome": r.outcome,
+                            "from": r.from.version,
+                            "to": r.to.as_ref().and_then(|t| t.version.clone()),
+                            "reason": r.reason,
+                        }),
+                    );
+                }
                 respond::json(StatusCode::CREATED, &serde_json::json!({ "stored": name }))
             }
             Ok(Err(e)) => error_response(&e),
@@ -445,6 +465,8 @@ struct Tracked {
     sent: u64,
     expected: u64,
     done: Option<(Arc<Service>, Line, Instant)>,
+    /// For an object: the Range asked for, if any (for the delivery log).
+    object: Option<Option<String>>,
 }
 
 impl http_body::Body for Tracked {
@@ -481,6 +503,21 @@ impl Drop for Tracked {
             line.took = start.elapsed();
             line.complete = self.sent == self.expected;
             svc.access.write(&line);
+            if let (Some(range), Mode::Mirror(m)) = (&self.object, &svc.mode) {
+                m.record(
+                    "serve",
+                    serde_json::json!({
+                        "client": line.peer.ip().to_string(),
+                        "user": line.user,
+                        "object": line.target.trim_start_matches("/objects/"),
+                        "method": line.method,
+                        "range": range,
+                        "status": line.status,
+                        "bytes": line.bytes,
+                        "complete": line.complete,
+                    }),
+                );
+            }
         }
     }
 }

@@ -76,6 +76,13 @@ pub struct ServeArgs {
     /// Append the access log (one line per request) to this file instead of the log.
     #[arg(long, value_name = "FILE")]
     access_log: Option<PathBuf>,
+    /// Keep the tamper-evident delivery log in this directory (mirror mode; needs --log-key).
+    #[arg(long, value_name = "DIR", requires = "log_key")]
+    log_dir: Option<PathBuf>,
+    /// The mirror's own minisign secret key (unencrypted; `deltaward keygen --unencrypted`)
+    /// that signs the log's checkpoints and site approvals, never releases.
+    #[arg(long, value_name = "KEY", requires = "log_dir")]
+    log_key: Option<PathBuf>,
 }
 
 /// Fetch and verify everything the current channels list.
@@ -137,6 +144,8 @@ fn serve(a: ServeArgs) -> Result<()> {
     over(&mut c.tls_key, a.tls_key);
     over(&mut c.client_ca, a.client_ca);
     over(&mut c.access_log, a.access_log);
+    over(&mut c.log_dir, a.log_dir);
+    over(&mut c.log_key, a.log_key);
     if c.root.is_some() && c.upstream.is_some() {
         bail!("--root (origin) and --upstream (mirror) exclude each other");
     }
@@ -145,12 +154,30 @@ fn serve(a: ServeArgs) -> Result<()> {
     }
     runtime()?.block_on(async move {
         let metrics = Arc::new(Metrics::default());
+        let mut log = None;
         let mode = match &c.root {
             Some(root) => Mode::Origin(Origin::new(root)?),
-            None => Mode::Mirror(Arc::new(
-                Mirror::open(&c, metrics.clone()).context("opening the mirror")?,
-            )),
+            None => {
+                let m = Arc::new(Mirror::open(&c, metrics.clone()).context("opening the mirror")?);
+                log = m.log.clone();
+                Mode::Mirror(m)
+            }
         };
+        if let Some(log) = log.clone() {
+            // fsync at least once a second; checkpoints when records have waited.
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    let l = log.clone();
+                    match tokio::task::spawn_blocking(move || l.tick()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::error!("delivery log: {e}"),
+                        Err(e) => tracing::error!("delivery log: {e}"),
+                    }
+                }
+            });
+        }
         let access = AccessLog::new(c.access_log.as_deref())?;
         let service = Arc::new(Service::new(mode, &c.limits, access, metrics));
         let server = Server::bind(&c, service.clone()).await?;
@@ -175,6 +202,9 @@ fn serve(a: ServeArgs) -> Result<()> {
             }
         };
         server.run(shutdown).await?;
+        if let Some(log) = log {
+            log.close().context("closing the delivery log")?;
+        }
         Ok(())
     })
 }

@@ -1,6 +1,7 @@
 //! One module per command, each holding its clap `Args` and its `run()`.
 
 pub mod apply;
+pub mod audit;
 pub mod channel;
 pub mod check_release;
 pub mod demo;
@@ -45,6 +46,9 @@ pub enum Command {
     /// Serve a repository or a verified caching mirror of one; prefetch with `sync`.
     #[command(subcommand)]
     Mirror(mirror::MirrorCmd),
+    /// Check delivery evidence: a mirror's tamper-evident delivery log.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
     /// Run the whole pipeline on built-in defaults: keys, images, diff, apply, verify, release.
     Demo(demo::DemoArgs),
 }
@@ -64,6 +68,7 @@ impl Command {
             Self::Notice(a) => notice::run(a),
             Self::Mirror(c) => mirror::run(c),
             Self::Update(a) => update::run(a),
+            Self::Audit(c) => audit::run(c),
             Self::Demo(a) => demo::run(a),
         }
     }
