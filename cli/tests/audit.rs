@@ -280,3 +280,203 @@ fn records_lenient(dir: &Path) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+#[test]
+fn devices_wait_for_site_approval_then_install_and_the_log_shows_both() {
+    let p = Published::new(1);
+    let (key, public) = (p.fx.path("mirror.key"), p.fx.path("mirror.pub"));
+    ok(&deltaward(&[
+        "keygen",
+        "-s",
+        s(&key),
+        "-p",
+        s(&public),
+        "--unencrypted",
+    ]));
+    let (logs, cache) = (p.fx.path("logs"), p.fx.path("cache"));
+    let origin = Server::origin(p.dir(), &p.repo);
+    let mut m = Server::mirror(
+        p.dir(),
+        "mirror",
+        &origin.url,
+        &cache,
+        &p.trust(),
+        &[
+            "--log-dir",
+            s(&logs),
+            "--log-key",
+            s(&key),
+            "--require-approval",
+        ],
+    );
+    let device = p.fx.path("device");
+    fs::create_dir_all(&device).expect("dir");
+    let out = device.join("new.img");
+    let update = || {
+        deltaward(&[
+            "update",
+            "--mirror",
+            &m.url,
+            "--product",
+            "pump",
+            "--hardware",
+            "pump-a1",
+            "--image",
+            s(&p.fx.old),
+            "-o",
+            s(&out),
+            "--state",
+            s(&device.join("state")),
+            "--init-root",
+            s(&p.trust()),
+            "--json",
+        ])
+    };
+    // Before approval: the release is withheld, the device waits (exit 0, nothing installed).
+    let first = update();
+    ok(&first);
+    let text = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(
+        text.contains("\"outcome\":\"waiting_for_approval\""),
+        "{text}"
+    );
+    assert!(!out.exists());
+    assert_eq!(
+        status(
+            &format!("{}/products/pump/releases/2.0/release.json", m.url),
+            &[]
+        ),
+        403
+    );
+    let full = p.objects()[0].clone();
+    assert_eq!(status(&format!("{}/objects/{full}", m.url), &[]), 403);
+    // The site approves (the mirror is serving: it logs the approval itself).
+    let approved = ok(&deltaward(&[
+        "mirror",
+        "approve",
+        "--cache",
+        s(&cache),
+        "--log-dir",
+        s(&logs),
+        "--log-key",
+        s(&key),
+        "--product",
+        "pump",
+        "--version",
+        "2.0",
+        "--by",
+        "Biomedical engineering, J. Doe",
+        "--note",
+        "CHG-1234",
+    ]));
+    assert!(approved.contains("approved pump 2.0"), "{approved}");
+    let second = update();
+    ok(&second);
+    assert!(String::from_utf8_lossy(&second.stdout).contains("\"outcome\":\"installed\""));
+    assert_eq!(
+        fs::read(&out).expect("new"),
+        fs::read(&p.fx.new).expect("want")
+    );
+    assert!(m.signal("TERM").success());
+    ok(&verify(&logs, &public));
+    let recs = records(&logs);
+    let approval = recs
+        .iter()
+        .find(|r| r["kind"] == "approval")
+        .expect("approval record");
+    assert_eq!(approval["data"]["by"], "Biomedical engineering, J. Doe");
+    assert_eq!(approval["data"]["note"], "CHG-1234");
+    let outcomes: Vec<_> = recs
+        .iter()
+        .filter(|r| r["kind"] == "report")
+        .map(|r| r["data"]["outcome"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(outcomes, ["waiting_for_approval", "installed"]);
+}
+
+#[test]
+fn a_release_the_maker_did_not_approve_needs_accepted_mitigations() {
+    let p = Published::new(1);
+    let notes = p.fx.path("NOTES-unapproved.toml");
+    fs::write(
+        &notes,
+        NOTES.replace(
+            "approved = true",
+            "approved = false\nmitigations = [\"Keep the pump off the network until updated.\"]",
+        ),
+    )
+    .expect("notes");
+    let base = format!("1.0={}", s(&p.fx.old));
+    ok(&deltaward(&[
+        "release",
+        "--product",
+        "pump",
+        "--version",
+        "3.0",
+        "--counter",
+        "3",
+        "--image",
+        s(&p.fx.new),
+        "--base",
+        &base,
+        "--notes",
+        s(&notes),
+        "--repo",
+        s(&p.repo),
+        "-s",
+        s(&p.fx.key),
+        "--level",
+        "fast",
+        "-f",
+    ]));
+    let (key, public) = (p.fx.path("mirror.key"), p.fx.path("mirror.pub"));
+    ok(&deltaward(&[
+        "keygen",
+        "-s",
+        s(&key),
+        "-p",
+        s(&public),
+        "--unencrypted",
+    ]));
+    let (logs, cache) = (p.fx.path("logs"), p.fx.path("cache"));
+    {
+        let origin = Server::origin(p.dir(), &p.repo);
+        let m = Server::mirror(p.dir(), "mirror", &origin.url, &cache, &p.trust(), &[]);
+        p.prime(&m.url, "3.0");
+    }
+    let approve = |extra: &[&str]| {
+        let mut a = vec![
+            "mirror",
+            "approve",
+            "--cache",
+            s(&cache),
+            "--log-dir",
+            s(&logs),
+            "--log-key",
+            s(&key),
+            "--product",
+            "pump",
+            "--version",
+            "3.0",
+            "--by",
+            "J. Doe",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        deltaward(&a)
+    };
+    let err = fails_with(&approve(&[]), exit::FAILURE);
+    assert!(
+        err.contains("--accept-mitigations") && err.contains("Keep the pump off the network"),
+        "{err}"
+    );
+    let out = ok(&approve(&["--accept-mitigations"]));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["approval"]["maker_approved"], false);
+    assert_eq!(
+        v["approval"]["mitigations"][0],
+        "Keep the pump off the network until updated."
+    );
+    assert_eq!(v["logged"], true);
+    ok(&verify(&logs, &public));
+}

@@ -166,6 +166,12 @@ impl SecretKey {
         format_key_id(self.sk.keynum())
     }
 
+    /// The matching public key's base64 line (as a `.pub` file's second line), to
+    /// verify this key's own signatures.
+    pub fn public_base64(&self) -> Option<String> {
+        self.pk.as_ref().map(|pk| pk.to_base64())
+    }
+
     /// Signs `message`, returning the text of a minisign signature file whose trusted
     /// comment is `trusted_comment`.
     pub fn sign(&self, message: &[u8], trusted_comment: &str) -> Result<String, KeyError> {

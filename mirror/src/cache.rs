@@ -82,7 +82,13 @@ impl CacheDir {
 
     /// Reads a document's envelope, if cached.
     pub fn read_doc(&self, rel: &str) -> Result<Option<Envelope>> {
-        let p = self.doc_path(rel);
+        Self::read_doc_at(&self.dir, rel)
+    }
+
+    /// Reads a document's envelope from the cache directory `dir` without locking it
+    /// (for commands that run beside a serving mirror).
+    pub fn read_doc_at(dir: &Path, rel: &str) -> Result<Option<Envelope>> {
+        let p = dir.join("docs").join(format!("{rel}.entry"));
         let f = match deltaward_engine::open_regular(&p) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

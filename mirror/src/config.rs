@@ -57,6 +57,10 @@ pub struct Config {
     /// The mirror's own minisign secret key (unencrypted) that signs log checkpoints
     /// and site approvals.
     pub log_key: Option<PathBuf>,
+    /// Serve a release's release.json and objects only after the site approved it
+    /// (`deltaward mirror approve`; needs `log_key`).
+    #[serde(default)]
+    pub require_approval: bool,
     /// Write the access log (one line per request, Common Log Format) to this file,
     /// reopened on SIGHUP; without it, access lines go to the log at info level.
     pub access_log: Option<PathBuf>,

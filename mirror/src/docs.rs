@@ -292,6 +292,32 @@ impl Docs {
         self.lock().entries.get(doc).cloned()
     }
 
+    /// The bytes of a cached release.json.
+    pub fn cached_release(&self, product: &str, version: &str) -> Option<Bytes> {
+        self.cached(&Doc::Release(product.to_owned(), version.to_owned()))
+            .map(|e| e.doc.clone())
+    }
+
+    /// The cached releases (product, version) that name an object.
+    pub fn releases_naming(&self, d: &Digest) -> Vec<(String, String)> {
+        let st = self.lock();
+        st.entries
+            .iter()
+            .filter_map(|(doc, e)| match (doc, &e.parsed) {
+                (Doc::Release(p, v), Parsed::Release(r))
+                    if r.bases
+                        .iter()
+                        .map(|b| &b.patch)
+                        .chain([&r.full_image.object])
+                        .any(|o| &o.blake3 == d) =>
+                {
+                    Some((p.clone(), v.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The signed length of an object, if a cached release names it.
     pub fn signed_length(&self, d: &Digest) -> Option<u64> {
         let st = self.lock();

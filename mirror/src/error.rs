@@ -53,6 +53,25 @@ pub enum Error {
         /// Each mirror and what went wrong.
         tried: Vec<String>,
     },
+    /// The site approves a release the maker did not approve without accepting the
+    /// maker's mitigations.
+    #[error("{product} {version} is not approved by the maker; approve it with --accept-mitigations only if the site applies its mitigations: {}", mitigations.join("; "))]
+    MakerNotApproved {
+        /// Product.
+        product: String,
+        /// Version.
+        version: String,
+        /// The maker's mitigations.
+        mitigations: Vec<String>,
+    },
+    /// The mirror serves the release only after the site approves it.
+    #[error("waiting for site approval: {mirror} answered 403 for {what}")]
+    WaitingForApproval {
+        /// The mirror.
+        mirror: String,
+        /// What it refused.
+        what: String,
+    },
     /// A delivery report that is not one.
     #[error("not a delivery report: {0}")]
     Report(String),

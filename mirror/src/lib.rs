@@ -35,6 +35,7 @@
 #![deny(missing_docs)]
 
 pub mod access;
+pub mod approval;
 pub mod cache;
 pub mod config;
 pub mod docs;

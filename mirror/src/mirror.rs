@@ -48,6 +48,8 @@ pub struct Mirror {
     _cache: Arc<CacheDir>,
     /// The delivery log, when `log_dir` is set.
     pub log: Option<Arc<DeliveryLog>>,
+    /// With `require_approval`: the mirror's own public key, that approvals must verify under.
+    approvals: Option<deltaward_engine::TrustedKeys>,
 }
 
 /// How an object request is answered.
@@ -81,6 +83,19 @@ impl Mirror {
             metrics.clone(),
         )?);
         let objects = Objects::open(&cache, config.max_cache_size, metrics.clone())?;
+        let approvals = match (&config.log_key, config.require_approval) {
+            (Some(k), true) => {
+                let key = load_key(k)?;
+                let mut keys = deltaward_engine::TrustedKeys::new();
+                if let Some(line) = key.public_base64() {
+                    keys.add_text(&line)
+                        .map_err(deltaward_engine::Error::from)?;
+                }
+                Some(keys)
+            }
+            (None, true) => return Err(missing("--log-key (for --require-approval)").into()),
+            (_, false) => None,
+        };
         let log = match (&config.log_dir, &config.log_key) {
             (Some(dir), Some(key)) => Some(Arc::new(DeliveryLog::open(
                 dir,
@@ -117,7 +132,44 @@ impl Mirror {
             metrics,
             _cache: cache,
             log,
+            approvals,
         })
+    }
+
+    /// Whether devices may have this release now: always without
+    /// `require_approval`; with it, once an approval signed by this mirror's key names
+    /// the release as cached. The first time an approval is seen it is written to the
+    /// delivery log.
+    pub fn release_allowed(&self, product: &str, version: &str) -> bool {
+        let Some(keys) = &self.approvals else {
+            return true;
+        };
+        let Some(entry) = self.docs.cached_release(product, version) else {
+            return false;
+        };
+        let cache = self._cache.dir();
+        let Some(a) = crate::approval::approved(cache, keys, product, version, &entry) else {
+            return false;
+        };
+        if self.log.is_some() && !crate::approval::logged(cache, &a) {
+            self.record("approval", serde_json::to_value(&a).unwrap_or_default());
+            if let Err(e) = crate::approval::mark_logged(cache, &a) {
+                tracing::warn!("marking the approval as logged: {e}");
+            }
+        }
+        true
+    }
+
+    /// Whether devices may have this object now: without `require_approval`,
+    /// always; with it, when an approved release names it.
+    pub fn object_allowed(&self, d: &Digest) -> bool {
+        if self.approvals.is_none() {
+            return true;
+        }
+        self.docs
+            .releases_naming(d)
+            .iter()
+            .any(|(p, v)| self.release_allowed(p, v))
     }
 
     /// Appends a record to the delivery log, if there is one. A failure to write is

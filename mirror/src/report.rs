@@ -48,7 +48,7 @@ pub struct Report {
     pub bytes_downloaded: u64,
     /// Time spent per phase, in milliseconds.
     pub durations_ms: Durations,
-    /// `installed`, `up_to_date`, `refused` or `failed`.
+    /// `installed`, `up_to_date`, `waiting_for_approval`, `refused` or `failed`.
     pub outcome: Outcome,
     /// Why it was refused or failed.
     pub reason: Option<String>,
@@ -152,6 +152,8 @@ pub enum Outcome {
     Installed,
     /// The device already runs the newest release.
     UpToDate,
+    /// The site has not approved the newest release yet: nothing installed.
+    WaitingForApproval,
     /// A check refused the update.
     Refused,
     /// Something else went wrong (no mirror, disk, corrupt patch).

@@ -334,6 +334,7 @@ impl Service {
                 Err(e) => return origin_error(&e),
             },
             Mode::Mirror(m) => match m.docs.get(doc).await {
+                Ok(_) if !doc_allowed(m, doc) => return waiting(doc),
                 Ok(e) if !sig => e.doc.clone(),
                 Ok(e) => match &e.sig {
                     Some(s) => s.clone(),
@@ -376,6 +377,19 @@ impl Service {
         // The name is the validator: a client holding this ETag holds these bytes.
         if respond::not_modified(req.headers(), &etag) {
             return respond::respond(req.method(), req.headers(), &content(Bytes::new()));
+        }
+        if !mirror.object_allowed(d) {
+            // Named by no approved release (or by none the mirror knows yet).
+            mirror.docs.fetch_listed_releases().await;
+            if !mirror.object_allowed(d) {
+                return respond::json(
+                    StatusCode::FORBIDDEN,
+                    &serde_json::json!({
+                        "error": "waiting for site approval",
+                        "object": d.to_string(),
+                    }),
+                );
+            }
         }
         let mut answer = mirror.object(d);
         if matches!(answer, Ok(ObjectAnswer::NotNamed)) {
@@ -422,6 +436,31 @@ impl Service {
             "the upstream object could not be fetched and verified",
         )
     }
+}
+
+/// Whether a document may be served now (a release only once the site approved it,
+/// with `require_approval`).
+fn doc_allowed(m: &Mirror, doc: &Doc) -> bool {
+    match doc {
+        Doc::Release(p, v) => m.release_allowed(p, v),
+        _ => true,
+    }
+}
+
+/// The 403 a device gets for a release the site has not approved yet.
+fn waiting(doc: &Doc) -> Response<Body> {
+    let (product, version) = match doc {
+        Doc::Release(p, v) => (p.as_str(), v.as_str()),
+        _ => ("", ""),
+    };
+    respond::json(
+        StatusCode::FORBIDDEN,
+        &serde_json::json!({
+            "error": "waiting for site approval",
+            "product": product,
+            "version": version,
+        }),
+    )
 }
 
 /// An origin's error: a file the repository holds but may not serve (a link, a

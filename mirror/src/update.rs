@@ -274,7 +274,17 @@ async fn run(
 
     on(Event::Phase(Phase::Check));
     let t = Instant::now();
-    let (first, checked) = check(req, ups, &state, &lock, &device, report).await?;
+    let (first, checked) = match check(req, ups, &state, &lock, &device, report).await {
+        Err(Error::WaitingForApproval { mirror, what }) => {
+            report.mirror = Some(mirror.clone());
+            report.checks.push(Check::passed(
+                "site approval",
+                format!("{mirror} serves {what} only after the site approves it: waiting, nothing installed"),
+            ));
+            return Ok(Outcome::WaitingForApproval);
+        }
+        r => r?,
+    };
     report.durations_ms.check = t.elapsed().as_millis() as u64;
     let release = &checked.release;
     report.mirror = Some(ups[first].base().to_owned());
@@ -464,6 +474,7 @@ async fn check(
     report: &mut Report,
 ) -> Result<(usize, Checked)> {
     let mut refusal: Option<deltaward_release::Error> = None;
+    let mut waiting: Option<(String, String)> = None;
     let mut unreachable = Vec::new();
     for (i, up) in ups.iter().enumerate() {
         let src = HttpSource {
@@ -514,6 +525,14 @@ async fn check(
                 ]);
                 return Ok((i, c));
             }
+            Err(deltaward_release::Error::Fetch { path, source })
+                if matches!(
+                    source.downcast_ref::<UpstreamError>(),
+                    Some(UpstreamError::Status { status: 403, .. })
+                ) =>
+            {
+                waiting.get_or_insert((up.base().to_owned(), path));
+            }
             Err(deltaward_release::Error::Fetch { path, source }) => {
                 tracing::warn!("mirror {}: {path}: {source}", up.base());
                 unreachable.push(format!("{}: {path}: {source}", up.base()));
@@ -528,9 +547,10 @@ async fn check(
             }
         }
     }
-    match refusal {
-        Some(e) => Err(e.into()),
-        None => Err(Error::NoMirror { tried: unreachable }),
+    match (refusal, waiting) {
+        (Some(e), _) => Err(e.into()),
+        (None, Some((mirror, what))) => Err(Error::WaitingForApproval { mirror, what }),
+        (None, None) => Err(Error::NoMirror { tried: unreachable }),
     }
 }
 

@@ -18,6 +18,42 @@ pub enum MirrorCmd {
     Serve(ServeArgs),
     /// Fetch and verify everything the current channels list, for a maintenance window.
     Sync(SyncArgs),
+    /// Record the site's approval of a release (for `serve --require-approval`).
+    Approve(ApproveArgs),
+}
+
+/// Record the site's approval of a release.
+#[derive(Args, Debug)]
+#[command(
+    after_help = "The release must be in the cache (verified when a device or `mirror sync` fetched it). The approval is signed with the mirror's log key and written to the delivery log: by this command when the log is free, else by the serving mirror when it first honours it."
+)]
+pub struct ApproveArgs {
+    /// The mirror's cache directory.
+    #[arg(long, value_name = "DIR")]
+    cache: PathBuf,
+    /// The mirror's delivery log directory.
+    #[arg(long, value_name = "DIR")]
+    log_dir: PathBuf,
+    /// The mirror's own secret key (the log key).
+    #[arg(long, value_name = "KEY")]
+    log_key: PathBuf,
+    /// Product.
+    #[arg(long)]
+    product: String,
+    /// Release version.
+    #[arg(long)]
+    version: String,
+    /// Who approves (name or role, as the site's change management records it).
+    #[arg(long)]
+    by: String,
+    /// A note: change ticket, reason.
+    #[arg(long)]
+    note: Option<String>,
+    /// Approve a release the maker marked as not approved, the site applying its mitigations.
+    #[arg(long)]
+    accept_mitigations: bool,
+    #[command(flatten)]
+    json: Json,
 }
 
 /// Where the mirror's upstream is and what it trusts.
@@ -83,6 +119,9 @@ pub struct ServeArgs {
     /// that signs the log's checkpoints and site approvals, never releases.
     #[arg(long, value_name = "KEY", requires = "log_dir")]
     log_key: Option<PathBuf>,
+    /// Serve a release's release.json and objects only after `mirror approve` (403 until then).
+    #[arg(long, requires = "log_key")]
+    require_approval: bool,
 }
 
 /// Fetch and verify everything the current channels list.
@@ -101,6 +140,7 @@ pub fn run(c: MirrorCmd) -> Result<()> {
     match c {
         MirrorCmd::Serve(a) => serve(a),
         MirrorCmd::Sync(a) => sync_cmd(a),
+        MirrorCmd::Approve(a) => approve(a),
     }
 }
 
@@ -146,6 +186,9 @@ fn serve(a: ServeArgs) -> Result<()> {
     over(&mut c.access_log, a.access_log);
     over(&mut c.log_dir, a.log_dir);
     over(&mut c.log_key, a.log_key);
+    if a.require_approval {
+        c.require_approval = true;
+    }
     if c.root.is_some() && c.upstream.is_some() {
         bail!("--root (origin) and --upstream (mirror) exclude each other");
     }
@@ -264,5 +307,64 @@ fn sync_cmd(a: SyncArgs) -> Result<()> {
     if failed {
         bail!("some releases or objects could not be fetched and verified");
     }
+    Ok(())
+}
+
+struct Approved(deltaward_mirror::approval::Approval, bool);
+
+impl Summary for Approved {
+    fn json(&self) -> serde_json::Value {
+        json!({"approval": self.0, "logged": self.1})
+    }
+
+    fn text(&self) -> String {
+        let a = &self.0;
+        let mut t = format!(
+            "approved {} {} (counter {}) for this site: by {} at {}",
+            a.product, a.version, a.counter, a.by, a.time
+        );
+        if a.accept_mitigations {
+            t.push_str(&format!(
+                "; the maker did not approve it; mitigations accepted: {}",
+                a.mitigations.join("; ")
+            ));
+        }
+        t.push_str(if self.1 {
+            "; written to the delivery log"
+        } else {
+            "; the serving mirror writes it to the delivery log when it first honours it"
+        });
+        t
+    }
+}
+
+fn approve(a: ApproveArgs) -> Result<()> {
+    let key = deltaward_mirror::mirror::load_key(&a.log_key)?;
+    let approval = deltaward_mirror::approval::approve(
+        &a.cache,
+        &key,
+        &a.product,
+        &a.version,
+        &a.by,
+        a.note.as_deref(),
+        a.accept_mitigations,
+    )?;
+    // Log it now if no mirror holds the log; a serving mirror logs it itself.
+    let logged = match deltaward_mirror::log::DeliveryLog::open(
+        &a.log_dir,
+        key,
+        deltaward_mirror::log::LogConfig::default(),
+        json!({"mode": "approve"}),
+    ) {
+        Ok(log) => {
+            log.append("approval", serde_json::to_value(&approval)?)?;
+            log.close()?;
+            deltaward_mirror::approval::mark_logged(&a.cache, &approval)?;
+            true
+        }
+        Err(deltaward_mirror::Error::LogBusy { .. }) => false,
+        Err(e) => return Err(e.into()),
+    };
+    a.json.answer(&Approved(approval, logged));
     Ok(())
 }

@@ -185,6 +185,9 @@ impl Printer {
                 );
             }
             Outcome::UpToDate => println!("up to date: the device runs {to}"),
+            Outcome::WaitingForApproval => println!(
+                "waiting for site approval: the mirror serves the new release only once the site approves it; nothing installed"
+            ),
             Outcome::Refused => println!(
                 "refused: {}",
                 r.reason.as_deref().unwrap_or("a check failed")
