@@ -123,8 +123,12 @@ fn the_log_records_what_happened_and_verifies() {
         .iter()
         .all(|r| r["data"]["complete"] == true && r["data"]["client"] == "127.0.0.1"));
     let report = recs.iter().find(|r| r["kind"] == "report").expect("report");
-    assert_eq!(report["data"]["device_id"], "pump-17");
-    assert_eq!(report["data"]["outcome"], "installed");
+    assert_eq!(report["data"]["report"]["device_id"], "pump-17");
+    assert_eq!(report["data"]["report"]["outcome"], "installed");
+    assert!(!report["data"]["report"]["checks"]
+        .as_array()
+        .expect("checks")
+        .is_empty());
     let fetched: Vec<_> = recs.iter().filter(|r| r["kind"] == "fetch").collect();
     assert!(
         fetched.iter().all(|r| r["data"]["result"] == "verified"),
@@ -389,7 +393,12 @@ fn devices_wait_for_site_approval_then_install_and_the_log_shows_both() {
     let outcomes: Vec<_> = recs
         .iter()
         .filter(|r| r["kind"] == "report")
-        .map(|r| r["data"]["outcome"].as_str().unwrap_or("").to_owned())
+        .map(|r| {
+            r["data"]["report"]["outcome"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
         .collect();
     assert_eq!(outcomes, ["waiting_for_approval", "installed"]);
 }
@@ -479,4 +488,161 @@ fn a_release_the_maker_did_not_approve_needs_accepted_mitigations() {
     );
     assert_eq!(v["logged"], true);
     ok(&verify(&logs, &public));
+}
+
+#[test]
+fn the_audit_report_matches_what_the_devices_did_in_every_format() {
+    let p = Published::new(1);
+    let (key, public) = (p.fx.path("mirror.key"), p.fx.path("mirror.pub"));
+    ok(&deltaward(&[
+        "keygen",
+        "-s",
+        s(&key),
+        "-p",
+        s(&public),
+        "--unencrypted",
+    ]));
+    let logs = p.fx.path("logs");
+    let origin = Server::origin(p.dir(), &p.repo);
+    let mut m = Server::mirror(
+        p.dir(),
+        "mirror",
+        &origin.url,
+        &p.fx.path("cache"),
+        &p.trust(),
+        &["--log-dir", s(&logs), "--log-key", s(&key)],
+    );
+    let device = |name: &str, hardware: &str| {
+        let d = p.fx.path(name);
+        fs::create_dir_all(&d).expect("dir");
+        deltaward(&[
+            "update",
+            "--mirror",
+            &m.url,
+            "--product",
+            "pump",
+            "--hardware",
+            hardware,
+            "--image",
+            s(&p.fx.old),
+            "-o",
+            s(&d.join("new.img")),
+            "--state",
+            s(&d.join("state")),
+            "--init-root",
+            s(&p.trust()),
+            "--current-version",
+            "1.0",
+            "--device-id",
+            name,
+        ])
+    };
+    ok(&device("dev-a", "pump-a1"));
+    fails_with(&device("dev-b", "ventilator-b2"), exit::WRONG_HARDWARE);
+    assert!(m.signal("TERM").success());
+    let report = |format: &str, repo: &str| {
+        let out = p.fx.path(&format!("audit.{format}"));
+        ok(&deltaward(&[
+            "audit",
+            "report",
+            s(&logs),
+            "--mirror-key",
+            s(&public),
+            "--repo",
+            repo,
+            "--format",
+            format,
+            "-o",
+            s(&out),
+        ]));
+        fs::read_to_string(&out).expect("report")
+    };
+    let json: serde_json::Value = serde_json::from_str(&report("json", s(&p.repo))).expect("json");
+    let rel = &json["products"][0]["releases"][0];
+    assert_eq!(json["products"][0]["product"], "pump");
+    assert_eq!(rel["version"], "2.0");
+    assert_eq!(rel["compatibility"]["statement"], "For pump A1 on 1.x.");
+    assert_eq!(rel["maker_approval"]["approved"], true);
+    let installed = rel["installed"].as_array().expect("installed");
+    assert_eq!(installed.len(), 1);
+    assert_eq!(installed[0]["device_id"], "dev-a");
+    assert!(installed[0]["key_ids"]["patch"].is_string());
+    assert!(installed[0]["checks"].as_array().expect("checks").len() >= 6);
+    assert_eq!(rel["received"].as_array().expect("received").len(), 1);
+    assert!(rel["served"]
+        .as_array()
+        .expect("served")
+        .iter()
+        .all(|s| s["complete"] == true));
+    let devices = json["devices"].as_array().expect("devices");
+    let dev = |id: &str| {
+        devices
+            .iter()
+            .find(|d| d["device_id"] == id)
+            .expect("device")
+            .clone()
+    };
+    assert_eq!(dev("dev-a")["up_to_date"], true);
+    assert_eq!(dev("dev-a")["runs"], "2.0");
+    assert_eq!(dev("dev-b")["up_to_date"], false);
+    assert_eq!(dev("dev-b")["runs"], "1.0");
+    assert_eq!(dev("dev-b")["last_outcome"], "refused");
+    assert!(dev("dev-b")["reason"]
+        .as_str()
+        .expect("reason")
+        .contains("hardware"));
+
+    let csv = report("csv", s(&p.repo));
+    let rows: Vec<Vec<String>> = csv
+        .lines()
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect();
+    assert_eq!(rows[0][0], "section");
+    assert!(
+        rows.iter()
+            .any(|r| r[0] == "installed" && r[2] == "2.0" && r[5] == "dev-a"),
+        "{csv}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r[0] == "not_updated" && r[5] == "dev-b" && r[7] == "refused"),
+        "{csv}"
+    );
+
+    // Releases from the origin's URL this time.
+    let html = report("html", &origin.url);
+    for fact in [
+        "Release 2.0",
+        "For pump A1 on 1.x.",
+        "dev-a",
+        "dev-b",
+        "not updated",
+        "@page { size: A4",
+    ] {
+        assert!(html.contains(fact), "{fact} missing from the HTML report");
+    }
+    // A tampered log gives no report.
+    let files = deltaward_mirror::log::files(&logs).expect("files");
+    let text = fs::read_to_string(&files[0])
+        .expect("log")
+        .replacen("dev-a", "dev-x", 1);
+    fs::write(&files[0], text).expect("tamper");
+    let out = p.fx.path("tampered.json");
+    fails_with(
+        &deltaward(&[
+            "audit",
+            "report",
+            s(&logs),
+            "--mirror-key",
+            s(&public),
+            "--repo",
+            s(&p.repo),
+            "--format",
+            "json",
+            "-o",
+            s(&out),
+        ]),
+        exit::TAMPERED,
+    );
+    assert!(!out.exists());
 }

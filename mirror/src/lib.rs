@@ -36,6 +36,7 @@
 
 pub mod access;
 pub mod approval;
+pub mod audit;
 pub mod cache;
 pub mod config;
 pub mod docs;

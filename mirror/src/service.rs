@@ -279,15 +279,8 @@ impl Service {
                 if let Ok(r) = crate::report::parse(&stored) {
                     m.record(
                         "report",
-                        serde_json::json!({
-                            "stored": name,
-                            "device_id": r.device_id,
-                            "product": r.product,
-                            "outcome": r.outcome,
-                            "from": r.from.version,
-                            "to": r.to.as_ref().and_then(|t| t.version.clone()),
-                            "reason": r.reason,
-                        }),
+                        // The whole report: the log alone is the evidence.
+                        serde_json::json!({ "stored": name, "report": r }),
                     );
                 }
                 respond::json(StatusCode::CREATED, &serde_json::json!({ "stored": name }))

@@ -132,6 +132,16 @@ pub enum Event {
     },
 }
 
+/// A release source over HTTP, for the release crate's (synchronous) checks: call it
+/// on a blocking thread of the runtime `rt` (it blocks on the requests).
+pub fn http_source(up: Arc<Upstream>, rt: tokio::runtime::Handle) -> impl Source + Send + 'static {
+    HttpSource {
+        up,
+        rt,
+        bytes: Arc::new(AtomicU64::new(0)),
+    }
+}
+
 /// A release source over HTTP, for the release crate's (synchronous) checks, run on
 /// a blocking thread.
 struct HttpSource {

@@ -548,6 +548,60 @@ fn missing_file(rel: &str) -> Error {
     ))
 }
 
+/// Every release the channel of `product` lists, for an audit: each document
+/// verified under the repository's own `root.json` (self-signed by its root role), as
+/// of its own issue time, so that a release that has expired since is still shown as
+/// verified. Returns the root and each release with the ids of the keys whose
+/// signatures verified.
+pub fn releases_of(src: &dyn Source, product: &str) -> Result<(Root, Vec<(Release, Vec<String>)>)> {
+    check_name(product)?;
+    let (rbytes, rsigs) = read_signed(src, "root.json", ROOT_JSON_MAX_BYTES)?;
+    let root = Root::from_json(&rbytes)?;
+    verify_document(
+        &root,
+        RoleName::Root,
+        "root.json",
+        root.version,
+        &rbytes,
+        &rsigs,
+    )?;
+    let (cbytes, csigs) = read_signed(src, &Repo::channel_rel(product), CHANNEL_JSON_MAX_BYTES)?;
+    let at = |file: &str, issued: &str| -> Result<SystemTime> {
+        Ok(parse_time(file, issued)? + std::time::Duration::from_secs(1))
+    };
+    let unverified = Channel::from_json(&cbytes)?;
+    let (channel, _) = verify_channel(
+        &root,
+        product,
+        &cbytes,
+        &csigs,
+        at("channel.json", &unverified.issued)?,
+    )?;
+    let mut out = Vec::new();
+    for entry in &channel.releases {
+        check_rel(&entry.path)?;
+        let bytes = src
+            .read_up_to(&entry.path, entry.length)?
+            .ok_or_else(|| missing_file(&entry.path))?;
+        let sigs = read_signatures(src, &entry.path)?;
+        let issued = Release::from_json(&bytes)?.issued;
+        let id = ReleaseId {
+            product: product.to_owned(),
+            version: entry.version.clone(),
+            counter: entry.counter,
+        };
+        out.push(verify_release(
+            &root,
+            &id,
+            Some(entry),
+            &bytes,
+            &sigs,
+            at("release.json", &issued)?,
+        )?);
+    }
+    Ok((root, out))
+}
+
 /// Checks that an object file is the one the signed metadata names: its path must be
 /// `objects/<blake3>` inside the repository, a regular file, and no more than its
 /// signed length is read (plus one byte, to notice a longer file).

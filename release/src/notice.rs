@@ -186,7 +186,9 @@ fn status(r: &Release) -> &'static str {
     }
 }
 
-fn html_escape(s: &str) -> String {
+/// Escapes text for HTML (the five special characters); callers pass it through
+/// [`printable`] first for text from documents.
+pub fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -14,6 +14,42 @@ use crate::args::{Json, Summary};
 pub enum AuditCmd {
     /// Verify a mirror's delivery log: the hash chain and the signed checkpoints.
     Verify(VerifyArgs),
+    /// What the verified log shows per release and device, with the evidence.
+    Report(ReportArgs),
+}
+
+/// The audit report's form.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Format {
+    /// One self-contained page that prints on A4.
+    Html,
+    /// One row per release and device (and per device not updated).
+    Csv,
+    /// The whole report (docs/AUDIT.md describes it).
+    Json,
+}
+
+/// What the verified log shows per release and device.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Log files, or log directories, in chain order.
+    #[arg(required = true, value_name = "LOG")]
+    logs: Vec<PathBuf>,
+    /// The mirror's public key (the log key's .pub).
+    #[arg(long, value_name = "MIRROR.pub")]
+    mirror_key: PathBuf,
+    /// The repository (directory or URL: origin or mirror) whose releases to report.
+    #[arg(long, value_name = "URL_OR_DIR")]
+    repo: String,
+    /// Product (repeat); default: every product the device reports name.
+    #[arg(long = "product", value_name = "P")]
+    products: Vec<String>,
+    /// html, csv or json.
+    #[arg(long, value_enum)]
+    format: Format,
+    /// Where to write it (replaced atomically).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: PathBuf,
 }
 
 /// Verify a delivery log.
@@ -37,6 +73,7 @@ pub struct VerifyArgs {
 pub fn run(c: AuditCmd) -> Result<()> {
     match c {
         AuditCmd::Verify(a) => verify_cmd(a),
+        AuditCmd::Report(a) => report_cmd(a),
     }
 }
 
@@ -84,4 +121,50 @@ fn verify_cmd(a: VerifyArgs) -> Result<()> {
             bail!(crate::exit::Tampered(t))
         }
     }
+}
+
+fn report_cmd(a: ReportArgs) -> Result<()> {
+    use deltaward_mirror::audit::{build, to_csv, to_html};
+    let keys = crate::keys::trusted(&[&a.mirror_key])?;
+    let files = log_files(&a.logs)?;
+    let built = if a.repo.starts_with("http://") || a.repo.starts_with("https://") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let up = std::sync::Arc::new(deltaward_mirror::upstream::Upstream::new(
+            &a.repo,
+            None,
+            None,
+            &deltaward_mirror::Limits::default(),
+            std::sync::Arc::default(),
+        )?);
+        let src = deltaward_mirror::update::http_source(up, rt.handle().clone());
+        let products = a.products.clone();
+        rt.block_on(async move {
+            tokio::task::spawn_blocking(move || build(&files, &keys, &src, &products)).await
+        })
+        .context("building the report")??
+    } else {
+        let repo = deltaward_release::repo::Repo::new(std::path::Path::new(&a.repo));
+        build(&files, &keys, &repo, &a.products)?
+    };
+    let report = match built {
+        Ok(r) => r,
+        Err(t) => bail!(crate::exit::Tampered(t)),
+    };
+    let text = match a.format {
+        Format::Html => to_html(&report),
+        Format::Csv => to_csv(&report)?,
+        Format::Json => serde_json::to_string_pretty(&report)? + "\n",
+    };
+    crate::args::output_file(&a.output)?;
+    deltaward_engine::write_file(&a.output, text.as_bytes())?;
+    eprintln!(
+        "audit report of {} product(s), {} device(s) written to {}",
+        report.products.len(),
+        report.devices.len(),
+        a.output.display()
+    );
+    Ok(())
 }
