@@ -548,12 +548,15 @@ fn missing_file(rel: &str) -> Error {
     ))
 }
 
+/// A verified release and the ids of the keys whose signatures on it verified.
+pub type SignedRelease = (Release, Vec<String>);
+
 /// Every release the channel of `product` lists, for an audit: each document
 /// verified under the repository's own `root.json` (self-signed by its root role), as
 /// of its own issue time, so that a release that has expired since is still shown as
 /// verified. Returns the root and each release with the ids of the keys whose
 /// signatures verified.
-pub fn releases_of(src: &dyn Source, product: &str) -> Result<(Root, Vec<(Release, Vec<String>)>)> {
+pub fn releases_of(src: &dyn Source, product: &str) -> Result<(Root, Vec<SignedRelease>)> {
     check_name(product)?;
     let (rbytes, rsigs) = read_signed(src, "root.json", ROOT_JSON_MAX_BYTES)?;
     let root = Root::from_json(&rbytes)?;
