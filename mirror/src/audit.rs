@@ -280,7 +280,7 @@ pub fn build(
                     .collect(),
             });
         }
-        audits.sort_by(|a, b| b.counter.cmp(&a.counter));
+        audits.sort_by_key(|a| std::cmp::Reverse(a.counter));
         if let Some(n) = audits.first() {
             newest.insert(p.clone(), n.version.clone());
         }
