@@ -186,7 +186,9 @@ fn status(r: &Release) -> &'static str {
     }
 }
 
-fn html_escape(s: &str) -> String {
+/// Escapes text for HTML element content and quoted attribute values (`&`, `<`, `>`,
+/// `"`, `'`). Apply [`printable`] first to text from documents.
+pub fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
