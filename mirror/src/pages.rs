@@ -461,7 +461,8 @@ body{font:15px/1.45 system-ui,-apple-system,\"Segoe UI\",sans-serif;color:#111;b
 h1{font-size:1.6rem;margin:.2rem 0}h2{font-size:1.3rem;margin:2rem 0 .5rem;border-bottom:2px solid #333}
 h3{font-size:1.15rem;margin:1.5rem 0 .4rem}h4{font-size:1rem;margin:1rem 0 .3rem}
 table{border-collapse:collapse;width:100%;margin:.3rem 0 1rem}
-th,td{border:1px solid #888;padding:.25rem .5rem;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th,td{border:1px solid #888;padding:.25rem .5rem;text-align:left;vertical-align:top}
+td{overflow-wrap:anywhere}td p{margin:0 0 .3rem}td p:last-child{margin:0}.t{white-space:nowrap}
 thead th{background:#e8e8e8}tbody th{background:#f6f6f6;font-weight:600}
 caption{text-align:left;font-weight:600;padding:.2rem 0}
 .kv th{width:13rem}.warn{color:#8a1c00;font-weight:700}.ok{color:#0b5a1e;font-weight:700}
@@ -696,7 +697,7 @@ fn devices_html(h: &mut String, o: &Overview) {
         let _ = writeln!(
             h,
             "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td>{}</td>\
-             <td><span class=\"{class}\">{}</span></td><td>{}</td><td>{}</td></tr>",
+             <td><span class=\"{class}\">{}</span></td><td class=\"t\">{}</td><td>{}</td></tr>",
             esc(&r.device_id),
             esc(&r.product),
             esc(&r.hardware_id),
