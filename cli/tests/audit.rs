@@ -354,6 +354,21 @@ fn devices_wait_for_site_approval_then_install_and_the_log_shows_both() {
     );
     let full = p.objects()[0].clone();
     assert_eq!(status(&format!("{}/objects/{full}", m.url), &[]), 403);
+    // A forged approval (not signed by the mirror's key) is not honoured.
+    let forged = cache.join("approvals/pump");
+    fs::create_dir_all(&forged).expect("dir");
+    fs::write(
+        forged.join("2.0.json"),
+        "{\"product\":\"pump\",\"version\":\"2.0\",\"by\":\"intruder\"}",
+    )
+    .expect("forged");
+    assert_eq!(
+        status(
+            &format!("{}/products/pump/releases/2.0/release.json", m.url),
+            &[]
+        ),
+        403
+    );
     // The site approves (the mirror is serving: it logs the approval itself).
     let approved = ok(&deltaward(&[
         "mirror",

@@ -27,6 +27,9 @@ fuzz_target!(|data: &[u8]| {
                 Route::Health => "/healthz".to_owned(),
                 Route::Metrics => "/metrics".to_owned(),
                 Route::Reports => "/v1/reports".to_owned(),
+                Route::Index => "/".to_owned(),
+                Route::Feed => "/feed.atom".to_owned(),
+                Route::Notices => "/v1/notices.json".to_owned(),
                 Route::Object(d) => format!("/objects/{d}"),
                 Route::Document { doc, sig } => {
                     format!("/{}{}", doc.rel(), if *sig { ".minisig" } else { "" })

@@ -15,6 +15,9 @@
 //! - [`server`] and [`service`]: hyper, TLS, limits, graceful drain; [`respond`]:
 //!   ranges, multipart ranges and conditional requests.
 //!
+//! - [`pages`]: the operator pages (`/`, `/feed.atom`, `/v1/notices.json`): releases
+//!   with their notices and site approvals, the cache, the upstream, the devices.
+//!
 //! The same server in origin mode ([`Mode::Origin`]) serves a repository directory
 //! as it is, so a mirror's upstream can be an origin or another mirror.
 //!
@@ -46,6 +49,7 @@ pub mod log;
 pub mod metrics;
 pub mod mirror;
 pub mod origin;
+pub mod pages;
 pub mod report;
 pub mod respond;
 pub mod route;

@@ -48,8 +48,9 @@ pub struct Mirror {
     _cache: Arc<CacheDir>,
     /// The delivery log, when `log_dir` is set.
     pub log: Option<Arc<DeliveryLog>>,
-    /// With `require_approval`: the mirror's own public key, that approvals must verify under.
+    /// The mirror's own public key (with a log key), that approvals must verify under.
     approvals: Option<deltaward_engine::TrustedKeys>,
+    require_approval: bool,
 }
 
 /// How an object request is answered.
@@ -84,7 +85,7 @@ impl Mirror {
         )?);
         let objects = Objects::open(&cache, config.max_cache_size, metrics.clone())?;
         let approvals = match (&config.log_key, config.require_approval) {
-            (Some(k), true) => {
+            (Some(k), _) => {
                 let key = load_key(k)?;
                 let mut keys = deltaward_engine::TrustedKeys::new();
                 if let Some(line) = key.public_base64() {
@@ -94,8 +95,9 @@ impl Mirror {
                 Some(keys)
             }
             (None, true) => return Err(missing("--log-key (for --require-approval)").into()),
-            (_, false) => None,
+            (None, false) => None,
         };
+        let require_approval = config.require_approval;
         let log = match (&config.log_dir, &config.log_key) {
             (Some(dir), Some(key)) => Some(Arc::new(DeliveryLog::open(
                 dir,
@@ -133,6 +135,7 @@ impl Mirror {
             _cache: cache,
             log,
             approvals,
+            require_approval,
         })
     }
 
@@ -141,8 +144,18 @@ impl Mirror {
     /// the release as cached. The first time an approval is seen it is written to the
     /// delivery log.
     pub fn release_allowed(&self, product: &str, version: &str) -> bool {
-        let Some(keys) = &self.approvals else {
+        if !self.require_approval {
             return true;
+        }
+        self.site_approval_verifies(product, version)
+    }
+
+    /// Whether a site approval of the cached release verifies under this mirror's
+    /// key (none without a log key); the first time one does, it is written to the
+    /// delivery log.
+    pub fn site_approval_verifies(&self, product: &str, version: &str) -> bool {
+        let Some(keys) = &self.approvals else {
+            return false;
         };
         let Some(entry) = self.docs.cached_release(product, version) else {
             return false;
@@ -163,7 +176,7 @@ impl Mirror {
     /// Whether devices may have this object now: without `require_approval`,
     /// always; with it, when an approved release names it.
     pub fn object_allowed(&self, d: &Digest) -> bool {
-        if self.approvals.is_none() {
+        if !self.require_approval {
             return true;
         }
         self.docs

@@ -5,7 +5,8 @@
 //! every component a safe name (letters, digits, `.`, `_`, `+`, `-`, not starting
 //! with `.`), no empty component, and no `%` at all, so that no encoded `.`, `/` or
 //! NUL can reach a file name. Anything else, `/../`, `%2e%2e`, `%2f`, `//`, a
-//! backslash, is not a route (404). The query string is ignored.
+//! backslash, is not a route (404). The one exception to "no empty component" is
+//! `/` itself, the operator page. The query string is ignored.
 
 use deltaward_engine::Digest;
 use deltaward_release::repo::check_name;
@@ -28,6 +29,12 @@ pub enum Route {
     },
     /// `/objects/<blake3>`.
     Object(Digest),
+    /// `/`: the operator page (mirror mode).
+    Index,
+    /// `/feed.atom`: the update notices as an Atom feed (mirror mode).
+    Feed,
+    /// `/v1/notices.json`: the update notices as JSON (mirror mode).
+    Notices,
 }
 
 /// A signed document of the repository layout.
@@ -58,6 +65,9 @@ impl Doc {
 impl Route {
     /// The route of a request path (without the query), or `None`: 404.
     pub fn parse(path: &str) -> Option<Self> {
+        if path == "/" {
+            return Some(Self::Index);
+        }
         let rest = path.strip_prefix('/')?;
         if rest.contains('%') || !rest.is_ascii() {
             return None;
@@ -74,6 +84,8 @@ impl Route {
             (["healthz"], _) if !sig => return Some(Self::Health),
             (["metrics"], _) if !sig => return Some(Self::Metrics),
             (["v1", "reports"], _) if !sig => return Some(Self::Reports),
+            (["v1", "notices.json"], _) if !sig => return Some(Self::Notices),
+            (["feed.atom"], _) if !sig => return Some(Self::Feed),
             (["objects", name], _) if !sig => {
                 // Lower-case hex only: one spelling per object.
                 if name.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -142,6 +154,9 @@ mod tests {
         );
         assert_eq!(Route::parse("/healthz"), Some(Route::Health));
         assert_eq!(Route::parse("/metrics"), Some(Route::Metrics));
+        assert_eq!(Route::parse("/"), Some(Route::Index));
+        assert_eq!(Route::parse("/feed.atom"), Some(Route::Feed));
+        assert_eq!(Route::parse("/v1/notices.json"), Some(Route::Notices));
     }
 
     #[test]
@@ -171,8 +186,17 @@ mod tests {
             "/etc/passwd",
             "/products/p\u{e9}/channel.json",
             "/products/p\0/channel.json",
-            "/",
             "",
+            "//",
+            "/index.html",
+            "/feed.atom/",
+            "/feed.atom.minisig",
+            "/feed%2eatom",
+            "/v1/notices.json.minisig",
+            "/v1/notices.json/",
+            "/v1//notices.json",
+            "/v1/notices",
+            "/products/feed.atom",
         ] {
             assert_eq!(Route::parse(p), None, "{p}");
         }

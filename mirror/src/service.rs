@@ -243,7 +243,41 @@ impl Service {
             Route::Reports => ("other", text(StatusCode::NOT_FOUND, "not found")),
             Route::Document { doc, sig } => ("document", self.document(req, &doc, sig).await),
             Route::Object(d) => ("object", self.object(req, &d, conn).await),
+            Route::Index | Route::Feed | Route::Notices => ("page", self.page(req, &route).await),
         }
+    }
+
+    /// An operator page (mirror mode only): rendered for each request, `no-cache`,
+    /// with an `ETag` of its bytes so that HEAD and `If-None-Match` work as for
+    /// documents. No script may run in them (`Content-Security-Policy`).
+    async fn page(&self, req: &Request<Incoming>, route: &Route) -> Response<Body> {
+        let Mode::Mirror(m) = &self.mode else {
+            return text(StatusCode::NOT_FOUND, "not found");
+        };
+        let (bytes, content_type) = crate::pages::render(m, &self.metrics, route).await;
+        let content = Content {
+            etag: format!("\"{}\"", deltaward_engine::Digest::of(&bytes)),
+            bytes,
+            cache_control: "no-cache".to_owned(),
+            content_type,
+        };
+        let mut r = respond::respond(req.method(), req.headers(), &content);
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            ),
+        );
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        r
     }
 
     /// A device's delivery report: at most [`REPORT_MAX_BYTES`] of JSON in the report

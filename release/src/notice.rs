@@ -186,8 +186,8 @@ fn status(r: &Release) -> &'static str {
     }
 }
 
-/// Escapes text for HTML (the five special characters); callers pass it through
-/// [`printable`] first for text from documents.
+/// Escapes text for HTML element content and quoted attribute values (`&`, `<`, `>`,
+/// `"`, `'`). Apply [`printable`] first to text from documents.
 pub fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
