@@ -455,3 +455,61 @@ fn an_object_asked_for_before_its_release_is_found_through_the_channel() {
         fs::read(p.repo.join("objects").join(&full)).expect("object")
     );
 }
+
+#[test]
+fn eviction_never_drops_what_a_device_on_site_still_needs() {
+    let p = Published::new(2);
+    let origin = Server::origin(p.dir(), &p.repo);
+    let cache = p.fx.path("cache");
+    let objects = p.objects();
+    let (full, patch) = (objects[0].clone(), objects[1].clone());
+    let len = |o: &str| {
+        fs::metadata(p.repo.join("objects").join(o))
+            .expect("object")
+            .len()
+    };
+    // Room for either object, not for both.
+    let cap = len(&full) + len(&patch) - 1;
+    let m = Server::mirror(
+        p.dir(),
+        "mirror",
+        &origin.url,
+        &cache,
+        &p.trust(),
+        &["--max-cache-size", &cap.to_string()],
+    );
+    p.prime(&m.url, "2.0");
+    // A device on site reports that it still runs base 1.0 (its update failed).
+    let old = deltaward_engine::Digest::of(&fs::read(&p.fx.old).expect("old")).to_string();
+    let report = serde_json::json!({
+        "_type": "deltaward-delivery-report", "spec_version": 1, "device_id": "pump-9",
+        "product": "pump", "hardware_id": "pump-a1", "started": "2026-11-29T10:00:00Z",
+        "finished": "2026-11-29T10:00:01Z",
+        "from": {"version": "1.0", "counter": null, "length": 2097152, "blake3": old},
+        "to": null, "object": null, "mirror": null, "root_version": null,
+        "key_ids": {"channel": [], "release": [], "patch": null}, "checks": [],
+        "bytes_downloaded": 0,
+        "durations_ms": {"hash": 0, "check": 0, "download": 0, "apply": 0, "total": 0},
+        "outcome": "failed", "reason": "power lost", "exit_code": 1
+    });
+    let posted = curl(&[
+        "-f",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        &report.to_string(),
+        &format!("{}/v1/reports", m.url),
+    ]);
+    assert!(posted.status.success(), "{posted:?}");
+    // The patch first, then the full image: LRU alone would evict the patch.
+    get(&format!("{}/objects/{patch}", m.url));
+    get(&format!("{}/objects/{full}", m.url));
+    assert!(
+        cache.join("objects").join(&patch).exists(),
+        "the patch pump-9 needs was evicted"
+    );
+    assert!(cache.join("objects").join(&full).exists());
+    assert_eq!(m.metric("deltaward_mirror_evictions_total"), 0);
+}

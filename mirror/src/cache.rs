@@ -283,8 +283,9 @@ impl Objects {
     }
 
     /// Records a verified object just renamed into place, then evicts down to the cap,
-    /// sparing `pinned` objects as long as anything else can go.
-    pub fn insert(&self, d: Digest, len: u64, pinned: &HashSet<Digest>) {
+    /// sparing `pinned` objects as long as anything else can go, and never evicting
+    /// `needed` ones (objects devices on site still need).
+    pub fn insert(&self, d: Digest, len: u64, pinned: &HashSet<Digest>, needed: &HashSet<Digest>) {
         let mut ix = self.lock();
         ix.clock += 1;
         let used = ix.clock;
@@ -299,18 +300,24 @@ impl Objects {
             ix.total -= old.len;
         }
         ix.total += len;
-        self.evict(&mut ix, pinned, &d);
+        self.evict(&mut ix, pinned, needed, &d);
         self.gauges(&ix);
     }
 
     /// Evicts down to the cap, never `keep` (the object just added, being served).
-    fn evict(&self, ix: &mut Index, pinned: &HashSet<Digest>, keep: &Digest) {
+    fn evict(
+        &self,
+        ix: &mut Index,
+        pinned: &HashSet<Digest>,
+        needed: &HashSet<Digest>,
+        keep: &Digest,
+    ) {
         let Some(max) = self.max_bytes else { return };
         while ix.total > max {
             let victim = ix
                 .map
                 .iter()
-                .filter(|(d, _)| *d != keep)
+                .filter(|(d, _)| *d != keep && !needed.contains(*d))
                 .min_by_key(|(d, e)| (pinned.contains(*d), e.used))
                 .map(|(d, _)| *d);
             let Some(v) = victim else { break };
@@ -350,7 +357,7 @@ mod tests {
         std::io::Write::write_all(&mut f, data).expect("write");
         f.commit().expect("commit");
         assert!(cache.object_path(&d).exists());
-        objects.insert(d, data.len() as u64, pinned);
+        objects.insert(d, data.len() as u64, pinned, &HashSet::new());
         d
     }
 

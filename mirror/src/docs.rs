@@ -381,6 +381,28 @@ impl Docs {
         }
     }
 
+    /// The newest cached release of each cached channel (what devices install now).
+    pub fn current_releases(&self) -> Vec<deltaward_release::model::Release> {
+        let st = self.lock();
+        st.entries
+            .iter()
+            .filter_map(|(doc, e)| match (doc, &e.parsed) {
+                (Doc::Channel(p), Parsed::Channel(c)) => {
+                    let newest = c.releases.iter().max_by_key(|r| r.counter)?;
+                    match &st
+                        .entries
+                        .get(&Doc::Release(p.clone(), newest.version.clone()))?
+                        .parsed
+                    {
+                        Parsed::Release(r) => Some((**r).clone()),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Every cached channel's product.
     pub fn products(&self) -> Vec<String> {
         let mut v: Vec<String> = self

@@ -1,6 +1,6 @@
 //! Mirror mode: documents and objects from the upstream, verified, cached and served.
 
-use std::{path::Path, sync::Arc};
+use std::{collections::HashSet, path::Path, sync::Arc};
 
 use bytes::Bytes;
 use deltaward_engine::Digest;
@@ -185,6 +185,60 @@ impl Mirror {
             .any(|(p, v)| self.release_allowed(p, v))
     }
 
+    /// The objects devices on this site still need for the current releases, as
+    /// their latest reports show: the patch for each base image a device runs, and
+    /// the full image when a device runs an image no patch is for. Eviction never
+    /// drops these; `mirror sync` fetches them first.
+    pub fn needed_by_devices(&self) -> HashSet<Digest> {
+        let mut latest: std::collections::HashMap<String, crate::report::Report> =
+            std::collections::HashMap::new();
+        let dir = self._cache.dir().join("reports");
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(f) = deltaward_engine::open_regular(&e.path()) else {
+                continue;
+            };
+            let mut b = Vec::new();
+            if std::io::Read::read_to_end(
+                &mut std::io::Read::take(f, crate::report::REPORT_MAX_BYTES as u64 + 1),
+                &mut b,
+            )
+            .is_err()
+            {
+                continue;
+            }
+            let Ok(r) = crate::report::parse(&b) else {
+                continue;
+            };
+            match latest.get(&r.device_id) {
+                Some(old) if old.finished > r.finished => {}
+                _ => {
+                    latest.insert(r.device_id.clone(), r);
+                }
+            }
+        }
+        let mut needed = HashSet::new();
+        for release in self.docs.current_releases() {
+            for r in latest.values().filter(|r| r.product == release.product) {
+                // The image it runs now.
+                let runs = match r.outcome {
+                    crate::report::Outcome::Installed | crate::report::Outcome::UpToDate => {
+                        r.to.as_ref()
+                            .map_or(r.from.blake3.clone(), |t| t.blake3.clone())
+                    }
+                    _ => r.from.blake3.clone(),
+                };
+                if runs == release.target.blake3.to_string() {
+                    continue;
+                }
+                match release.bases.iter().find(|b| b.blake3.to_string() == runs) {
+                    Some(b) => needed.insert(b.patch.blake3),
+                    None => needed.insert(release.full_image.object.blake3),
+                };
+            }
+        }
+        needed
+    }
+
     /// Appends a record to the delivery log, if there is one. A failure to write is
     /// logged loudly; serving goes on.
     pub fn record(&self, kind: &str, data: serde_json::Value) {
@@ -262,7 +316,12 @@ impl Mirror {
         };
         match r {
             Ok(w) => {
-                self.objects.insert(digest, length, &self.docs.pinned());
+                self.objects.insert(
+                    digest,
+                    length,
+                    &self.docs.pinned(),
+                    &self.needed_by_devices(),
+                );
                 w.done();
                 tracing::info!("cached object {digest} ({length} bytes)");
                 self.record(

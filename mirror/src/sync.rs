@@ -113,6 +113,10 @@ pub async fn sync(
             }
         }
     }
+    // What devices on site need for the current releases first (patches for the bases
+    // they run, the full image for the others), then the rest.
+    let needed = mirror.needed_by_devices();
+    wanted.sort_by_key(|(d, _)| !needed.contains(d));
     s.objects = wanted.len();
     on(Event::Planned {
         objects: wanted.len(),
