@@ -36,6 +36,7 @@ pub struct DemoArgs {
 
 pub fn run(a: DemoArgs) -> Result<()> {
     let (old, new, size) = (a.old.as_deref(), a.new.as_deref(), a.size);
+    let keep = a.dir.is_some();
     let tmp;
     let dir: PathBuf = match a.dir.as_deref() {
         Some(d) => {
@@ -157,7 +158,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let older_path = dir.join("firmware-1.9.img");
     older_version(&old_path, &older_path)?;
     release_demo(&dir, &kp, &key, &old_path, &older_path, &new_path)?;
-    delivery_demo(&dir, &old_path, &older_path, &new_path)?;
+    delivery_demo(&dir, keep, &old_path, &older_path, &new_path)?;
     println!("demo complete");
     Ok(())
 }
@@ -304,11 +305,17 @@ fn release_demo(
     Ok(())
 }
 
-/// Steps 10-14: the delivery path on loopback. An origin serves the repository, a
+/// Steps 10-15: the delivery path on loopback. An origin serves the repository, a
 /// site mirror (with a WAN cap) relays it, and three devices on 2.0, 1.9 and 2.0
 /// update through the mirror with `deltaward update`'s client, reporting their
 /// deliveries; the second 2.0 device's patch comes from the mirror's cache.
-fn delivery_demo(dir: &Path, old_path: &Path, older_path: &Path, new_path: &Path) -> Result<()> {
+fn delivery_demo(
+    dir: &Path,
+    keep: bool,
+    old_path: &Path,
+    older_path: &Path,
+    new_path: &Path,
+) -> Result<()> {
     use deltaward_mirror::{
         report::Outcome,
         update::{update, Request},
@@ -341,9 +348,15 @@ fn delivery_demo(dir: &Path, old_path: &Path, older_path: &Path, new_path: &Path
         mirror_cfg.trust = Some(repo_dir.join("root.json"));
         mirror_cfg.upstream_rate = Some(64 << 20);
         let lan = Arc::new(Metrics::default());
+        // The mirror's own key: it signs the delivery log's checkpoints, never releases.
+        let mirror_kp = generate_keypair(None)?;
+        let mirror_key = dir.join("mirror.key");
+        write_private_file(&mirror_key, mirror_kp.secret.as_bytes())?;
+        mirror_cfg.log_dir = Some(dir.join("mirror-log"));
+        mirror_cfg.log_key = Some(mirror_key);
         let mirror = Arc::new(Mirror::open(&mirror_cfg, lan.clone())?);
         let site = Arc::new(Service::new(
-            Mode::Mirror(mirror),
+            Mode::Mirror(mirror.clone()),
             &mirror_cfg.limits,
             AccessLog::new(None)?,
             lan.clone(),
@@ -406,6 +419,42 @@ fn delivery_demo(dir: &Path, old_path: &Path, older_path: &Path, new_path: &Path
             lan.bytes_served.get(),
             lan.cache_hits.get(),
             lan.reports.get()
+        );
+
+        // What the operator and the auditor get.
+        let pages = deltaward_mirror::upstream::Upstream::new(
+            &mirror_url,
+            None,
+            None,
+            &mirror_cfg.limits,
+            Arc::default(),
+        )?;
+        let page = pages.get_small("", 4 << 20, None).await?;
+        let page_path = dir.join("operator-page.html");
+        write_file(&page_path, &page.body)?;
+        if let Some(log) = &mirror.log {
+            log.close()?;
+        }
+        let mut keys = deltaward_engine::TrustedKeys::new();
+        keys.add_text(&mirror_kp.public)?;
+        let log_files = deltaward_mirror::log::files(&dir.join("mirror-log"))?;
+        let repo = deltaward_release::repo::Repo::new(&repo_dir);
+        let products = ["demo-pump".to_owned()];
+        let report = tokio::task::spawn_blocking(move || {
+            deltaward_mirror::audit::build(&log_files, &keys, &repo, &products)
+        })
+        .await??
+        .map_err(crate::exit::Tampered)?;
+        let audit_path = dir.join("audit-report.html");
+        write_file(&audit_path, deltaward_mirror::audit::to_html(&report).as_bytes())?;
+        println!(
+            "15. delivery log {} verified ({} records, {} signed checkpoints); audit report {}; operator page {} (served live at {mirror_url}/, with /feed.atom and /v1/notices.json){}",
+            dir.join("mirror-log").display(),
+            report.log.records,
+            report.log.checkpoints,
+            audit_path.display(),
+            page_path.display(),
+            if keep { "" } else { "; run with --dir DIR to keep these files" }
         );
         anyhow::Ok(())
     })
