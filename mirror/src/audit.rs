@@ -20,7 +20,7 @@ use deltaward_engine::TrustedKeys;
 use deltaward_release::{
     check::releases_of,
     model::{Approval as MakerApproval, Compatibility, SecurityFix, Support},
-    notice::{html_escape, printable},
+    notice::{html_text, severity, support},
     source::Source,
 };
 use serde::Serialize;
@@ -436,7 +436,7 @@ pub fn to_csv(r: &AuditReport) -> Result<String> {
 }
 
 fn h(s: &str) -> String {
-    html_escape(&printable(s))
+    html_text(s)
 }
 
 /// The report as one self-contained HTML page that prints on A4.
@@ -481,7 +481,7 @@ pub fn to_html(r: &AuditReport) -> String {
             let fixes = rel
                 .security_fixes
                 .iter()
-                .map(|f| format!("{} ({:?}): {}", f.id, f.severity, f.summary))
+                .map(|f| format!("{} ({}): {}", f.id, severity(f.severity), f.summary))
                 .collect::<Vec<_>>()
                 .join("; ");
             row(
@@ -493,8 +493,9 @@ pub fn to_html(r: &AuditReport) -> String {
                 &mut o,
                 "Support",
                 h(&format!(
-                    "{:?}, end of support {}",
-                    rel.support.class, rel.support.end_of_support
+                    "{}, end of support {}",
+                    support(rel.support.class),
+                    rel.support.end_of_support
                 )),
             );
             row(

@@ -29,8 +29,8 @@ use std::{
 
 use deltaward_engine::Digest;
 use deltaward_release::{
-    model::{Release, Severity, SupportClass},
-    notice::{html_escape, printable},
+    model::Release,
+    notice::{html_text, printable, severity, support},
     repo::check_name,
 };
 use quick_xml::{events::BytesText, Writer};
@@ -378,24 +378,7 @@ pub async fn render(
 
 /// Cleaned and escaped for HTML.
 fn esc(s: &str) -> String {
-    html_escape(&printable(s))
-}
-
-fn severity(s: Severity) -> &'static str {
-    match s {
-        Severity::Low => "low",
-        Severity::Medium => "medium",
-        Severity::High => "high",
-        Severity::Critical => "critical",
-    }
-}
-
-fn support(c: SupportClass) -> &'static str {
-    match c {
-        SupportClass::Maintained => "maintained",
-        SupportClass::Supported => "supported (security and safety fixes only)",
-        SupportClass::Required => "required (the manufacturer requires this update)",
-    }
+    html_text(s)
 }
 
 fn outcome(o: Outcome) -> &'static str {
@@ -938,12 +921,12 @@ mod tests {
             },
             security_fixes: vec![SecurityFix {
                 id: "CVE-2026-0001".into(),
-                severity: Severity::High,
+                severity: deltaward_release::model::Severity::High,
                 cvss_vector: None,
                 summary: "Fixes <b>&amp; a\u{1b}[31m \"quoted\" overflow".into(),
             }],
             support: Support {
-                class: SupportClass::Required,
+                class: deltaward_release::model::SupportClass::Required,
                 end_of_support: "2030-01-01".into(),
             },
             approval: Approval {

@@ -19,7 +19,8 @@ pub enum Format {
     Json,
 }
 
-fn severity(s: Severity) -> &'static str {
+/// A severity as notices print it.
+pub fn severity(s: Severity) -> &'static str {
     match s {
         Severity::Low => "low",
         Severity::Medium => "medium",
@@ -28,7 +29,8 @@ fn severity(s: Severity) -> &'static str {
     }
 }
 
-fn support(c: SupportClass) -> &'static str {
+/// A support class as notices print it.
+pub fn support(c: SupportClass) -> &'static str {
     match c {
         SupportClass::Maintained => "maintained",
         SupportClass::Supported => "supported (security and safety fixes only)",
@@ -184,6 +186,11 @@ fn status(r: &Release) -> &'static str {
     } else {
         "Manufacturer approval: NOT APPROVED (see the mitigations below)"
     }
+}
+
+/// Text from a document made safe for HTML: [`printable`], then [`html_escape`].
+pub fn html_text(s: &str) -> String {
+    html_escape(&printable(s))
 }
 
 /// Escapes text for HTML element content and quoted attribute values (`&`, `<`, `>`,
