@@ -442,7 +442,7 @@ fn h(s: &str) -> String {
 /// The report as one self-contained HTML page that prints on A4.
 pub fn to_html(r: &AuditReport) -> String {
     let mut o = String::new();
-    o.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Update delivery audit report</title>\n<style>\n@page { size: A4; margin: 15mm; }\nbody { font: 10pt/1.4 sans-serif; color: #000; max-width: 180mm; margin: auto; }\nh1 { font-size: 16pt; } h2 { font-size: 13pt; border-bottom: 1px solid #444; } h3 { font-size: 11pt; }\ntable { border-collapse: collapse; width: 100%; margin: 4pt 0 10pt; page-break-inside: auto; }\nth, td { border: 1px solid #888; padding: 2pt 4pt; text-align: left; vertical-align: top; word-break: break-all; }\nth { background: #eee; } tr { page-break-inside: avoid; }\n.bad { color: #a00; font-weight: bold; } .ok { color: #060; }\ncode { font-size: 8pt; }\n</style></head><body>\n");
+    o.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Update delivery audit report</title>\n<style>\n@page { size: A4; margin: 15mm; }\nbody { font: 10pt/1.4 sans-serif; color: #000; max-width: 180mm; margin: auto; }\nh1 { font-size: 16pt; } h2 { font-size: 13pt; border-bottom: 1px solid #444; } h3 { font-size: 11pt; }\ntable { border-collapse: collapse; width: 100%; margin: 4pt 0 10pt; page-break-inside: auto; }\nth, td { border: 1px solid #888; padding: 2pt 4pt; text-align: left; vertical-align: top; overflow-wrap: anywhere; }\ntd.evidence { width: 60%; }\nth { background: #eee; } tr { page-break-inside: avoid; }\n.bad { color: #a00; font-weight: bold; } .ok { color: #060; }\ncode { font-size: 8pt; }\n</style></head><body>\n");
     o.push_str("<h1>Update delivery audit report</h1>\n");
     o.push_str(&format!(
         "<p>Generated {}. Delivery log verified: {} records (seq {} to {}) in {} file(s), {} checkpoint(s) signed by mirror key <code>{}</code>, {} torn record(s) sealed. Releases verified under repository root version {}.</p>\n",
@@ -545,14 +545,15 @@ pub fn to_html(r: &AuditReport) -> String {
                     list.len()
                 ));
                 for d in list.iter() {
+                    // One line per check, each escaped on its own.
                     let checks = d
                         .checks
                         .iter()
-                        .map(|c| format!("{} {}: {}", c.result, c.check, c.detail))
+                        .map(|c| h(&format!("{} {}: {}", c.result, c.check, c.detail)))
                         .collect::<Vec<_>>()
-                        .join("\n");
+                        .join("<br>");
                     o.push_str(&format!(
-                        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>keys: channel {}, release {}, patch {}<br>{}</td></tr>\n",
+                        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"evidence\">keys: channel {}, release {}, patch {}<br>{}</td></tr>\n",
                         h(&d.device_id),
                         h(&d.hardware_id),
                         outcome_name(d.outcome),
@@ -561,7 +562,7 @@ pub fn to_html(r: &AuditReport) -> String {
                         h(&d.key_ids.channel.join(" ")),
                         h(&d.key_ids.release.join(" ")),
                         h(d.key_ids.patch.as_deref().unwrap_or("-")),
-                        h(&checks).replace('\n', "<br>")
+                        checks
                     ));
                 }
                 o.push_str("</tbody></table>\n");
