@@ -132,8 +132,8 @@ pub fn approved(
     release_json: &[u8],
 ) -> Option<Approval> {
     let (p, s) = paths(cache, product, version);
-    let bytes = read_small(&p)?;
-    let sig = String::from_utf8(read_small(&s)?).ok()?;
+    let bytes = crate::config::read_capped(&p, 64 << 10).ok()??;
+    let sig = String::from_utf8(crate::config::read_capped(&s, 64 << 10).ok()??).ok()?;
     match keys.verify(&bytes, &sig) {
         Ok(c) if c == comment(product, version) => {}
         _ => {
@@ -146,13 +146,6 @@ pub fn approved(
         && a.version == version
         && a.release_blake3 == Digest::of(release_json).to_string())
     .then_some(a)
-}
-
-fn read_small(p: &Path) -> Option<Vec<u8>> {
-    let f = deltaward_engine::open_regular(p).ok()?;
-    let mut b = Vec::new();
-    std::io::Read::read_to_end(&mut std::io::Read::take(f, 64 << 10), &mut b).ok()?;
-    Some(b)
 }
 
 /// Whether this approval has been written to the delivery log (a marker beside it).

@@ -289,23 +289,13 @@ pub fn build(
             releases: audits,
         });
     }
-    let mut latest: BTreeMap<String, &Report> = BTreeMap::new();
-    for r in &reports {
-        let e = latest.entry(r.device_id.clone()).or_insert(r);
-        if r.finished >= e.finished {
-            *e = r;
-        }
-    }
+    let latest = crate::report::latest_by_device(reports.iter().cloned());
     let devices = latest
-        .values()
+        .iter()
+        .map(|d| &d.latest)
         .filter(|r| wanted.contains(&r.product))
         .map(|r| {
-            let runs = match r.outcome {
-                Outcome::Installed | Outcome::UpToDate => {
-                    r.to.as_ref().and_then(|t| t.version.clone())
-                }
-                _ => r.from.version.clone(),
-            };
+            let runs = r.runs_version().map(str::to_owned);
             let newest = newest.get(&r.product).cloned();
             DeviceStatus {
                 device_id: r.device_id.clone(),

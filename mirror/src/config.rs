@@ -155,6 +155,26 @@ impl Config {
     }
 }
 
+/// Reads at most `max` bytes of a regular file (no link, no FIFO, no device):
+/// `Ok(None)` when it is absent, an error when it is larger.
+pub(crate) fn read_capped(
+    path: &std::path::Path,
+    max: u64,
+) -> std::result::Result<Option<Vec<u8>>, String> {
+    let f = match deltaward_engine::open_regular(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut b = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(f, max + 1), &mut b)
+        .map_err(|e| e.to_string())?;
+    if b.len() as u64 > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    Ok(Some(b))
+}
+
 /// Parses a size: bytes, or a number with `K`, `M`, `G` or `T` (powers of 1024,
 /// optionally followed by `iB` or `B`).
 pub fn parse_size(s: &str) -> std::result::Result<u64, String> {

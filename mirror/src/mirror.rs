@@ -190,44 +190,17 @@ impl Mirror {
     /// the full image when a device runs an image no patch is for. Eviction never
     /// drops these; `mirror sync` fetches them first.
     pub fn needed_by_devices(&self) -> HashSet<Digest> {
-        let mut latest: std::collections::HashMap<String, crate::report::Report> =
-            std::collections::HashMap::new();
-        let dir = self._cache.dir().join("reports");
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let Ok(f) = deltaward_engine::open_regular(&e.path()) else {
-                continue;
-            };
-            let mut b = Vec::new();
-            if std::io::Read::read_to_end(
-                &mut std::io::Read::take(f, crate::report::REPORT_MAX_BYTES as u64 + 1),
-                &mut b,
-            )
-            .is_err()
-            {
-                continue;
-            }
-            let Ok(r) = crate::report::parse(&b) else {
-                continue;
-            };
-            match latest.get(&r.device_id) {
-                Some(old) if old.finished > r.finished => {}
-                _ => {
-                    latest.insert(r.device_id.clone(), r);
-                }
-            }
-        }
+        let (devices, _, _) = crate::report::read_stored(&self._cache.dir().join("reports"));
         let mut needed = HashSet::new();
         for release in self.docs.current_releases() {
-            for r in latest.values().filter(|r| r.product == release.product) {
-                // The image it runs now.
-                let runs = match r.outcome {
-                    crate::report::Outcome::Installed | crate::report::Outcome::UpToDate => {
-                        r.to.as_ref()
-                            .map_or(r.from.blake3.clone(), |t| t.blake3.clone())
-                    }
-                    _ => r.from.blake3.clone(),
-                };
-                if runs == release.target.blake3.to_string() {
+            let target = release.target.blake3.to_string();
+            for r in devices
+                .iter()
+                .map(|d| &d.latest)
+                .filter(|r| r.product == release.product)
+            {
+                let runs = r.runs_image();
+                if runs == target {
                     continue;
                 }
                 match release.bases.iter().find(|b| b.blake3.to_string() == runs) {

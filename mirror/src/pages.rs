@@ -18,10 +18,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::HashMap,
     fmt::Write as _,
-    fs,
-    io::Read,
     path::{Path, PathBuf},
     sync::Arc,
     time::SystemTime,
@@ -40,7 +37,7 @@ use crate::{
     docs::Parsed,
     metrics::Metrics,
     mirror::Mirror,
-    report::{self, Outcome, Report, REPORT_MAX_BYTES},
+    report::{read_stored as read_reports, DeviceReports as Device, Outcome},
     route::{Doc, Route},
 };
 
@@ -110,15 +107,6 @@ pub struct Product {
     /// Releases listed but not shown: older than the newest
     /// [`MAX_RELEASES_SHOWN`], or not verifiable now.
     pub not_shown: Vec<(String, String)>,
-}
-
-/// One device, by its latest report.
-#[derive(Debug, Clone)]
-pub struct Device {
-    /// Its latest report (by `finished`).
-    pub latest: Report,
-    /// Reports it sent.
-    pub reports: usize,
 }
 
 /// Everything the pages show.
@@ -265,23 +253,6 @@ pub async fn overview(m: &Arc<Mirror>, metrics: &Metrics, devices: bool) -> Over
     }
 }
 
-/// Reads at most `max` bytes of a regular file (`None`: absent).
-fn read_small(path: &Path, max: u64) -> Result<Option<Vec<u8>>, String> {
-    let f = match deltaward_engine::open_regular(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
-    };
-    let mut b = Vec::new();
-    f.take(max + 1)
-        .read_to_end(&mut b)
-        .map_err(|e| e.to_string())?;
-    if b.len() as u64 > max {
-        return Err(format!("larger than {max} bytes"));
-    }
-    Ok(Some(b))
-}
-
 /// The site's approval of `product` `version`.
 pub fn site_approval(cache: &Path, product: &str, version: &str) -> Site {
     if check_name(product).is_err() || check_name(version).is_err() {
@@ -291,7 +262,7 @@ pub fn site_approval(cache: &Path, product: &str, version: &str) -> Site {
         .join("approvals")
         .join(product)
         .join(format!("{version}.json"));
-    let bytes = match read_small(&path, SITE_APPROVAL_MAX_BYTES) {
+    let bytes = match crate::config::read_capped(&path, SITE_APPROVAL_MAX_BYTES) {
         Ok(Some(b)) => b,
         Ok(None) => return Site::NotApproved,
         Err(e) => return Site::Unreadable(e),
@@ -304,58 +275,6 @@ pub fn site_approval(cache: &Path, product: &str, version: &str) -> Site {
         )),
         Err(e) => Site::Unreadable(e.to_string()),
     }
-}
-
-/// The latest report of each device (by `finished`), the number of report files
-/// read, and of those that could not be parsed.
-pub fn read_reports(dir: &Path) -> (Vec<Device>, usize, usize) {
-    let Ok(listing) = fs::read_dir(dir) else {
-        return (Vec::new(), 0, 0);
-    };
-    let (mut read, mut bad) = (0, 0);
-    let mut by_id: HashMap<String, Device> = HashMap::new();
-    for e in listing.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') || !name.ends_with(".json") {
-            continue;
-        }
-        read += 1;
-        let r = match read_small(&e.path(), REPORT_MAX_BYTES as u64) {
-            Ok(Some(b)) => report::parse(&b).ok(),
-            _ => None,
-        };
-        let Some(r) = r else {
-            bad += 1;
-            continue;
-        };
-        let key = |r: &Report| {
-            (
-                humantime::parse_rfc3339_weak(&r.finished).ok(),
-                r.finished.clone(),
-            )
-        };
-        match by_id.get_mut(&r.device_id) {
-            Some(d) => {
-                d.reports += 1;
-                if key(&r) > key(&d.latest) {
-                    d.latest = r;
-                }
-            }
-            None => {
-                by_id.insert(
-                    r.device_id.clone(),
-                    Device {
-                        latest: r,
-                        reports: 1,
-                    },
-                );
-            }
-        }
-    }
-    let mut devices: Vec<Device> = by_id.into_values().collect();
-    devices.sort_by(|a, b| a.latest.device_id.cmp(&b.latest.device_id));
-    (devices, read, bad)
 }
 
 /// A page's body and `Content-Type`.
@@ -388,17 +307,6 @@ fn outcome(o: Outcome) -> &'static str {
         Outcome::WaitingForApproval => "waiting for site approval",
         Outcome::Refused => "refused",
         Outcome::Failed => "failed",
-    }
-}
-
-/// The version a device runs after its latest report.
-fn runs(r: &Report) -> Option<&str> {
-    let to = r.to.as_ref().and_then(|t| t.version.as_deref());
-    match r.outcome {
-        Outcome::Installed | Outcome::UpToDate => to.or(r.from.version.as_deref()),
-        Outcome::WaitingForApproval | Outcome::Refused | Outcome::Failed => {
-            r.from.version.as_deref()
-        }
     }
 }
 
@@ -694,7 +602,7 @@ fn devices_html(h: &mut String, o: &Overview) {
             esc(&r.device_id),
             esc(&r.product),
             esc(&r.hardware_id),
-            esc(runs(r).unwrap_or("unknown")),
+            esc(r.runs_version().unwrap_or("unknown")),
             outcome(r.outcome),
             esc(&r.finished),
             esc(r.reason.as_deref().unwrap_or("")),
@@ -881,6 +789,9 @@ pub fn notices_json(o: &Overview) -> serde_json::Value {
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // reason: tests write their fixture files directly
 mod tests {
+    use std::fs;
+
+    use crate::report::Report;
     use deltaward_release::model::{
         Approval, Compatibility, FullImage, Installation, Object, SecurityFix, Support, Target,
     };
@@ -1243,8 +1154,12 @@ mod tests {
         assert_eq!(devices.len(), 2);
         assert_eq!(devices[0].reports, 3);
         assert_eq!(devices[0].latest.outcome, Outcome::Installed);
-        assert_eq!(runs(&devices[0].latest), Some("2.0"));
-        assert_eq!(runs(&devices[1].latest), Some("1.0"), "refused: still 1.0");
+        assert_eq!(devices[0].latest.runs_version(), Some("2.0"));
+        assert_eq!(
+            devices[1].latest.runs_version(),
+            Some("1.0"),
+            "refused: still 1.0"
+        );
     }
 
     #[test]

@@ -161,6 +161,95 @@ pub enum Outcome {
     Failed,
 }
 
+impl Report {
+    /// The version the device runs after this attempt, when known.
+    pub fn runs_version(&self) -> Option<&str> {
+        let to = self.to.as_ref().and_then(|t| t.version.as_deref());
+        match self.outcome {
+            Outcome::Installed | Outcome::UpToDate => to.or(self.from.version.as_deref()),
+            Outcome::WaitingForApproval | Outcome::Refused | Outcome::Failed => {
+                self.from.version.as_deref()
+            }
+        }
+    }
+
+    /// BLAKE3 (hex) of the image the device runs after this attempt.
+    pub fn runs_image(&self) -> &str {
+        match (self.outcome, &self.to) {
+            (Outcome::Installed | Outcome::UpToDate, Some(t)) => &t.blake3,
+            _ => &self.from.blake3,
+        }
+    }
+
+    /// Orders reports of one device by when they ended.
+    fn finished_key(&self) -> (Option<std::time::SystemTime>, &str) {
+        (
+            humantime::parse_rfc3339_weak(&self.finished).ok(),
+            &self.finished,
+        )
+    }
+}
+
+/// One device's reports, as the mirror holds them.
+#[derive(Debug, Clone)]
+pub struct DeviceReports {
+    /// Its latest report (by `finished`).
+    pub latest: Report,
+    /// Reports it sent.
+    pub reports: usize,
+}
+
+/// Each device's latest report, by device id.
+pub fn latest_by_device(reports: impl IntoIterator<Item = Report>) -> Vec<DeviceReports> {
+    let mut by_id: std::collections::BTreeMap<String, DeviceReports> = Default::default();
+    for r in reports {
+        match by_id.get_mut(&r.device_id) {
+            Some(d) => {
+                d.reports += 1;
+                if r.finished_key() > d.latest.finished_key() {
+                    d.latest = r;
+                }
+            }
+            None => {
+                by_id.insert(
+                    r.device_id.clone(),
+                    DeviceReports {
+                        latest: r,
+                        reports: 1,
+                    },
+                );
+            }
+        }
+    }
+    by_id.into_values().collect()
+}
+
+/// The reports stored in `dir` (the mirror's `CACHE/reports`): each device's latest,
+/// the number of report files read, and of those that were not reports.
+pub fn read_stored(dir: &std::path::Path) -> (Vec<DeviceReports>, usize, usize) {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return (Vec::new(), 0, 0);
+    };
+    let (mut read, mut bad) = (0, 0);
+    let mut reports = Vec::new();
+    for e in listing.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || !name.ends_with(".json") {
+            continue;
+        }
+        read += 1;
+        match crate::config::read_capped(&e.path(), REPORT_MAX_BYTES as u64) {
+            Ok(Some(b)) => match parse(&b) {
+                Ok(r) => reports.push(r),
+                Err(_) => bad += 1,
+            },
+            _ => bad += 1,
+        }
+    }
+    (latest_by_device(reports), read, bad)
+}
+
 /// Checks that `bytes` is a report the mirror may store: JSON of this schema.
 pub fn parse(bytes: &[u8]) -> Result<Report, String> {
     if bytes.len() > REPORT_MAX_BYTES {
