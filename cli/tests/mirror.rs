@@ -513,3 +513,39 @@ fn eviction_never_drops_what_a_device_on_site_still_needs() {
     assert!(cache.join("objects").join(&full).exists());
     assert_eq!(m.metric("deltaward_mirror_evictions_total"), 0);
 }
+
+#[test]
+fn tls_files_that_are_fifos_or_dev_zero_are_refused_at_once() {
+    let p = Published::new(1);
+    let fifo = p.fx.path("cert.pem");
+    common::ok(
+        &std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .output()
+            .expect("mkfifo"),
+    );
+    let zero = p.fx.path("key.pem");
+    std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+    for (cert, key) in [(&fifo, &zero), (&zero, &fifo)] {
+        let out = std::process::Command::new("timeout")
+            .args([
+                "30",
+                common::bin(),
+                "mirror",
+                "serve",
+                "--root",
+                s(&p.repo),
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                s(cert),
+                "--tls-key",
+                s(key),
+            ])
+            .output()
+            .expect("serve");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(s(cert)) || err.contains(s(key)), "{err}");
+    }
+}

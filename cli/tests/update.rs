@@ -614,3 +614,49 @@ fn kernel_ext4_through_origin_mirror_and_update_with_a_killed_apply() {
         assert!(served < 64 << 10, "{served} bytes served again");
     }
 }
+
+#[test]
+fn a_fifo_or_dev_zero_in_the_report_queue_neither_blocks_nor_fills_memory() {
+    let p = Published::new(1);
+    let origin = Server::origin(p.dir(), &p.repo);
+    let dev = Device::new(&p, "dev", &p.fx.old);
+    let queue = dev.state.join("reports");
+    fs::create_dir_all(&queue).expect("queue");
+    ok(&Command::new("mkfifo")
+        .arg(queue.join("0-fifo.json"))
+        .output()
+        .expect("mkfifo"));
+    std::os::unix::fs::symlink("/dev/zero", queue.join("1-zero.json")).expect("symlink");
+    // The origin takes no reports: this run's report is queued beside them. Under a
+    // time limit: a read of the FIFO would wait for a writer forever.
+    let trust = p.trust();
+    let out = Command::new("timeout")
+        .args([
+            "60",
+            common::bin(),
+            "update",
+            "--mirror",
+            &origin.url,
+            "--product",
+            "pump",
+            "--hardware",
+            "pump-a1",
+            "--image",
+            s(&dev.image),
+            "-o",
+            s(&dev.out),
+            "--state",
+            s(&dev.state),
+            "--init-root",
+            s(&trust),
+        ])
+        .output()
+        .expect("update");
+    ok(&out);
+    assert_eq!(
+        fs::read(&dev.out).expect("new"),
+        fs::read(&p.fx.new).expect("want")
+    );
+    // Its own report was queued; the planted entries are left alone.
+    assert_eq!(fs::read_dir(&queue).expect("queue").count(), 3);
+}

@@ -20,10 +20,21 @@ fn pem_err(file: &Path, reason: impl std::fmt::Display) -> ConfigError {
     }
 }
 
+/// Most bytes of a PEM file read.
+const PEM_MAX_BYTES: u64 = 1 << 20;
+
+/// A PEM file's bytes: a regular file (no FIFO, device or link), at most 1 MiB.
+fn pem_bytes(file: &Path) -> Result<Vec<u8>> {
+    match crate::config::read_capped(file, PEM_MAX_BYTES) {
+        Ok(Some(b)) => Ok(b),
+        Ok(None) => Err(pem_err(file, "no such file").into()),
+        Err(e) => Err(pem_err(file, e).into()),
+    }
+}
+
 /// Every certificate in a PEM file (at least one).
 fn certs(file: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let certs = CertificateDer::pem_file_iter(file)
-        .map_err(|e| pem_err(file, e))?
+    let certs = CertificateDer::pem_slice_iter(&pem_bytes(file)?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_err(file, e))?;
     if certs.is_empty() {
@@ -50,7 +61,7 @@ pub fn server_config(
     client_ca: Option<&Path>,
 ) -> Result<Arc<ServerConfig>> {
     let chain = certs(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?;
+    let key = PrivateKeyDer::from_pem_slice(&pem_bytes(key)?).map_err(|e| pem_err(key, e))?;
     let provider = Arc::new(default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

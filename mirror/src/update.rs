@@ -779,7 +779,10 @@ async fn deliver(ups: &[Arc<Upstream>], report: &Report, queue: &Path) {
     let mut pending: Vec<(Option<PathBuf>, Vec<u8>)> = queued(queue)
         .into_iter()
         .filter_map(|p| {
-            let b = std::fs::read(&p).ok()?;
+            // Regular files only, capped: a FIFO or /dev/zero planted in the queue
+            // neither blocks nor fills memory.
+            let b =
+                crate::config::read_capped(&p, crate::report::REPORT_MAX_BYTES as u64).ok()??;
             Some((Some(p), b))
         })
         .collect();
