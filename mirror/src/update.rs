@@ -25,11 +25,11 @@ use std::{
 };
 
 use bytes::Bytes;
-use deltaward_engine::{apply_to_file, ApplyOptions, Digest, Image as Mapped, TrustedKeys};
+use deltaward_engine::{apply_to_file, ApplyOptions, Digest, Image as Mapped};
 use deltaward_release::{
     check::{accept, verify_latest, Checked, Device, Plan, StateDir, StateLock},
     install::install_full_image,
-    model::{Object, Root},
+    model::Object,
     repo::timestamp,
     source::Source,
     trust::RoleName,
@@ -377,7 +377,7 @@ async fn run(
     let t = Instant::now();
     let total = release.target.length;
     if matches!(checked.plan, Plan::Patch(_)) {
-        let keys = release_keys(&checked.root)?;
+        let keys = deltaward_release::trust::trusted_keys(&checked.root, RoleName::Release)?;
         let (image, out, patch) = (req.image.clone(), req.output.clone(), part.clone());
         let r = with_progress(Phase::Apply, total, on, move |progress| {
             Ok(apply_to_file(
@@ -454,16 +454,6 @@ async fn with_progress<T: Send + 'static>(
 }
 
 /// The root's release keys, for the patch's signature.
-fn release_keys(root: &Root) -> Result<TrustedKeys> {
-    let mut keys = TrustedKeys::new();
-    for id in &RoleName::Release.of(root).keyids {
-        if let Some(k) = root.keys.get(id) {
-            keys.add_text(k).map_err(deltaward_engine::Error::from)?;
-        }
-    }
-    Ok(keys)
-}
-
 /// BLAKE3 and length of the current image, hashed on all cores.
 fn hash_image(path: &Path) -> Result<(Digest, u64)> {
     let img = Mapped::open(path)?;

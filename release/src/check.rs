@@ -433,7 +433,7 @@ fn check_hash(what: &str, expected: Digest, found: Digest) -> Result<()> {
 
 /// The release a channel entry names: read no further than the channel signs (and
 /// one byte, to notice more), then [`verify_release`] against the entry.
-fn load_release(
+pub(crate) fn load_release(
     repo: &dyn Source,
     root: &Root,
     product: &str,
@@ -541,7 +541,7 @@ fn plan_for(release: &Release, device: &Device) -> Result<Plan> {
         .map_or(Plan::Full, |base| Plan::Patch(base.clone())))
 }
 
-fn missing_file(rel: &str) -> Error {
+pub(crate) fn missing_file(rel: &str) -> Error {
     io_err("reading", Path::new(rel))(std::io::Error::new(
         std::io::ErrorKind::NotFound,
         "the repository has no such file",

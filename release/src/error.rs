@@ -142,6 +142,9 @@ pub enum Error {
     /// The release or channel would break a rule of docs/RELEASE.md.
     #[error("refusing to release")]
     Refused(#[source] RefusedError),
+    /// `publish` refused the repository.
+    #[error(transparent)]
+    Unpublishable(UnpublishableError),
     /// A file could not be read or written.
     #[error("{action} {}", path.display())]
     Io {
@@ -203,6 +206,7 @@ impl Error {
             Self::Signature { .. } | Self::Comment { .. } => ErrorClass::Signature,
             Self::Limit { .. } => ErrorClass::Limit,
             Self::Engine(e) => ErrorClass::Engine(e.class()),
+            Self::Unpublishable(u) => u.source.class(),
             _ => ErrorClass::Other,
         }
     }
@@ -363,6 +367,12 @@ pub enum InvalidError {
     /// The channel lists no release.
     #[error("lists no release")]
     NoReleases,
+    /// `root.json` is not the newest root of `roots/`.
+    #[error("is not roots/{version}.root.json, the newest root")]
+    NotNewestRoot {
+        /// The newest root's version.
+        version: u64,
+    },
     /// A key of the root is not a minisign public key.
     #[error("key {key_id}: {error}")]
     Key {
@@ -541,6 +551,54 @@ pub enum RefusedError {
     /// The expiry time is past what RFC 3339 can write.
     #[error("the expiry time is past the year 9999")]
     ExpiryTooLate,
+    /// Two bases (images or patches) for the same version.
+    #[error("two bases for version {version}")]
+    DuplicateBase {
+        /// The version.
+        version: String,
+    },
+    /// A patch given with `--patch` was refused.
+    #[error("patch {}", patch.display())]
+    Patch {
+        /// The patch file.
+        patch: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<Error>,
+    },
+    /// A patch given with `--patch` builds another image than the release's.
+    #[error("patch {} builds the image {found} ({found_len} bytes), not the release's image {expected} ({expected_len} bytes)", patch.display())]
+    PatchTarget {
+        /// The patch file.
+        patch: PathBuf,
+        /// BLAKE3 of the release's image.
+        expected: Digest,
+        /// Its length.
+        expected_len: u64,
+        /// BLAKE3 of the image the patch builds.
+        found: Digest,
+        /// Its length.
+        found_len: u64,
+    },
+    /// A patch given without a version whose base no release of the channel has.
+    #[error("patch {} starts from the image {source_hash}, which no release in the channel has as its image; give its version as VERSION=PATCH", patch.display())]
+    PatchBaseUnknown {
+        /// The patch file.
+        patch: PathBuf,
+        /// BLAKE3 of its base image.
+        source_hash: Digest,
+    },
+}
+
+/// Why `publish` refused a repository: a file a device would refuse.
+#[derive(Debug, thiserror::Error)]
+#[error("refusing to publish: {file} would be refused by a device")]
+pub struct UnpublishableError {
+    /// The file.
+    pub file: String,
+    /// Why.
+    #[source]
+    pub source: Box<Error>,
 }
 
 /// Shorthand.

@@ -22,6 +22,7 @@
 pub mod check;
 pub mod error;
 pub mod install;
+pub mod inventory;
 pub mod limits;
 pub mod model;
 pub mod notice;
@@ -31,5 +32,5 @@ pub mod trust;
 
 pub use error::{
     Error, ErrorClass, InvalidError, LimitError, Mismatch, PathError, RefusedError, ReleaseId,
-    Result, RootRotationError, StateError,
+    Result, RootRotationError, StateError, UnpublishableError,
 };

@@ -17,7 +17,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use deltaward_engine::{write_file, BuildOptions, Digest, Image, Patch, SecretKey};
+use deltaward_engine::{
+    verify_patch, write_file, ApplyOptions, BuildOptions, Digest, Image, Patch, SecretKey,
+    TrustedKeys,
+};
 use rayon::prelude::*;
 use sha2::Digest as _;
 
@@ -29,7 +32,9 @@ use crate::{
         SIGNATURE_FILE_MAX_BYTES,
     },
     model::*,
-    trust::{sign_document, validate_root, verify_document, verify_rotation, RoleName},
+    trust::{
+        sign_document, trusted_keys, validate_root, verify_document, verify_rotation, RoleName,
+    },
 };
 
 /// zstd window log of the full-image fallback: 8 MiB of decoder memory.
@@ -190,6 +195,17 @@ pub struct BaseImage {
     pub path: PathBuf,
 }
 
+/// A patch built elsewhere (by `deltaward diff`, on another machine) to list as a
+/// base of the release.
+#[derive(Debug, Clone)]
+pub struct PatchFile {
+    /// The version of its base image; `None`: the release in the channel whose
+    /// image is the patch's base.
+    pub version: Option<String>,
+    /// The patch file.
+    pub path: PathBuf,
+}
+
 /// What `deltaward release` is asked to do.
 #[derive(Debug, Clone)]
 pub struct ReleaseRequest {
@@ -203,6 +219,8 @@ pub struct ReleaseRequest {
     pub image: PathBuf,
     /// Bases to build patches from.
     pub bases: Vec<BaseImage>,
+    /// Patches built elsewhere, listed as they are.
+    pub patches: Vec<PatchFile>,
     /// Release notes.
     pub notes: Notes,
     /// Patch build options.
@@ -372,9 +390,11 @@ pub fn check_notes(notes: &Notes) -> Result<()> {
 }
 
 /// Builds a release: one patch per base (in parallel while memory allows), the
-/// compressed full image, `release.json` signed by every key of `release_keys`
-/// (the patches by the first), and the product's `channel.json` updated and signed
-/// by every key of `channel_keys`, so that thresholds above one can be met.
+/// patches built elsewhere (each checked first: its signature under the release
+/// keys, its payloads, its target), the compressed full image, `release.json`
+/// signed by every key of `release_keys` (the patches by the first), and the
+/// product's `channel.json` updated and signed by every key of `channel_keys`, so
+/// that thresholds above one can be met.
 pub fn build_release(
     repo: &Repo,
     req: &ReleaseRequest,
@@ -390,7 +410,7 @@ pub fn build_release(
     if channel_keys.is_empty() {
         return Err(Error::Refused(RefusedError::NoChannelKey));
     }
-    if req.bases.is_empty() {
+    if req.bases.is_empty() && req.patches.is_empty() {
         return Err(Error::Refused(RefusedError::NoBases));
     }
     // The counter must go up: check the (verified) channel before doing the work.
@@ -413,10 +433,44 @@ pub fn build_release(
         sha256: Digest(sha2::Sha256::digest(&*new).into()),
     };
 
+    // Patches made elsewhere: checked before any patch is built here.
+    let mut bases = Vec::with_capacity(req.bases.len() + req.patches.len());
+    if !req.patches.is_empty() {
+        let keys = patch_keys(repo, release_keys)?;
+        let known = if req.patches.iter().any(|p| p.version.is_none()) {
+            channel_images(repo, channel.as_ref())?
+        } else {
+            Vec::new()
+        };
+        for p in &req.patches {
+            let base = adopt_patch(repo, p, &target, &keys, &known).map_err(|e| match e {
+                Error::Refused(
+                    e @ (RefusedError::PatchTarget { .. } | RefusedError::PatchBaseUnknown { .. }),
+                ) => Error::Refused(e),
+                e => Error::Refused(RefusedError::Patch {
+                    patch: p.path.clone(),
+                    source: Box::new(e),
+                }),
+            })?;
+            bases.push(base);
+        }
+    }
+    let mut versions: Vec<&str> = req
+        .bases
+        .iter()
+        .map(|b| b.version.as_str())
+        .chain(bases.iter().map(|b| b.version.as_str()))
+        .collect();
+    versions.sort_unstable();
+    if let Some(w) = versions.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Error::Refused(RefusedError::DuplicateBase {
+            version: w[0].to_owned(),
+        }));
+    }
+
     // Patches: as many at once as the memory limit allows (each build is parallel too).
     let per_build = (new.len() as u64 / 2).max(256 << 20);
-    let at_once = ((req.memory_limit / per_build).max(1) as usize).min(req.bases.len());
-    let mut bases = Vec::with_capacity(req.bases.len());
+    let at_once = ((req.memory_limit / per_build).max(1) as usize).min(req.bases.len().max(1));
     for group in req.bases.chunks(at_once) {
         let built: Vec<Result<Base>> = group
             .par_iter()
@@ -514,10 +568,103 @@ pub fn build_release(
     Ok(release)
 }
 
+/// The keys a patch made elsewhere may be signed by: the given release keys and
+/// the release role of the repository's newest root (when it has one), as a
+/// device trusts them.
+fn patch_keys(repo: &Repo, release_keys: &[&SecretKey]) -> Result<TrustedKeys> {
+    let mut keys = if repo.has(&Repo::root_rel(1)) {
+        trusted_keys(&root_chain(repo)?.0, RoleName::Release)?
+    } else {
+        TrustedKeys::new()
+    };
+    for line in release_keys.iter().filter_map(|k| k.public_base64()) {
+        keys.add_text(&line)
+            .map_err(deltaward_engine::Error::from)?;
+    }
+    Ok(keys)
+}
+
+/// The image (BLAKE3 and length) of each release the (verified) channel lists,
+/// each `release.json` checked against the hash and length the channel signs.
+fn channel_images(repo: &Repo, channel: Option<&Channel>) -> Result<Vec<(String, Digest, u64)>> {
+    let Some(channel) = channel else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(channel.releases.len());
+    for e in &channel.releases {
+        let bytes = repo.read(&e.path, e.length)?;
+        if bytes.len() as u64 != e.length || Digest::of(&bytes) != e.blake3 {
+            return Err(Error::MixAndMatch {
+                what: e.path.clone(),
+                mismatch: crate::error::Mismatch::Blake3 {
+                    expected: e.blake3,
+                    found: Digest::of(&bytes),
+                },
+            });
+        }
+        let r = Release::from_json(&bytes)?;
+        out.push((e.version.clone(), r.target.blake3, r.target.length));
+    }
+    Ok(out)
+}
+
+/// Checks a patch made elsewhere (signature under `keys`, every payload, the
+/// target it builds) and stores it as an object; its manifest's source becomes the
+/// base entry.
+fn adopt_patch(
+    repo: &Repo,
+    p: &PatchFile,
+    target: &Target,
+    keys: &TrustedKeys,
+    known: &[(String, Digest, u64)],
+) -> Result<Base> {
+    let bytes = Image::open(&p.path)?;
+    let head = verify_patch(
+        &mut &bytes[..],
+        keys,
+        None::<&&[u8]>,
+        &ApplyOptions::default(),
+    )?;
+    let m = &head.manifest;
+    if m.target_hash != target.blake3 || m.target_size != target.length {
+        return Err(Error::Refused(RefusedError::PatchTarget {
+            patch: p.path.clone(),
+            expected: target.blake3,
+            expected_len: target.length,
+            found: m.target_hash,
+            found_len: m.target_size,
+        }));
+    }
+    let version = match &p.version {
+        Some(v) => {
+            check_name(v)?;
+            v.clone()
+        }
+        None => known
+            .iter()
+            .find(|(_, h, len)| *h == m.source_hash && *len == m.source_size)
+            .map(|(v, _, _)| v.clone())
+            .ok_or_else(|| {
+                Error::Refused(RefusedError::PatchBaseUnknown {
+                    patch: p.path.clone(),
+                    source_hash: m.source_hash,
+                })
+            })?,
+    };
+    Ok(Base {
+        version,
+        length: m.source_size,
+        blake3: m.source_hash,
+        patch: repo.put_object(&bytes)?,
+        window: m.max_window,
+        apply_memory: m.apply_memory(),
+    })
+}
+
 /// The verified chain of roots of a repository: `roots/1.root.json` signed by its own
 /// root keys, then each `roots/N.root.json` as a rotation of the one before. Returns
 /// the newest root and the older ones.
-fn root_chain(repo: &Repo) -> Result<(Root, Vec<Root>)> {
+pub(crate) fn root_chain(repo: &Repo) -> Result<(Root, Vec<Root>)> {
     let (bytes, sigs) = repo.get_signed(&Repo::root_rel(1), ROOT_JSON_MAX_BYTES)?;
     let mut current = Root::from_json(&bytes)?;
     verify_document(&current, RoleName::Root, "root.json", 1, &bytes, &sigs)?;

@@ -159,6 +159,18 @@ pub fn validate_root(root: &Root) -> Result<()> {
     Ok(())
 }
 
+/// The keys of `role` in `root`, as the engine verifies with them (a patch's
+/// signature, for the release role).
+pub fn trusted_keys(root: &Root, role: RoleName) -> Result<deltaward_engine::TrustedKeys> {
+    let mut keys = deltaward_engine::TrustedKeys::new();
+    for id in &role.of(root).keyids {
+        if let Some(k) = root.keys.get(id) {
+            keys.add_text(k).map_err(deltaward_engine::Error::from)?;
+        }
+    }
+    Ok(keys)
+}
+
 /// The raw Ed25519 keys the root trusts for a role (keys that do not decode, or that
 /// are listed under another id than their own, are left out: they can verify nothing).
 pub fn role_keys(root: &Root, role: RoleName) -> BTreeSet<[u8; 32]> {

@@ -269,6 +269,7 @@ fn release_demo(
                 path: older_path.to_path_buf(),
             },
         ],
+        patches: Vec::new(),
         notes: repo::parse_notes(DEMO_NOTES)?,
         build: BuildOptions::default(),
         memory_limit: 4 << 30,

@@ -11,7 +11,7 @@ use clap::Args;
 use deltaward_engine::BuildOptions;
 use deltaward_release::{
     model::Release,
-    repo::{self, BaseImage, ReleaseRequest, Repo},
+    repo::{self, BaseImage, PatchFile, ReleaseRequest, Repo},
 };
 use serde_json::json;
 
@@ -43,8 +43,15 @@ pub struct ReleaseArgs {
     #[arg(long, value_name = "NEW.img")]
     image: PathBuf,
     /// A base image to build a patch from, as VERSION=PATH (or PATH: the file stem is the version). Repeat.
-    #[arg(long = "base", value_name = "[VERSION=]OLD.img", required = true)]
+    #[arg(long = "base", value_name = "[VERSION=]OLD.img", required_unless_present = "patches")]
     bases: Vec<String>,
+    /// A patch made elsewhere by `deltaward diff` from a base to --image, listed as it
+    /// is: its signature must verify under the release keys (or the repository
+    /// root's release role), and it must build --image. Without VERSION=, the
+    /// version is the release in the channel whose image is the patch's base.
+    /// Repeat; combines with --base.
+    #[arg(long = "patch", value_name = "[VERSION=]PATCH.dwp")]
+    patches: Vec<String>,
     /// Release notes: compatibility, security fixes, support, approval, installation.
     #[arg(long, value_name = "NOTES.toml")]
     notes: PathBuf,
@@ -69,6 +76,19 @@ pub struct ReleaseArgs {
     force: Force,
     #[command(flatten)]
     json: Json,
+}
+
+fn parse_patch(s: &str) -> PatchFile {
+    match s.split_once('=') {
+        Some((v, p)) => PatchFile {
+            version: Some(v.to_owned()),
+            path: PathBuf::from(p),
+        },
+        None => PatchFile {
+            version: None,
+            path: PathBuf::from(s),
+        },
+    }
 }
 
 fn parse_base(s: &str) -> Result<BaseImage> {
@@ -113,6 +133,7 @@ pub fn run(a: ReleaseArgs) -> Result<()> {
             .iter()
             .map(|b| parse_base(b))
             .collect::<Result<_>>()?,
+        patches: a.patches.iter().map(|p| parse_patch(p)).collect(),
         notes,
         build: BuildOptions::default().level(a.effort.level.into()),
         memory_limit: a.memory_limit,
@@ -124,6 +145,7 @@ pub fn run(a: ReleaseArgs) -> Result<()> {
         version = %req.version,
         counter = req.counter,
         bases = req.bases.len(),
+        patches = req.patches.len(),
         level = req.build.level.name(),
         repo = %a.repo.display(),
         "building release"

@@ -168,6 +168,7 @@ impl World {
                     path: self.img(v),
                 })
                 .collect(),
+            patches: Vec::new(),
             notes: notes(),
             build: BuildOptions::default().level(Level::Fast),
             memory_limit: 1 << 30,
