@@ -453,3 +453,211 @@ fn root_refuses_two_ids_for_one_key() {
     assert!(err.contains("two ids"), "{err}");
     assert!(!repo.join("root.json").exists());
 }
+
+/// The base entries of a release.json, and the manifest of each patch (read from
+/// the repository's object), by base version.
+fn bases_and_manifests(repo: &Path, version: &str) -> Vec<(serde_json::Value, Vec<u8>)> {
+    let rel: serde_json::Value = serde_json::from_slice(
+        &fs::read(repo.join(format!("products/pump/releases/{version}/release.json")))
+            .expect("release.json"),
+    )
+    .expect("json");
+    let mut out: Vec<_> = rel["bases"]
+        .as_array()
+        .expect("bases")
+        .iter()
+        .map(|b| {
+            let patch = fs::read(repo.join(b["patch"]["path"].as_str().expect("path")))
+                .expect("patch object");
+            let manifest = deltaward_testkit::sections(&patch).manifest.to_vec();
+            let mut b = b.clone();
+            // The patch object's name and hash cover its signature, which minisign's
+            // signer randomises; its length does not change.
+            let patch = b["patch"].as_object_mut().expect("patch");
+            patch.remove("path");
+            patch.remove("blake3");
+            (b, manifest)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0["version"].as_str().cmp(&b.0["version"].as_str()));
+    out
+}
+
+/// `deltaward release` of version 2.0 (counter 3) into `repo` from the patches
+/// (`--patch`), no `--base`.
+fn release_from_patches(p: &Published, repo: &Path, patches: &[&str]) -> Output {
+    let mut args = vec![
+        "release",
+        "--product",
+        "pump",
+        "--version",
+        "2.0",
+        "--counter",
+        "3",
+        "--image",
+        s(&p.fx.new),
+        "--notes",
+        s(&p.notes),
+        "-s",
+        s(&p.fx.key),
+        "--repo",
+        s(repo),
+    ];
+    for patch in patches {
+        args.extend_from_slice(&["--patch", patch]);
+    }
+    deltaward(&args)
+}
+
+/// A second repository with the same root as `p`'s (no release yet).
+fn same_root_repo(p: &Published, name: &str) -> PathBuf {
+    let repo = p.fx.path(name);
+    fs::create_dir_all(repo.join("roots")).expect("mkdir");
+    for f in ["root.json", "root.json.minisig"] {
+        fs::copy(p.repo.join(f), repo.join(f)).expect("copy root");
+    }
+    for f in ["1.root.json", "1.root.json.minisig"] {
+        fs::copy(p.repo.join("roots").join(f), repo.join("roots").join(f)).expect("copy root");
+    }
+    repo
+}
+
+#[test]
+fn a_release_from_patches_diffed_in_other_processes_equals_one_from_bases() {
+    let p = Published::new();
+    // The build farm: one `deltaward diff` per base, each its own process.
+    let patch = p.fx.diff("farm-old.dwp", &["--level", "fast"]);
+    let farm = same_root_repo(&p, "farm-repo");
+    let given = format!("old={}", s(&patch));
+    ok(&release_from_patches(&p, &farm, &[&given]));
+
+    let made_here = bases_and_manifests(&p.repo, "2.0");
+    let from_farm = bases_and_manifests(&farm, "2.0");
+    assert_eq!(made_here.len(), 1);
+    assert_eq!(made_here, from_farm, "base entries and signed manifests");
+    // The signatures differ (minisign's signer adds randomness), so the objects do.
+    let names = |repo: &Path| {
+        let mut v: Vec<_> = fs::read_dir(repo.join("objects"))
+            .expect("objects")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_ne!(names(&p.repo), names(&farm));
+    // And a device takes the patch from the farm's release.
+    let out = ok(&p.check_repo(
+        &farm,
+        "pump-a1",
+        &["--init-root", s(&farm.join("root.json")), "--json"],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["plan"], "patch from old", "{out}");
+}
+
+#[test]
+fn a_patch_without_a_version_takes_it_from_the_channel() {
+    let p = Published::new();
+    // 2.1: the new image with its first MiB changed; its patch from 2.0 (the new
+    // image) is named without a version.
+    let mut next = fs::read(&p.fx.new).expect("new");
+    for b in next.iter_mut().take(1 << 20).step_by(4096) {
+        *b ^= 0x5a;
+    }
+    let next_img = p.fx.path("next.img");
+    fs::write(&next_img, &next).expect("write");
+    let patch = p.fx.path("from-2.0.dwp");
+    ok(&deltaward(&[
+        "diff",
+        s(&p.fx.new),
+        s(&next_img),
+        "-o",
+        s(&patch),
+        "-s",
+        s(&p.fx.key),
+        "--level",
+        "fast",
+    ]));
+    let out = ok(&deltaward(&[
+        "release",
+        "--product",
+        "pump",
+        "--version",
+        "2.1",
+        "--counter",
+        "4",
+        "--image",
+        s(&next_img),
+        "--notes",
+        s(&p.notes),
+        "-s",
+        s(&p.fx.key),
+        "--repo",
+        s(&p.repo),
+        "--patch",
+        s(&patch),
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["patches"][0]["from"], "2.0", "{out}");
+}
+
+#[test]
+fn release_refuses_a_patch_of_another_image_an_unknown_base_or_key() {
+    let p = Published::new();
+    let farm = same_root_repo(&p, "farm-repo");
+    // A patch old -> old's reverse is not a patch to the release's image.
+    let other = p.fx.path("other.dwp");
+    ok(&deltaward(&[
+        "diff",
+        s(&p.fx.new),
+        s(&p.fx.old),
+        "-o",
+        s(&other),
+        "-s",
+        s(&p.fx.key),
+        "--level",
+        "fast",
+    ]));
+    let err = fails_with(
+        &release_from_patches(&p, &farm, &[&format!("new={}", s(&other))]),
+        1,
+    );
+    assert!(err.contains("not the release's image"), "{err}");
+
+    // Without a version, and no release in the (empty) channel has its base.
+    let patch = p.fx.diff("farm-old.dwp", &["--level", "fast"]);
+    let err = fails_with(&release_from_patches(&p, &farm, &[s(&patch)]), 1);
+    assert!(err.contains("give its version as VERSION=PATCH"), "{err}");
+
+    // Signed by a key that is neither given nor in the root's release role.
+    let (k, pubk) = (p.fx.path("stranger.key"), p.fx.path("stranger.pub"));
+    ok(&deltaward(&[
+        "keygen",
+        "-s",
+        s(&k),
+        "-p",
+        s(&pubk),
+        "--unencrypted",
+    ]));
+    let foreign = p.fx.path("foreign.dwp");
+    ok(&deltaward(&[
+        "diff",
+        s(&p.fx.old),
+        s(&p.fx.new),
+        "-o",
+        s(&foreign),
+        "-s",
+        s(&k),
+        "--level",
+        "fast",
+    ]));
+    let err = fails_with(
+        &release_from_patches(&p, &farm, &[&format!("old={}", s(&foreign))]),
+        1,
+    );
+    assert!(err.contains("foreign.dwp"), "{err}");
+    assert!(err.to_lowercase().contains("key"), "{err}");
+    // Nothing was written for any of them.
+    assert!(!farm.join("products").exists());
+}

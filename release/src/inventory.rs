@@ -63,8 +63,8 @@ fn refuse(file: &str) -> impl FnOnce(Error) -> Error + '_ {
 /// Any failure is an [`Error::Unpublishable`] naming the file.
 pub fn verify_repository(repo: &Repo, now: SystemTime) -> Result<Inventory> {
     let (root, older) = root_chain(repo).map_err(refuse("roots/1.root.json"))?;
-    let (current, _) = read_signed(repo, "root.json", ROOT_JSON_MAX_BYTES)
-        .map_err(refuse("root.json"))?;
+    let (current, _) =
+        read_signed(repo, "root.json", ROOT_JSON_MAX_BYTES).map_err(refuse("root.json"))?;
     let (newest_bytes, _) = read_signed(repo, &Repo::root_rel(root.version), ROOT_JSON_MAX_BYTES)
         .map_err(refuse("root.json"))?;
     if current != newest_bytes {
@@ -104,7 +104,8 @@ pub fn verify_repository(repo: &Repo, now: SystemTime) -> Result<Inventory> {
                 dir: repo.dir().to_path_buf(),
             })));
         }
-        let (bytes, sigs) = read_signed(repo, &rel, CHANNEL_JSON_MAX_BYTES).map_err(refuse(&rel))?;
+        let (bytes, sigs) =
+            read_signed(repo, &rel, CHANNEL_JSON_MAX_BYTES).map_err(refuse(&rel))?;
         let (channel, _) =
             verify_channel(&root, product, &bytes, &sigs, now).map_err(refuse(&rel))?;
         let newest_counter = newest(&channel).map_err(refuse(&rel))?.counter;
@@ -134,7 +135,8 @@ pub fn verify_repository(repo: &Repo, now: SystemTime) -> Result<Inventory> {
         .par_iter()
         .map(|o| verify_object(repo, o).map_err(refuse(&o.path)).map(drop))
         .collect::<Result<Vec<()>>>()?;
-    inv.objects.sort_by(|a, b| (a.length, &a.path).cmp(&(b.length, &b.path)));
+    inv.objects
+        .sort_by(|a, b| (a.length, &a.path).cmp(&(b.length, &b.path)));
     Ok(inv)
 }
 

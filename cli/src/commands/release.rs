@@ -43,7 +43,11 @@ pub struct ReleaseArgs {
     #[arg(long, value_name = "NEW.img")]
     image: PathBuf,
     /// A base image to build a patch from, as VERSION=PATH (or PATH: the file stem is the version). Repeat.
-    #[arg(long = "base", value_name = "[VERSION=]OLD.img", required_unless_present = "patches")]
+    #[arg(
+        long = "base",
+        value_name = "[VERSION=]OLD.img",
+        required_unless_present = "patches"
+    )]
     bases: Vec<String>,
     /// A patch made elsewhere by `deltaward diff` from a base to --image, listed as it
     /// is: its signature must verify under the release keys (or the repository
