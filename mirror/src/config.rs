@@ -31,8 +31,13 @@ pub struct Config {
     pub listen: Option<String>,
     /// Origin mode: the repository directory to serve as it is.
     pub root: Option<PathBuf>,
-    /// Mirror mode: the upstream repository or mirror URL (`http://` or `https://`).
+    /// Mirror mode: the upstream repository or mirror URL (`http://` or `https://`),
+    /// or a bucket (`s3://BUCKET/PREFIX`; credentials from the environment).
     pub upstream: Option<String>,
+    /// The S3 endpoint of an `s3://` upstream (default: `AWS_ENDPOINT_URL`, then AWS).
+    pub endpoint: Option<String>,
+    /// The S3 region of an `s3://` upstream (default: `AWS_REGION`, then `us-east-1`).
+    pub region: Option<String>,
     /// Mirror mode: the cache directory.
     pub cache: Option<PathBuf>,
     /// Mirror mode: the trusted `root.json` (used when the cache has none yet).

@@ -41,6 +41,9 @@ pub enum Error {
     /// Something the upstream gave failed verification.
     #[error(transparent)]
     Verify(#[from] VerifyError),
+    /// Publishing to a bucket failed.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
     /// The signed metadata was refused.
     #[error(transparent)]
     Release(#[from] deltaward_release::Error),
@@ -240,6 +243,70 @@ impl UpstreamError {
             Self::Connect { .. } | Self::Timeout { .. } => true,
             Self::Exhausted { last, .. } => last.is_unreachable(),
             _ => false,
+        }
+    }
+}
+
+/// An upload to a bucket failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// No credentials to sign with.
+    #[error("publishing needs credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones)")]
+    NoCredentials,
+    /// The store refused a request.
+    #[error("{url}: HTTP {status}{}{message}", if message.is_empty() { "" } else { ": " })]
+    Store {
+        /// The object (or part).
+        url: String,
+        /// The status.
+        status: u16,
+        /// The store's error code and message.
+        message: String,
+    },
+    /// The store answered with another checksum than the bytes sent.
+    #[error("{url}: the store answered ETag {found:?} for bytes whose MD5 is {expected}")]
+    Checksum {
+        /// The object (or part).
+        url: String,
+        /// MD5 of the bytes sent.
+        expected: String,
+        /// The ETag answered.
+        found: Option<String>,
+    },
+    /// A completed upload has another length than the file.
+    #[error("{url}: the store holds {found:?} bytes after the upload, the file has {expected}")]
+    Length {
+        /// The object.
+        url: String,
+        /// The file's length.
+        expected: u64,
+        /// The stored length.
+        found: Option<u64>,
+    },
+    /// An answer that is not what S3 answers.
+    #[error("{url}: {reason}")]
+    Answer {
+        /// The object.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The request could not be made or answered.
+    #[error(transparent)]
+    Link(#[from] UpstreamError),
+}
+
+impl PublishError {
+    /// Whether another try may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Store { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            Self::Link(e) => e.is_transient(),
+            Self::NoCredentials
+            | Self::Checksum { .. }
+            | Self::Length { .. }
+            | Self::Answer { .. } => false,
         }
     }
 }

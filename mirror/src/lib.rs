@@ -11,7 +11,10 @@
 //! - [`fill`]: single-flight upstream fetches that clients stream while they run,
 //!   the last byte held back until the object is verified.
 //! - [`cache`]: the cache directory, its index and LRU eviction.
-//! - [`upstream`]: the HTTP client with retries, Range resume and a bandwidth cap.
+//! - [`upstream`]: the HTTP client with retries, Range resume and a bandwidth cap,
+//!   for an `http(s)://` upstream or an S3 bucket ([`s3`]: addressing and signing).
+//! - [`publish`]: uploads a verified repository to a bucket in the order that never
+//!   shows a reader a broken repository.
 //! - [`server`] and [`service`]: hyper, TLS, limits, graceful drain; [`respond`]:
 //!   ranges, multipart ranges and conditional requests.
 //!
@@ -50,9 +53,11 @@ pub mod metrics;
 pub mod mirror;
 pub mod origin;
 pub mod pages;
+pub mod publish;
 pub mod report;
 pub mod respond;
 pub mod route;
+pub mod s3;
 pub mod server;
 pub mod service;
 pub mod sync;
@@ -62,7 +67,7 @@ pub mod upstream;
 
 pub use access::AccessLog;
 pub use config::{parse_size, Config, Limits};
-pub use error::{ConfigError, Error, Result, UpstreamError, VerifyError};
+pub use error::{ConfigError, Error, PublishError, Result, UpstreamError, VerifyError};
 pub use metrics::Metrics;
 pub use mirror::Mirror;
 pub use origin::Origin;

@@ -13,7 +13,8 @@ use crate::{
     fill::{self, Fill, Fills, Joined},
     log::{DeliveryLog, LogConfig},
     metrics::Metrics,
-    upstream::Upstream,
+    s3::S3Options,
+    upstream::{Location, Upstream},
 };
 
 /// Reads the mirror's own secret key (unencrypted minisign key file).
@@ -76,8 +77,15 @@ impl Mirror {
         let cache_dir = config.cache.as_deref().ok_or(missing("--cache"))?;
         let trust = config.trust.as_deref().ok_or(missing("--trust"))?;
         let cache = Arc::new(CacheDir::open(cache_dir)?);
-        let upstream = Arc::new(Upstream::new(
+        let location = Location::parse(
             upstream_url,
+            &S3Options {
+                endpoint: config.endpoint.clone(),
+                region: config.region.clone(),
+            },
+        )?;
+        let upstream = Arc::new(Upstream::new(
+            location,
             config.upstream_ca.as_deref(),
             config.upstream_rate,
             &config.limits,

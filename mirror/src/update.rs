@@ -42,7 +42,7 @@ use crate::{
     fill::Batcher,
     metrics::Metrics,
     report::{self, Check, KeyIds, ObjectUsed, Outcome, Report},
-    upstream::{backoff, Upstream},
+    upstream::{backoff, Location, Upstream},
 };
 
 /// What to update.
@@ -192,8 +192,15 @@ pub async fn update(req: &Request, on: &(dyn Fn(Event) + Send + Sync)) -> (Repor
         .mirrors
         .iter()
         .map(|m| {
+            if crate::s3::is_s3(m) {
+                return Err(crate::error::UpstreamError::Url {
+                    url: m.clone(),
+                    reason: "a device updates through mirrors (http:// or https://)".into(),
+                }
+                .into());
+            }
             Upstream::new(
-                m,
+                Location::parse(m, &Default::default())?,
                 req.mirror_ca.as_deref(),
                 None,
                 &req.limits,

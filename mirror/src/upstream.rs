@@ -23,14 +23,90 @@ use crate::{
     config::Limits,
     error::{Result, UpstreamError},
     metrics::Metrics,
-    tls,
+    s3, tls,
 };
+
+/// The HTTP client every upstream request (and every upload) goes through.
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Where the upstream repository is.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// An `http://` or `https://` base URL (an origin, a mirror, a public bucket or a
+    /// CDN).
+    Http(String),
+    /// A bucket (`s3://BUCKET/PREFIX`), read with signed requests.
+    S3(Box<s3::Bucket>),
+}
+
+impl Location {
+    /// `url` as an upstream: `s3://BUCKET/PREFIX` (endpoint, region and credentials
+    /// from `opts` and the environment, see [`s3`]) or an `http(s)://` base URL.
+    pub fn parse(url: &str, opts: &s3::S3Options) -> Result<Self> {
+        if s3::is_s3(url) {
+            return Ok(Self::S3(Box::new(s3::Bucket::from_env(url, opts)?)));
+        }
+        let base = url.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://"))
+            || base.parse::<http::Uri>().is_err()
+        {
+            return Err(UpstreamError::Url {
+                url: base,
+                reason: "not an http://, https:// or s3:// URL".into(),
+            }
+            .into());
+        }
+        Ok(Self::Http(base))
+    }
+
+    /// The URL to request `rel` with a GET, and the one to show in messages (the
+    /// signature left out).
+    fn get(&self, rel: &str) -> (String, String) {
+        match self {
+            Self::Http(base) => {
+                let u = format!("{base}/{rel}");
+                (u.clone(), u)
+            }
+            Self::S3(b) => (b.get(rel), b.shown(rel)),
+        }
+    }
+
+    /// The base URL (or `s3://BUCKET/PREFIX`).
+    pub fn base(&self) -> &str {
+        match self {
+            Self::Http(base) => base,
+            Self::S3(b) => b.url(),
+        }
+    }
+}
+
+/// The HTTP client for upstreams and uploads: HTTP/1.1 and HTTP/2, rustls (ring)
+/// trusting the built-in web roots and the CA certificates in `extra_ca`.
+pub(crate) fn http_client(
+    extra_ca: Option<&Path>,
+    connect_timeout: Duration,
+) -> Result<HttpClient> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls::client_config(extra_ca)?)
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector))
+}
 
 /// The upstream repository or mirror.
 #[derive(Debug)]
 pub struct Upstream {
-    base: String,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    location: Location,
+    client: HttpClient,
     rate: Option<RateLimit>,
     timeout: Duration,
     tries: u32,
@@ -61,42 +137,18 @@ pub struct Opened {
 }
 
 impl Upstream {
-    /// A client for the repository at `base` (`http://` or `https://`), trusting the
-    /// built-in web roots and the CA certificates in `extra_ca`.
+    /// A client for the repository at `location`, trusting the built-in web roots
+    /// and the CA certificates in `extra_ca`.
     pub fn new(
-        base: &str,
+        location: Location,
         extra_ca: Option<&Path>,
         rate: Option<u64>,
         limits: &Limits,
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
-        let base = base.trim_end_matches('/').to_owned();
-        if !(base.starts_with("http://") || base.starts_with("https://"))
-            || base.parse::<http::Uri>().is_err()
-        {
-            return Err(UpstreamError::Url {
-                url: base,
-                reason: "not an http:// or https:// URL".into(),
-            }
-            .into());
-        }
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(limits.upstream_timeout));
-        http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls::client_config(extra_ca)?)
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
         Ok(Self {
-            base,
-            client,
+            location,
+            client: http_client(extra_ca, limits.upstream_timeout)?,
             rate: rate.filter(|r| *r > 0).map(RateLimit::new),
             timeout: limits.upstream_timeout,
             tries: limits.upstream_tries.max(1),
@@ -105,18 +157,14 @@ impl Upstream {
         })
     }
 
-    /// The upstream's base URL.
+    /// The upstream's base URL (or `s3://BUCKET/PREFIX`).
     pub fn base(&self) -> &str {
-        &self.base
+        self.location.base()
     }
 
     /// Since when the upstream has been unreachable, if it is.
     pub fn down_since(&self) -> Option<SystemTime> {
         *self.down_since.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn url(&self, rel: &str) -> String {
-        format!("{}/{rel}", self.base)
     }
 
     fn mark(&self, r: &std::result::Result<impl Sized, UpstreamError>) {
@@ -133,12 +181,12 @@ impl Upstream {
     /// Sends one request; the answer's head within the timeout.
     async fn send(
         &self,
-        url: &str,
+        (target, url): (&str, &str),
         method: http::Method,
         headers: &[(header::HeaderName, String)],
         body: Bytes,
     ) -> std::result::Result<http::Response<Incoming>, UpstreamError> {
-        let mut req = Request::builder().method(method).uri(url);
+        let mut req = Request::builder().method(method).uri(target);
         for (k, v) in headers {
             req = req.header(k, v);
         }
@@ -225,13 +273,13 @@ impl Upstream {
         max: u64,
         etag: Option<&str>,
     ) -> std::result::Result<Fetched, UpstreamError> {
-        let url = self.url(rel);
+        let (target, url) = self.location.get(rel);
         let headers: Vec<_> = etag
             .map(|e| (header::IF_NONE_MATCH, e.to_owned()))
             .into_iter()
             .collect();
         let r = self
-            .send(&url, http::Method::GET, &headers, Bytes::new())
+            .send((&target, &url), http::Method::GET, &headers, Bytes::new())
             .await?;
         let status = r.status();
         let etag = r
@@ -280,21 +328,31 @@ impl Upstream {
         rel: &str,
         body: Bytes,
     ) -> std::result::Result<StatusCode, UpstreamError> {
-        let url = self.url(rel);
+        let url = match &self.location {
+            Location::Http(base) => format!("{base}/{rel}"),
+            Location::S3(b) => {
+                return Err(UpstreamError::Url {
+                    url: b.shown(rel),
+                    reason: "a bucket takes no reports; report to a mirror".into(),
+                })
+            }
+        };
         let headers = [(header::CONTENT_TYPE, "application/json".to_owned())];
-        let r = self.send(&url, http::Method::POST, &headers, body).await?;
+        let r = self
+            .send((&url, &url), http::Method::POST, &headers, body)
+            .await?;
         Ok(r.status())
     }
 
     /// Opens a download of `rel` from byte `from` (one try; the caller resumes).
     pub async fn open(&self, rel: &str, from: u64) -> std::result::Result<Opened, UpstreamError> {
-        let url = self.url(rel);
+        let (target, url) = self.location.get(rel);
         let headers: Vec<_> = (from > 0)
             .then(|| (header::RANGE, format!("bytes={from}-")))
             .into_iter()
             .collect();
         let r = self
-            .send(&url, http::Method::GET, &headers, Bytes::new())
+            .send((&target, &url), http::Method::GET, &headers, Bytes::new())
             .await?;
         match r.status() {
             StatusCode::OK => Ok(Opened {

@@ -38,9 +38,12 @@ pub struct ReportArgs {
     /// The mirror's public key (the log key's .pub).
     #[arg(long, value_name = "MIRROR.pub")]
     mirror_key: PathBuf,
-    /// The repository (directory or URL: origin or mirror) whose releases to report.
+    /// The repository whose releases to report: a directory, an origin or mirror URL, or
+    /// a bucket (s3://BUCKET/PREFIX).
     #[arg(long, value_name = "URL_OR_DIR")]
     repo: String,
+    #[command(flatten)]
+    s3: crate::commands::mirror::S3Args,
     /// Product (repeat); default: every product the device reports name.
     #[arg(long = "product", value_name = "P")]
     products: Vec<String>,
@@ -127,13 +130,13 @@ fn report_cmd(a: ReportArgs) -> Result<()> {
     use deltaward_mirror::audit::{build, to_csv, to_html};
     let keys = crate::keys::trusted(&[&a.mirror_key])?;
     let files = log_files(&a.logs)?;
-    let built = if a.repo.starts_with("http://") || a.repo.starts_with("https://") {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?;
+    let remote = ["http://", "https://", "s3://"]
+        .iter()
+        .any(|p| a.repo.starts_with(p));
+    let built = if remote {
+        let rt = crate::commands::mirror::runtime()?;
         let up = std::sync::Arc::new(deltaward_mirror::upstream::Upstream::new(
-            &a.repo,
+            deltaward_mirror::upstream::Location::parse(&a.repo, &a.s3.options())?,
             None,
             None,
             &deltaward_mirror::Limits::default(),

@@ -323,10 +323,7 @@ fn delivery_demo(
         AccessLog, Config, Metrics, Mirror, Mode, Origin, Server, Service,
     };
     use std::sync::Arc;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let rt = crate::commands::mirror::runtime()?;
     rt.block_on(async {
         let repo_dir = dir.join("repo");
         let mut origin_cfg = Config::default();
@@ -424,7 +421,7 @@ fn delivery_demo(
 
         // What the operator and the auditor get.
         let pages = deltaward_mirror::upstream::Upstream::new(
-            &mirror_url,
+            deltaward_mirror::upstream::Location::Http(mirror_url.clone()),
             None,
             None,
             &mirror_cfg.limits,

@@ -59,9 +59,13 @@ pub struct ApproveArgs {
 /// Where the mirror's upstream is and what it trusts.
 #[derive(Args, Debug)]
 pub struct UpstreamArgs {
-    /// The upstream: the maker's repository or another mirror (http:// or https://).
+    /// The upstream: the maker's repository or another mirror (http:// or https://),
+    /// or a bucket (s3://BUCKET/PREFIX, read with signed requests; credentials from
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN).
     #[arg(long, value_name = "URL")]
     upstream: Option<String>,
+    #[command(flatten)]
+    s3: S3Args,
     /// Cache directory (created if missing; one process at a time).
     #[arg(long, value_name = "DIR")]
     cache: Option<PathBuf>,
@@ -152,6 +156,8 @@ impl UpstreamArgs {
             None => Config::default(),
         };
         over(&mut c.upstream, self.upstream.clone());
+        over(&mut c.endpoint, self.s3.endpoint.clone());
+        over(&mut c.region, self.s3.region.clone());
         over(&mut c.cache, self.cache.clone());
         over(&mut c.trust, self.trust.clone());
         over(&mut c.upstream_ca, self.upstream_ca.clone());
@@ -168,10 +174,33 @@ fn over<T>(slot: &mut Option<T>, flag: Option<T>) {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+/// Where an s3:// bucket is served from.
+#[derive(Args, Debug, Clone)]
+pub struct S3Args {
+    /// S3 endpoint URL for s3:// (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, then
+    /// AWS); any endpoint but AWS's is addressed path-style.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// S3 region for s3:// (default: AWS_REGION, AWS_DEFAULT_REGION, then us-east-1).
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+}
+
+impl S3Args {
+    /// The options of the mirror crate.
+    pub fn options(&self) -> deltaward_mirror::s3::S3Options {
+        deltaward_mirror::s3::S3Options {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+        }
+    }
+}
+
+/// The tokio runtime of the network commands (the libraries own none).
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .thread_name("deltaward-mirror")
+        .thread_name("deltaward-io")
         .build()
         .context("starting the async runtime")
 }

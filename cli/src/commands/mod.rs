@@ -10,6 +10,7 @@ pub mod inspect;
 pub mod keygen;
 pub mod mirror;
 pub mod notice;
+pub mod publish;
 pub mod release;
 pub mod root;
 pub mod update;
@@ -46,6 +47,8 @@ pub enum Command {
     /// Serve a repository or a verified caching mirror of one; prefetch with `sync`.
     #[command(subcommand)]
     Mirror(mirror::MirrorCmd),
+    /// Upload a repository to S3-compatible object storage, verified first.
+    Publish(publish::PublishArgs),
     /// Check delivery evidence: a mirror's tamper-evident delivery log.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
@@ -68,6 +71,7 @@ impl Command {
             Self::Notice(a) => notice::run(a),
             Self::Mirror(c) => mirror::run(c),
             Self::Update(a) => update::run(a),
+            Self::Publish(a) => publish::run(a),
             Self::Audit(c) => audit::run(c),
             Self::Demo(a) => demo::run(a),
         }

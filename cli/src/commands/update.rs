@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use deltaward_mirror::{
     report::{Outcome, Report},
@@ -80,10 +80,7 @@ pub fn run(a: UpdateArgs) -> Result<()> {
     req.limits = Limits::default();
     req.exit_code = Some(crate::exit::code_of);
     let printer = Printer::new(a.json);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = crate::commands::mirror::runtime()?;
     let (report, result) = runtime.block_on(update(&req, &|e| printer.event(e)));
     printer.finish(&report);
     result.map_err(anyhow::Error::from)
