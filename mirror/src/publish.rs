@@ -26,6 +26,8 @@
 //! - **Retries.** Each request is tried up to `tries` times while it fails
 //!   transiently (no connection, a timeout, 5xx, 429, 408), with exponential backoff
 //!   and jitter.
+//! - **Bandwidth.** `rate` caps the bytes sent per second (all uploads together), for
+//!   a publish over a shared link.
 //! - **Caching headers.** Objects are `immutable` (their name is their hash);
 //!   documents are `no-cache`, so a CDN in front of the bucket revalidates them.
 
@@ -51,7 +53,7 @@ use tokio::sync::Semaphore;
 use crate::{
     error::{Error, PublishError, Result, UpstreamError},
     s3::{self, Bucket},
-    upstream::{backoff, http_client, HttpClient},
+    upstream::{backoff, http_client, HttpClient, RateLimit},
 };
 
 /// The most parts one upload may have (S3's limit).
@@ -74,6 +76,8 @@ pub struct PublishOptions {
     pub timeout: Duration,
     /// Tries of one request.
     pub tries: u32,
+    /// Cap on upload bandwidth, bytes per second (for a shared link); `None`: none.
+    pub rate: Option<u64>,
 }
 
 impl Default for PublishOptions {
@@ -84,6 +88,7 @@ impl Default for PublishOptions {
             extra_ca: None,
             timeout: Duration::from_secs(300),
             tries: 4,
+            rate: None,
         }
     }
 }
@@ -150,6 +155,7 @@ pub async fn publish(
         timeout: opts.timeout,
         tries: opts.tries.max(1),
         part_size,
+        rate: opts.rate.filter(|r| *r > 0).map(RateLimit::new),
     };
     let mut out = Published {
         destination: bucket.url().to_owned(),
@@ -206,6 +212,7 @@ struct Ctx<'a> {
     timeout: Duration,
     tries: u32,
     part_size: u64,
+    rate: Option<RateLimit>,
 }
 
 /// An answer: status, headers and (capped) body.
@@ -330,6 +337,9 @@ impl Ctx<'_> {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> std::result::Result<Answer, PublishError> {
+        if let Some(rate) = &self.rate {
+            rate.take(body.len() as u64).await;
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;

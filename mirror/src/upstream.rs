@@ -460,14 +460,14 @@ fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
 /// empty and holds at most a tenth of a second's worth (at least 64 KiB), so that
 /// even a short transfer runs at the cap rather than above it.
 #[derive(Debug)]
-struct RateLimit {
+pub(crate) struct RateLimit {
     rate: u64,
     burst: f64,
     state: tokio::sync::Mutex<(f64, tokio::time::Instant)>,
 }
 
 impl RateLimit {
-    fn new(rate: u64) -> Self {
+    pub(crate) fn new(rate: u64) -> Self {
         Self {
             rate,
             burst: (rate as f64 / 10.0).max(65536.0),
@@ -475,7 +475,7 @@ impl RateLimit {
         }
     }
 
-    async fn take(&self, n: u64) {
+    pub(crate) async fn take(&self, n: u64) {
         let wait = {
             let mut s = self.state.lock().await;
             let now = tokio::time::Instant::now();

@@ -41,6 +41,9 @@ pub struct PublishArgs {
     /// Files above this size go up in parts of this size (K, M, G suffixes; at least 5M).
     #[arg(long, default_value = "16M", value_name = "SIZE", value_parser = parse_size)]
     part_size: u64,
+    /// Cap on upload bandwidth in bytes per second (K, M, G suffixes), for a shared link.
+    #[arg(long, value_name = "BYTES_PER_S", value_parser = parse_size)]
+    rate: Option<u64>,
     /// Extra CA certificates (PEM) to trust for an https:// endpoint.
     #[arg(long, value_name = "PEM")]
     ca: Option<PathBuf>,
@@ -58,6 +61,7 @@ pub fn run(a: PublishArgs) -> Result<()> {
         part_size: a.part_size,
         extra_ca: a.ca.clone(),
         tries: a.tries.max(1),
+        rate: a.rate,
         ..PublishOptions::default()
     };
     tracing::info!(repo = %a.repo.display(), to = bucket.url(), "verifying, then publishing");

@@ -12,6 +12,8 @@ pub mod exit;
 
 pub mod net;
 
+pub mod garage;
+
 /// The deltaward binary built by cargo for this test run.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_deltaward")

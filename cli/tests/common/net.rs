@@ -26,10 +26,21 @@ impl Server {
     /// Starts `deltaward mirror serve ARGS --listen 127.0.0.1:0` and waits for its
     /// `listening on URL` line.
     pub fn start(dir: &Path, name: &str, args: &[&str]) -> Self {
+        Self::start_with_env(dir, name, args, &[])
+    }
+
+    /// As [`Self::start`], with environment variables set.
+    pub fn start_with_env(
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+        env: &[(&'static str, String)],
+    ) -> Self {
         let log = dir.join(format!("{name}.log"));
         let mut cmd = Command::new(bin());
         cmd.args(["mirror", "serve", "--listen", "127.0.0.1:0", "-v"])
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"));
         let mut child = cmd.spawn().expect("spawn deltaward mirror serve");
