@@ -14,7 +14,9 @@ use std::{
 };
 
 use common::{
-    bin, fails_with,
+    bin,
+    exit::MIX_AND_MATCH,
+    fails_with,
     garage::Garage,
     net::{curl, Published, Server},
     ok, s,
@@ -194,7 +196,8 @@ fn publish_refuses_a_broken_repository_before_uploading_anything() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     fs::write(&path, bytes).expect("write");
-    let err = fails_with(&publish(&g, &p.repo, "broken", &[]), 1);
+    // The exit code is the class of the refusal, as check-release gives it.
+    let err = fails_with(&publish(&g, &p.repo, "broken", &[]), MIX_AND_MATCH);
     assert!(err.contains("refusing to publish"), "{err}");
     assert!(err.contains(&patch), "{err}");
     assert!(g.list("broken/").is_empty());
@@ -234,10 +237,10 @@ fn a_mirror_pulls_from_the_private_bucket_and_a_device_updates_through_it() {
     assert_eq!(r2["outcome"], "installed", "{r2}");
     assert_eq!(m.metric("deltaward_mirror_cache_misses_total"), 1);
     // Ranges are served from the cache.
-    let patch = r["object"]["path"]
-        .as_str()
-        .expect("object path")
-        .to_owned();
+    let patch = format!(
+        "objects/{}",
+        r["object"]["blake3"].as_str().expect("object")
+    );
     let part = curl(&["-r", "10-19", &format!("{}/{patch}", m.url)]);
     assert_eq!(
         part.stdout,

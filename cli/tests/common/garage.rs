@@ -248,8 +248,10 @@ root_domain = ".s3.garage.localhost"
     /// The keys under `prefix`, through Garage's CLI-independent S3 listing (curl).
     pub fn list(&self, prefix: &str) -> Vec<String> {
         let url = format!(
-            "{}/{}?list-type=2&prefix={prefix}",
-            self.endpoint, self.bucket
+            "{}/{}?list-type=2&prefix={}",
+            self.endpoint,
+            self.bucket,
+            prefix.replace('/', "%2F")
         );
         let out = Command::new("curl")
             .args(["-s", "--fail", "--aws-sigv4"])
