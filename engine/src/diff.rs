@@ -9,9 +9,11 @@ use crate::{
     container::Patch,
     error::{Error, Result},
     format::{empty_hash, Digest, Frame, FrameKind, Manifest},
+    image::Image,
     index::{AnchorIndex, BlockIndex},
     level::{BuildOptions, LevelParams},
     plan::{classify, plan, select_window, PlanKind, Planned},
+    sparse::{zeros_hash, Input},
 };
 
 impl Patch {
@@ -28,7 +30,26 @@ impl Patch {
         opts: &BuildOptions,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Self> {
-        let (manifest, payloads) = build(old, new, opts, progress)?;
+        let (manifest, payloads) =
+            build(Input::new(old, &[]), Input::new(new, &[]), opts, progress)?;
+        Ok(Self { manifest, payloads })
+    }
+
+    /// Diffs two image files, skipping their holes (see [`Image::holes`]): the
+    /// patch is the one [`build`](Self::build) makes from the same bytes, but holes
+    /// cost neither reads nor memory.
+    pub fn build_images(
+        old: &Image,
+        new: &Image,
+        opts: &BuildOptions,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Self> {
+        let (manifest, payloads) = build(
+            Input::new(old, old.holes()),
+            Input::new(new, new.holes()),
+            opts,
+            progress,
+        )?;
         Ok(Self { manifest, payloads })
     }
 }
@@ -102,8 +123,8 @@ fn encode_delta(
 
 /// Builds the manifest and payloads for `old` -> `new`.
 fn build(
-    old: &[u8],
-    new: &[u8],
+    old_in: Input<'_>,
+    new_in: Input<'_>,
     opts: &BuildOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(Manifest, Vec<Vec<u8>>)> {
@@ -115,12 +136,15 @@ fn build(
             reason: "must be a power of two from 512 to 1048576",
         });
     }
+    let (old, new) = (old_in.data, new_in.data);
     let ((source_hash, target_hash), (blocks, anchors)) = rayon::join(
-        || rayon::join(|| hash_all(old), || hash_all(new)),
+        || rayon::join(|| old_in.hash(), || new_in.hash()),
         || {
-            let (index, anchors) =
-                rayon::join(|| BlockIndex::build(old, bs), || AnchorIndex::build(old));
-            (classify(old, new, bs, &index), anchors)
+            let (index, anchors) = rayon::join(
+                || BlockIndex::build(old_in, bs),
+                || AnchorIndex::build(old_in),
+            );
+            (classify(old_in, new_in, bs, &index), anchors)
         },
     );
     let planned = plan(&blocks, bs as u64, new.len() as u64, params.frame_len);
@@ -195,13 +219,13 @@ fn encode_all(
 }
 
 /// BLAKE3 of every planned frame's output; zero frames of one length share theirs
-/// (runs are cut into equal pieces).
+/// (runs are cut into equal pieces), hashed from zeros rather than the image.
 fn output_hashes(new: &[u8], planned: &[Planned]) -> Vec<Digest> {
     let mut zero_hashes = std::collections::HashMap::new();
     for p in planned.iter().filter(|p| p.kind == PlanKind::Zero) {
         zero_hashes
             .entry(p.len)
-            .or_insert_with(|| Digest::of(&new[p.start as usize..(p.start + p.len) as usize]));
+            .or_insert_with(|| zeros_hash(p.len));
     }
     planned
         .par_iter()
@@ -257,11 +281,4 @@ fn assemble(
         frames.push(f);
     }
     (frames, payloads, payload_off)
-}
-
-/// BLAKE3 of a whole image, using the caller's rayon pool.
-fn hash_all(data: &[u8]) -> Digest {
-    let mut h = blake3::Hasher::new();
-    h.update_rayon(data);
-    h.finalize().into()
 }

@@ -8,7 +8,12 @@
 //! all: it reads the old image with positioned reads, so that its memory stays
 //! bounded (mapped pages would count against the process's resident set).
 
-use std::{fs::File, io, ops::Deref, path::Path};
+use std::{
+    fs::File,
+    io,
+    ops::{Deref, Range},
+    path::Path,
+};
 
 use crate::error::{Error, Result};
 
@@ -92,14 +97,70 @@ impl Source for FileSource {
     }
 }
 
-/// A whole image in memory: mapped when possible, read otherwise.
+/// A whole image in memory: mapped when possible, read otherwise, with the holes of
+/// a sparse file (found with `SEEK_DATA`/`SEEK_HOLE`), which read as zeros and
+/// which the diff never touches: an 8 GiB image with 600 MiB of data costs the
+/// pages of its data, not of its holes.
 #[derive(Debug)]
-pub enum Image {
+pub struct Image {
+    data: Data,
+    holes: Vec<Range<u64>>,
+}
+
+#[derive(Debug)]
+enum Data {
     /// A read-only memory map.
     Mapped(memmap2::Mmap),
     /// The file's bytes, read because mapping was refused (pipes, some file systems)
     /// or the file is empty.
     Read(Vec<u8>),
+}
+
+/// Holes shorter than this are left as data: not worth a boundary.
+const MIN_HOLE: u64 = 64 << 10;
+
+/// The holes of `file` (`len` bytes) of at least [`MIN_HOLE`] bytes, in order, as
+/// the file system reports them; none where it cannot tell.
+fn find_holes(file: &File, len: u64) -> Vec<Range<u64>> {
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "freebsd"
+    ))]
+    {
+        use rustix::fs::{seek, SeekFrom};
+        let mut holes = Vec::new();
+        let mut pos = 0u64;
+        while pos < len {
+            let data = match seek(file, SeekFrom::Data(pos)) {
+                Ok(d) => d.min(len),
+                Err(rustix::io::Errno::NXIO) => len,
+                Err(_) => return Vec::new(),
+            };
+            if data >= pos.saturating_add(MIN_HOLE) {
+                holes.push(pos..data);
+            }
+            if data >= len {
+                break;
+            }
+            pos = match seek(file, SeekFrom::Hole(data)) {
+                Ok(h) if h > data => h,
+                _ => return holes,
+            };
+        }
+        holes
+    }
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "freebsd"
+    )))]
+    {
+        let _ = (file, len);
+        Vec::new()
+    }
 }
 
 impl Image {
@@ -126,7 +187,11 @@ impl Image {
             // truncated while mapped, access raises SIGBUS (see the module docs).
             #[allow(unsafe_code)]
             if let Ok(map) = unsafe { memmap2::Mmap::map(file) } {
-                return Ok(Self::Mapped(map));
+                let holes = find_holes(file, map.len() as u64);
+                return Ok(Self {
+                    data: Data::Mapped(map),
+                    holes,
+                });
             }
         }
         let mut buf = Vec::new();
@@ -135,7 +200,16 @@ impl Image {
             path: path.to_path_buf(),
             source,
         })?;
-        Ok(Self::Read(buf))
+        Ok(Self {
+            data: Data::Read(buf),
+            holes: Vec::new(),
+        })
+    }
+
+    /// The holes of the file (ranges that read as zeros, each at least 64 KiB), in
+    /// order; empty for a file that has none or a file system that cannot tell.
+    pub fn holes(&self) -> &[Range<u64>] {
+        &self.holes
     }
 }
 
@@ -148,9 +222,9 @@ impl AsRef<[u8]> for Image {
 impl Deref for Image {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        match self {
-            Self::Mapped(m) => m,
-            Self::Read(v) => v,
+        match &self.data {
+            Data::Mapped(m) => m,
+            Data::Read(v) => v,
         }
     }
 }

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
+use crate::sparse::Input;
+
 /// Segment length for parallel anchor scanning. Fixed, so the anchors (and with them
 /// the patch bytes) do not depend on the number of threads.
 const ANCHOR_SEGMENT: usize = 4 << 20;
@@ -32,11 +34,22 @@ pub struct BlockIndex {
 
 impl BlockIndex {
     /// Hashes every full block of `old` with BLAKE3, in parallel.
-    pub fn build(old: &[u8], block_size: usize) -> Self {
-        // Zero blocks are never looked up (the diff classifies them first): skip them.
+    pub(crate) fn build(old: Input<'_>, block_size: usize) -> Self {
+        // Zero blocks are never looked up (the diff classifies them first): skip them,
+        // and the blocks of holes without reading them.
+        let bs = block_size as u64;
         let keys: Vec<Option<u128>> = old
+            .data
             .par_chunks_exact(block_size)
-            .map(|b| (!b.iter().all(|&x| x == 0)).then(|| block_key(b)))
+            .enumerate()
+            .map(|(i, b)| {
+                let at = i as u64 * bs;
+                if old.in_hole(at, at + bs) || b.iter().all(|&x| x == 0) {
+                    None
+                } else {
+                    Some(block_key(b))
+                }
+            })
             .collect();
         let mut first = HashMap::with_capacity(keys.len());
         for (i, k) in keys.into_iter().enumerate() {
@@ -121,16 +134,24 @@ pub struct AnchorIndex {
 }
 
 impl AnchorIndex {
-    /// Scans `old` for anchors in parallel.
-    pub fn build(old: &[u8]) -> Self {
-        let mut entries: Vec<(u64, u64)> = (0..old.len().div_ceil(ANCHOR_SEGMENT))
+    /// Scans `old` for anchors in parallel, leaving out its holes (the anchors
+    /// there would all be one key, and reading them would fault their pages in).
+    pub(crate) fn build(old: Input<'_>) -> Self {
+        let data = old.data;
+        let mut entries: Vec<(u64, u64)> = (0..data.len().div_ceil(ANCHOR_SEGMENT))
             .into_par_iter()
             .flat_map_iter(|seg| {
                 let from = seg * ANCHOR_SEGMENT;
+                let to = (from + ANCHOR_SEGMENT).min(data.len());
                 let mut v = Vec::with_capacity(ANCHOR_SEGMENT / 200);
-                scan_anchors(old, from, from + ANCHOR_SEGMENT, |pos, key| {
-                    v.push((key, pos as u64))
-                });
+                for piece in old.data_pieces(from as u64, to as u64) {
+                    scan_anchors(
+                        data,
+                        piece.start as usize,
+                        piece.end as usize,
+                        |pos, key| v.push((key, pos as u64)),
+                    );
+                }
                 v
             })
             .collect();
@@ -165,7 +186,7 @@ mod tests {
         let data = noise(1 << 16, 7);
         let mut shifted = vec![0xAAu8; 333];
         shifted.extend_from_slice(&data);
-        let idx = AnchorIndex::build(&data);
+        let idx = AnchorIndex::build(Input::new(&data, &[]));
         assert!(idx.len() > 50, "too few anchors: {}", idx.len());
         let mut hits = 0;
         scan_anchors(&shifted, 0, shifted.len(), |pos, key| {
@@ -184,7 +205,7 @@ mod tests {
     #[test]
     fn block_index_finds_moved_blocks() {
         let data = noise(4096 * 8, 3);
-        let idx = BlockIndex::build(&data, 4096);
+        let idx = BlockIndex::build(Input::new(&data, &[]), 4096);
         assert_eq!(idx.lookup(&data[4096 * 5..4096 * 6]), Some(4096 * 5));
         assert_eq!(idx.lookup(&[1u8; 4096]), None);
     }

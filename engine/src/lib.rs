@@ -62,6 +62,7 @@ mod index;
 mod level;
 mod plan;
 mod sign;
+mod sparse;
 
 pub use apply::{
     apply, apply_to_file, read_head, verify_patch, ApplyOptions, ApplyReport, VerifiedHead,

@@ -4,7 +4,10 @@
 
 use rayon::prelude::*;
 
-use crate::index::{scan_anchors, AnchorIndex, BlockIndex};
+use crate::{
+    index::{scan_anchors, AnchorIndex, BlockIndex},
+    sparse::Input,
+};
 
 /// Copy and zero runs longer than this are split, so no single frame is huge.
 pub(crate) const MAX_RUN: u64 = 64 << 20;
@@ -38,16 +41,25 @@ pub(crate) enum PlanKind {
     Delta,
 }
 
-/// Classifies every block of `new`.
-pub(crate) fn classify(old: &[u8], new: &[u8], bs: usize, index: &BlockIndex) -> Vec<Block> {
+/// Classifies every block of `new`. A block inside a hole of `new` is zero
+/// without being read; a block is compared with old bytes only outside the holes
+/// of `old` (a hole is zeros, and a zero block never gets that far).
+pub(crate) fn classify(
+    old_in: Input<'_>,
+    new_in: Input<'_>,
+    bs: usize,
+    index: &BlockIndex,
+) -> Vec<Block> {
+    let (old, new) = (old_in.data, new_in.data);
+    let old_has = |at: usize, len: usize| !old_in.in_hole(at as u64, (at + len) as u64);
     let mut blocks: Vec<Block> = new
         .par_chunks(bs)
         .enumerate()
         .map(|(i, blk)| {
             let at = i * bs;
-            if blk.iter().all(|&b| b == 0) {
+            if new_in.in_hole(at as u64, (at + blk.len()) as u64) || blk.iter().all(|&b| b == 0) {
                 Block::Zero
-            } else if old.get(at..at + blk.len()) == Some(blk) {
+            } else if old_has(at, blk.len()) && old.get(at..at + blk.len()) == Some(blk) {
                 Block::Copy(at as u64)
             } else if blk.len() == bs {
                 match index.lookup(blk) {
@@ -67,7 +79,9 @@ pub(crate) fn classify(old: &[u8], new: &[u8], bs: usize, index: &BlockIndex) ->
             if cur != want {
                 let at = i * bs;
                 let blk = &new[at..(at + bs).min(new.len())];
-                if old.get(want as usize..want as usize + blk.len()) == Some(blk) {
+                if old_has(want as usize, blk.len())
+                    && old.get(want as usize..want as usize + blk.len()) == Some(blk)
+                {
                     blocks[i] = Block::Copy(want);
                 }
             }

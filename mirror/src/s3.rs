@@ -203,7 +203,11 @@ impl Bucket {
         for (k, v) in headers {
             action.headers_mut().insert(*k, *v);
         }
-        action.sign(SIGNED_URL_VALIDITY).into()
+        let url: String = action.sign(SIGNED_URL_VALIDITY).into();
+        match url.strip_suffix('?') {
+            Some(bare) => bare.to_owned(),
+            None => url,
+        }
     }
 
     /// A signed URL to GET `rel` (a presigned URL: it needs no other header).

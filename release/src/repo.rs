@@ -476,7 +476,8 @@ pub fn build_release(
             .par_iter()
             .map(|b| {
                 let old = Image::open(&b.path)?;
-                let patch = Patch::build(&old, &new, &req.build)?.sign(release_key)?;
+                let patch =
+                    Patch::build_images(&old, &new, &req.build, &|_| {})?.sign(release_key)?;
                 let mut bytes = Vec::with_capacity(patch.len() as usize);
                 patch.write_to(&mut bytes)?;
                 let m = patch.manifest();

@@ -97,7 +97,7 @@ pub fn build_patch_file(
         "diffing"
     );
     let bar = progress::bytes(new_img.len() as u64, "diff");
-    let patch = Patch::build_with_progress(&old_img, &new_img, opts, &|n| bar.inc(n))
+    let patch = Patch::build_images(&old_img, &new_img, opts, &|n| bar.inc(n))
         .with_context(|| format!("diffing {} -> {}", old.display(), new.display()))?
         .sign(key)?;
     bar.finish_and_clear();

@@ -1,0 +1,130 @@
+//! An image's bytes with the ranges known to read as zeros (the holes of a sparse
+//! file), so that the diff skips them instead of faulting in their pages: hashing
+//! feeds zeros from one small buffer, the block and anchor indexes leave holes out,
+//! and a new block inside a hole is a zero block without being read.
+
+use std::ops::Range;
+
+use crate::format::Digest;
+
+/// Zeros fed to the hasher for holes (allocated zeroed: untouched pages cost
+/// nothing until read, and reading them maps the shared zero page).
+const ZERO_CHUNK: usize = 4 << 20;
+
+/// An image for the diff: its bytes and its holes (sorted, disjoint, inside it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Input<'a> {
+    pub(crate) data: &'a [u8],
+    holes: &'a [Range<u64>],
+}
+
+impl<'a> Input<'a> {
+    /// `data` with `holes`; holes that are out of order, overlapping or past the end
+    /// are ignored (then the bytes are read: always correct, only slower).
+    pub(crate) fn new(data: &'a [u8], holes: &'a [Range<u64>]) -> Self {
+        let len = data.len() as u64;
+        let valid = holes.windows(2).all(|w| w[0].end <= w[1].start)
+            && holes.iter().all(|h| h.start < h.end && h.end <= len);
+        Self {
+            data,
+            holes: if valid { holes } else { &[] },
+        }
+    }
+
+    /// Whether `start..end` lies inside one hole (so it reads as zeros).
+    pub(crate) fn in_hole(&self, start: u64, end: u64) -> bool {
+        let i = self.holes.partition_point(|h| h.end <= start);
+        self.holes
+            .get(i)
+            .is_some_and(|h| h.start <= start && end <= h.end)
+    }
+
+    /// The parts of `from..to` outside the holes, in order.
+    pub(crate) fn data_pieces(&self, from: u64, to: u64) -> Vec<Range<u64>> {
+        let mut out = Vec::new();
+        let mut pos = from;
+        let first = self.holes.partition_point(|h| h.end <= from);
+        for h in self.holes.iter().skip(first) {
+            if h.start >= to {
+                break;
+            }
+            if h.start > pos {
+                out.push(pos..h.start);
+            }
+            pos = pos.max(h.end);
+        }
+        if pos < to {
+            out.push(pos..to);
+        }
+        out
+    }
+
+    /// BLAKE3 of the whole image on the caller's rayon pool, holes hashed from a
+    /// buffer of zeros.
+    pub(crate) fn hash(&self) -> Digest {
+        let mut h = blake3::Hasher::new();
+        let mut pos = 0u64;
+        let zeros = if self.holes.is_empty() {
+            Vec::new()
+        } else {
+            vec![0u8; ZERO_CHUNK]
+        };
+        for hole in self.holes {
+            h.update_rayon(&self.data[pos as usize..hole.start as usize]);
+            let mut left = hole.end - hole.start;
+            while left > 0 {
+                let n = left.min(ZERO_CHUNK as u64) as usize;
+                h.update_rayon(&zeros[..n]);
+                left -= n as u64;
+            }
+            pos = hole.end;
+        }
+        h.update_rayon(&self.data[pos as usize..]);
+        h.finalize().into()
+    }
+}
+
+/// BLAKE3 of `len` zero bytes, without reading any image.
+pub(crate) fn zeros_hash(len: u64) -> Digest {
+    let zeros = vec![0u8; (len as usize).min(ZERO_CHUNK)];
+    let mut h = blake3::Hasher::new();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(ZERO_CHUNK as u64) as usize;
+        h.update_rayon(&zeros[..n]);
+        left -= n as u64;
+    }
+    h.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holes_are_found_and_hashed_as_zeros() {
+        let mut data = vec![7u8; 1 << 20];
+        data[1000..300_000].fill(0);
+        let holes = [1000..300_000];
+        let i = Input::new(&data, &holes);
+        assert!(i.in_hole(1000, 300_000));
+        assert!(i.in_hole(2000, 3000));
+        assert!(!i.in_hole(999, 3000));
+        assert!(!i.in_hole(299_999, 300_001));
+        assert_eq!(i.data_pieces(0, 1 << 20), vec![0..1000, 300_000..(1 << 20)]);
+        assert_eq!(i.data_pieces(2000, 3000), Vec::<Range<u64>>::new());
+        assert_eq!(i.hash(), Digest::of(&data));
+        assert_eq!(Input::new(&data, &[]).hash(), Digest::of(&data));
+        assert_eq!(zeros_hash(299_000), Digest::of(&data[1000..300_000]));
+    }
+
+    #[test]
+    fn invalid_holes_are_ignored() {
+        let data = vec![1u8; 100];
+        for holes in [vec![50..200], vec![10..20, 15..30], vec![30..20]] {
+            let i = Input::new(&data, &holes);
+            assert!(!i.in_hole(10, 11));
+            assert_eq!(i.hash(), Digest::of(&data));
+        }
+    }
+}
