@@ -100,28 +100,50 @@ pub(super) fn apply_frames<S: Source, R: Read>(
     progress: &dyn Fn(u64),
 ) -> Result<()> {
     let mut arena = Arena::for_manifest(m);
+    let mut zero_hashes: Vec<(u64, Digest)> = Vec::new();
     for (i, f) in m.frames.iter().enumerate().skip(first) {
         match f.kind {
-            FrameKind::Copy | FrameKind::Zero => {
-                let [chunk_buf] = arena.split([f.target_len.min(COPY_CHUNK)])?;
-                let zero = f.kind == FrameKind::Zero;
-                if zero {
-                    chunk_buf.fill(0);
+            FrameKind::Zero => {
+                let [zeros] = arena.split([f.target_len.min(COPY_CHUNK)])?;
+                zeros.fill(0);
+                // Zero frames are equal pieces of runs: hash each length once.
+                let actual = match zero_hashes.iter().find(|(len, _)| *len == f.target_len) {
+                    Some((_, h)) => *h,
+                    None => {
+                        let mut h = blake3::Hasher::new();
+                        let mut left = f.target_len;
+                        while left > 0 {
+                            let n = left.min(COPY_CHUNK) as usize;
+                            h.update_rayon(&zeros[..n]);
+                            left -= n as u64;
+                        }
+                        let d = Digest::from(h.finalize());
+                        zero_hashes.push((f.target_len, d));
+                        d
+                    }
+                };
+                if actual != f.output_hash {
+                    return Err(output_mismatch(i, f.output_hash, actual));
                 }
+                let mut done = 0u64;
+                while done < f.target_len {
+                    let n = (f.target_len - done).min(COPY_CHUNK) as usize;
+                    sink.write_zeros(&zeros[..n])?;
+                    done += n as u64;
+                }
+            }
+            FrameKind::Copy => {
+                let [chunk_buf] = arena.split([f.target_len.min(COPY_CHUNK)])?;
                 let mut h = blake3::Hasher::new();
                 let mut done = 0u64;
                 while done < f.target_len {
                     let n = (f.target_len - done).min(COPY_CHUNK) as usize;
                     let chunk = &mut chunk_buf[..n];
-                    if zero {
-                        sink.write_zeros(chunk)?;
-                    } else {
-                        source
-                            .read_exact_at(chunk, f.source_offset + done)
-                            .map_err(source_err)?;
-                        sink.write(chunk)?;
-                    }
-                    h.update(chunk);
+                    source
+                        .read_exact_at(chunk, f.source_offset + done)
+                        .map_err(source_err)?;
+                    sink.write(chunk)?;
+                    h.update_rayon(chunk);
                     done += n as u64;
                 }
                 let actual = Digest::from(h.finalize());

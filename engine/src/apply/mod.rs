@@ -158,7 +158,7 @@ pub fn check_source<S: Source>(source: &S, m: &Manifest) -> Result<()> {
         source
             .read_exact_at(&mut buf[..n], off)
             .map_err(source_err)?;
-        h.update(&buf[..n]);
+        h.update_rayon(&buf[..n]);
         off += n as u64;
     }
     let found = Digest::from(h.finalize());

@@ -63,7 +63,7 @@ pub(super) fn hash_file(file: &File, len: u64) -> io::Result<Digest> {
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; COPY_CHUNK as usize];
     read_chunks(file, 0, len, &mut buf, |c| {
-        h.update(c);
+        h.update_rayon(c);
     })?;
     Ok(h.finalize().into())
 }

@@ -19,7 +19,7 @@ pub(super) struct HashingSink<'a, W: Write> {
 
 impl<W: Write> FrameSink for HashingSink<'_, W> {
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.hasher.update(bytes);
+        self.hasher.update_rayon(bytes);
         self.out.write_all(bytes).map_err(|source| Error::Stream {
             action: "writing output",
             source,
@@ -66,7 +66,7 @@ impl FileSink<'_> {
 
 impl FrameSink for FileSink<'_> {
     fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.hasher.update(bytes);
+        self.hasher.update_rayon(bytes);
         self.since_checkpoint += bytes.len() as u64;
         let mut file = self.target.file();
         file.write_all(bytes).map_err(self.io("writing"))
@@ -74,7 +74,7 @@ impl FrameSink for FileSink<'_> {
 
     fn write_zeros(&mut self, zeros: &[u8]) -> Result<()> {
         // Zero runs become holes: image files are often mostly empty space.
-        self.hasher.update(zeros);
+        self.hasher.update_rayon(zeros);
         self.since_checkpoint += zeros.len() as u64;
         let mut file = self.target.file();
         file.seek(SeekFrom::Current(zeros.len() as i64))
