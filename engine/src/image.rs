@@ -23,6 +23,11 @@ pub trait Source {
     fn size(&self) -> u64;
     /// Fills `buf` from `offset`; fails if the range passes the end.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Ranges known to read as zeros (holes of a sparse file), in order; reading
+    /// them may be skipped. None by default.
+    fn holes(&self) -> Vec<Range<u64>> {
+        Vec::new()
+    }
 }
 
 impl Source for &[u8] {
@@ -73,6 +78,9 @@ impl Source for FileSource {
     fn size(&self) -> u64 {
         self.size
     }
+    fn holes(&self) -> Vec<Range<u64>> {
+        find_holes(&self.file, self.size)
+    }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         #[cfg(unix)]
         {
@@ -121,7 +129,7 @@ const MIN_HOLE: u64 = 64 << 10;
 
 /// The holes of `file` (`len` bytes) of at least [`MIN_HOLE`] bytes, in order, as
 /// the file system reports them; none where it cannot tell.
-fn find_holes(file: &File, len: u64) -> Vec<Range<u64>> {
+pub(crate) fn find_holes(file: &File, len: u64) -> Vec<Range<u64>> {
     #[cfg(any(
         target_os = "linux",
         target_os = "android",

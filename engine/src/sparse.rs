@@ -84,6 +84,47 @@ impl<'a> Input<'a> {
     }
 }
 
+/// Feeds `read(offset, buf)` for the data and `zeros` (a zero-filled buffer) for
+/// the holes of `0..len` into `h`, in chunks of `buf.len()`, on the rayon pool.
+/// Holes are never read: reading a hole makes the kernel fill page cache with
+/// zeros, which for a mostly empty 8 GiB image dominates the time.
+pub(crate) fn hash_sparse<E>(
+    h: &mut blake3::Hasher,
+    len: u64,
+    holes: &[Range<u64>],
+    buf: &mut [u8],
+    mut read: impl FnMut(u64, &mut [u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut pos = 0u64;
+    let chunk = buf.len().max(1) as u64;
+    let mut holes = holes
+        .iter()
+        .filter(|h| h.start < h.end && h.end <= len)
+        .peekable();
+    while pos < len {
+        match holes.peek() {
+            Some(hole) if hole.start <= pos => {
+                if hole.end > pos {
+                    let n = (hole.end - pos).min(chunk) as usize;
+                    buf[..n].fill(0);
+                    h.update_rayon(&buf[..n]);
+                    pos += n as u64;
+                } else {
+                    holes.next();
+                }
+            }
+            next => {
+                let end = next.map_or(len, |h| h.start.min(len));
+                let n = (end - pos).min(chunk) as usize;
+                read(pos, &mut buf[..n])?;
+                h.update_rayon(&buf[..n]);
+                pos += n as u64;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// BLAKE3 of `len` zero bytes, without reading any image.
 pub(crate) fn zeros_hash(len: u64) -> Digest {
     let zeros = vec![0u8; (len as usize).min(ZERO_CHUNK)];
@@ -116,6 +157,26 @@ mod tests {
         assert_eq!(i.hash(), Digest::of(&data));
         assert_eq!(Input::new(&data, &[]).hash(), Digest::of(&data));
         assert_eq!(zeros_hash(299_000), Digest::of(&data[1000..300_000]));
+    }
+
+    #[test]
+    fn sparse_hashing_reads_only_the_data() {
+        let mut data = vec![9u8; 3 << 20];
+        data[(1 << 20) + 5..(2 << 20) + 7].fill(0);
+        let holes = [(1 << 20) + 5..(2 << 20) + 7];
+        let mut read_bytes = 0u64;
+        let mut h = blake3::Hasher::new();
+        let mut buf = vec![0u8; 64 << 10];
+        hash_sparse::<()>(&mut h, data.len() as u64, &holes, &mut buf, |off, b| {
+            let o = off as usize;
+            assert!(o + b.len() <= holes[0].start as usize || o >= holes[0].end as usize);
+            b.copy_from_slice(&data[o..o + b.len()]);
+            read_bytes += b.len() as u64;
+            Ok(())
+        })
+        .expect("hash");
+        assert_eq!(Digest::from(h.finalize()), Digest::of(&data));
+        assert_eq!(read_bytes, (data.len() as u64) - ((1 << 20) + 2));
     }
 
     #[test]

@@ -152,15 +152,13 @@ pub fn check_source<S: Source>(source: &S, m: &Manifest) -> Result<()> {
     }
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; COPY_CHUNK as usize];
-    let mut off = 0u64;
-    while off < m.source_size {
-        let n = (m.source_size - off).min(COPY_CHUNK) as usize;
-        source
-            .read_exact_at(&mut buf[..n], off)
-            .map_err(source_err)?;
-        h.update_rayon(&buf[..n]);
-        off += n as u64;
-    }
+    crate::sparse::hash_sparse(
+        &mut h,
+        m.source_size,
+        &source.holes(),
+        &mut buf,
+        |off, b| source.read_exact_at(b, off).map_err(source_err),
+    )?;
     let found = Digest::from(h.finalize());
     if found != m.source_hash {
         return Err(mismatch(Some(found)));

@@ -58,12 +58,14 @@ fn read_chunks(
     Ok(())
 }
 
-/// BLAKE3 of the first `len` bytes of `file`, read back through the descriptor.
+/// BLAKE3 of the first `len` bytes of `file`, read back through the descriptor
+/// (its holes, as the file system reports them, hashed as the zeros they read as).
 pub(super) fn hash_file(file: &File, len: u64) -> io::Result<Digest> {
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; COPY_CHUNK as usize];
-    read_chunks(file, 0, len, &mut buf, |c| {
-        h.update_rayon(c);
+    let holes = crate::image::find_holes(file, len);
+    crate::sparse::hash_sparse(&mut h, len, &holes, &mut buf, |off, b| {
+        file.read_exact_at(b, off)
     })?;
     Ok(h.finalize().into())
 }
