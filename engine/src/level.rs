@@ -115,7 +115,7 @@ impl BuildOptions {
                 match_finder: MatchFinder::SuffixArray,
                 zstd_retry_ratio: u64::MAX,
                 max_window: 64 << 20,
-                frame_len: 8 << 20,
+                frame_len: 4 << 20,
             },
         };
         if let Some(w) = self.max_window {
