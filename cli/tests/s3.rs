@@ -8,7 +8,7 @@ mod common;
 
 use std::{
     fs,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
@@ -18,7 +18,7 @@ use common::{
     exit::MIX_AND_MATCH,
     fails_with,
     garage::Garage,
-    net::{curl, Published, Server},
+    net::{curl, result, Device, Published, Server},
     ok, s,
 };
 
@@ -53,56 +53,6 @@ fn files(repo: &Path) -> Vec<String> {
     walk(repo, repo, &mut v);
     v.sort();
     v
-}
-
-/// A device image directory: its state, current image and output.
-struct Device {
-    state: PathBuf,
-    image: PathBuf,
-    out: PathBuf,
-}
-
-impl Device {
-    fn new(p: &Published, name: &str, image: &Path) -> Self {
-        let dir = p.fx.path(name);
-        fs::create_dir_all(&dir).expect("device dir");
-        let img = dir.join("current.img");
-        fs::copy(image, &img).expect("image");
-        Self {
-            state: dir.join("state"),
-            image: img,
-            out: dir.join("new.img"),
-        }
-    }
-
-    /// `deltaward update --json` through `mirror`; the final report.
-    fn update(&self, p: &Published, mirror: &str) -> serde_json::Value {
-        let out = common::deltaward(&[
-            "update",
-            "--mirror",
-            mirror,
-            "--product",
-            "pump",
-            "--hardware",
-            "pump-a1",
-            "--image",
-            s(&self.image),
-            "-o",
-            s(&self.out),
-            "--state",
-            s(&self.state),
-            "--init-root",
-            s(&p.trust()),
-            "--device-id",
-            "pump-s3",
-            "--json",
-        ]);
-        let text = ok(&out);
-        let last = text.lines().last().unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(last).expect("json");
-        assert_eq!(v["event"], "result", "{v}");
-        v["report"].clone()
-    }
 }
 
 /// A mirror whose upstream is the private bucket at `prefix`.
@@ -223,7 +173,7 @@ fn a_mirror_pulls_from_the_private_bucket_and_a_device_updates_through_it() {
     summary(&publish(&g, &p.repo, "prod", &[]));
     let m = mirror_of(&g, &p, "prod", "mirror");
     let dev = Device::new(&p, "dev", &p.fx.old);
-    let r = dev.update(&p, &m.url);
+    let r = result(&dev.update(&p, &[&m.url], &[]));
     assert_eq!(r["outcome"], "installed", "{r}");
     assert_eq!(r["to"]["version"], "2.0", "{r}");
     assert_eq!(
@@ -233,7 +183,7 @@ fn a_mirror_pulls_from_the_private_bucket_and_a_device_updates_through_it() {
     // The mirror fetched from the bucket with signed requests, each object once.
     let fetched = m.metric("deltaward_mirror_upstream_requests_total");
     assert!(fetched > 0);
-    let r2 = Device::new(&p, "dev2", &p.fx.old).update(&p, &m.url);
+    let r2 = result(&Device::new(&p, "dev2", &p.fx.old).update(&p, &[&m.url], &[]));
     assert_eq!(r2["outcome"], "installed", "{r2}");
     assert_eq!(m.metric("deltaward_mirror_cache_misses_total"), 1);
     // Ranges are served from the cache.
@@ -291,28 +241,7 @@ fn an_interrupted_publish_leaves_the_previous_channel_in_effect() {
         *b ^= 0xa5;
     }
     fs::write(&img, next).expect("image");
-    let base = format!("1.0={}", s(&p.fx.old));
-    ok(&common::deltaward(&[
-        "release",
-        "--product",
-        "pump",
-        "--version",
-        "3.0",
-        "--counter",
-        "3",
-        "--image",
-        s(&img),
-        "--base",
-        &base,
-        "--notes",
-        s(&p.notes),
-        "--repo",
-        s(&p.repo),
-        "-s",
-        s(&p.fx.key),
-        "--level",
-        "fast",
-    ]));
+    p.release_image("3.0", "3", &img, &[]);
     let release: serde_json::Value = serde_json::from_slice(
         &fs::read(p.repo.join("products/pump/releases/3.0/release.json")).expect("release"),
     )
@@ -366,7 +295,7 @@ fn an_interrupted_publish_leaves_the_previous_channel_in_effect() {
     );
     // A device gets the previous release, whole and verified.
     let m = mirror_of(&g, &p, "prod", "mirror");
-    let r = Device::new(&p, "dev", &p.fx.old).update(&p, &m.url);
+    let r = result(&Device::new(&p, "dev", &p.fx.old).update(&p, &[&m.url], &[]));
     assert_eq!(r["outcome"], "installed", "{r}");
     assert_eq!(r["to"]["version"], "2.0", "{r}");
     drop(m);
@@ -383,7 +312,7 @@ fn an_interrupted_publish_leaves_the_previous_channel_in_effect() {
         "products/pump/channel.json"
     );
     let m = mirror_of(&g, &p, "prod", "mirror-after");
-    let r = Device::new(&p, "dev-after", &p.fx.old).update(&p, &m.url);
+    let r = result(&Device::new(&p, "dev-after", &p.fx.old).update(&p, &[&m.url], &[]));
     assert_eq!(r["outcome"], "installed", "{r}");
     assert_eq!(r["to"]["version"], "3.0", "{r}");
 }

@@ -9,81 +9,12 @@ use std::{
     fs,
     io::{Read, Write},
     net::{TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    path::Path,
+    process::{Command, Stdio},
     time::Duration,
 };
 
 use common::{deltaward, exit, fails_with, net::*, ok, s};
-
-/// A device: its state directory (provisioned with the repository's root) and its
-/// current image.
-struct Device {
-    state: PathBuf,
-    image: PathBuf,
-    out: PathBuf,
-}
-
-impl Device {
-    fn new(p: &Published, name: &str, image: &Path) -> Self {
-        let dir = p.fx.path(name);
-        fs::create_dir_all(&dir).expect("device dir");
-        let state = dir.join("state");
-        let img = dir.join("current.img");
-        fs::copy(image, &img).expect("image");
-        Self {
-            state,
-            image: img,
-            out: dir.join("new.img"),
-        }
-    }
-
-    /// `deltaward update` through `mirrors`, with `extra` flags, `--json`.
-    fn update(&self, p: &Published, mirrors: &[&str], extra: &[&str]) -> Output {
-        let trust = p.trust();
-        let mut args = vec!["update"];
-        for m in mirrors {
-            args.extend(["--mirror", m]);
-        }
-        args.extend([
-            "--product",
-            "pump",
-            "--hardware",
-            "pump-a1",
-            "--image",
-            s(&self.image),
-            "-o",
-            s(&self.out),
-            "--state",
-            s(&self.state),
-            "--init-root",
-            s(&trust),
-            "--device-id",
-            "pump-17",
-            "--json",
-        ]);
-        args.extend_from_slice(extra);
-        deltaward(&args)
-    }
-
-    fn state_json(&self) -> String {
-        fs::read_to_string(self.state.join("state.json")).unwrap_or_default()
-    }
-}
-
-/// The final `result` event of `--json` output.
-fn result(out: &Output) -> serde_json::Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().last().unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| {
-        panic!(
-            "last line {last:?}: {e}; stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert_eq!(v["event"], "result", "{v}");
-    v["report"].clone()
-}
 
 /// The reports a mirror stored, parsed.
 fn reports(cache: &Path) -> Vec<serde_json::Value> {

@@ -221,20 +221,26 @@ root_domain = ".s3.garage.localhost"
             .expect("run")
     }
 
-    /// GETs `key` of the bucket with curl's own SigV4 signing (independent of
-    /// deltaward's): the body, or `None` on 404.
-    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
-        let url = format!("{}/{}/{key}", self.endpoint, self.bucket);
-        let out = Command::new("curl")
-            .args(["-s", "-w", "\n%{http_code}", "--aws-sigv4"])
+    /// curl with its own SigV4 signing (independent of deltaward's) as this
+    /// store's key: `-s`, `args`, then `url`.
+    fn curl_signed(&self, args: &[&str], url: &str) -> Output {
+        Command::new("curl")
+            .arg("-s")
+            .args(args)
+            .arg("--aws-sigv4")
             .arg(format!("aws:amz:{}:s3", self.region))
             .arg("--user")
             .arg(format!("{}:{}", self.key_id, self.secret))
             .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
-            .arg(&url)
+            .arg(url)
             .output()
-            .expect("curl");
-        let mut body = out.stdout;
+            .expect("curl")
+    }
+
+    /// GETs `key` of the bucket (signed by curl): the body, or `None` on 404.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let url = format!("{}/{}/{key}", self.endpoint, self.bucket);
+        let mut body = self.curl_signed(&["-w", "\n%{http_code}"], &url).stdout;
         let nl = body.iter().rposition(|b| *b == b'\n').expect("status line");
         let code = String::from_utf8_lossy(&body[nl + 1..]).into_owned();
         body.truncate(nl);
@@ -245,7 +251,7 @@ root_domain = ".s3.garage.localhost"
         }
     }
 
-    /// The keys under `prefix`, through Garage's CLI-independent S3 listing (curl).
+    /// The keys under `prefix` (ListObjectsV2, signed by curl), sorted.
     pub fn list(&self, prefix: &str) -> Vec<String> {
         let url = format!(
             "{}/{}?list-type=2&prefix={}",
@@ -253,15 +259,7 @@ root_domain = ".s3.garage.localhost"
             self.bucket,
             prefix.replace('/', "%2F")
         );
-        let out = Command::new("curl")
-            .args(["-s", "--fail", "--aws-sigv4"])
-            .arg(format!("aws:amz:{}:s3", self.region))
-            .arg("--user")
-            .arg(format!("{}:{}", self.key_id, self.secret))
-            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
-            .arg(&url)
-            .output()
-            .expect("curl");
+        let out = self.curl_signed(&["--fail"], &url);
         assert!(out.status.success(), "list {url}");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let mut keys: Vec<String> = text

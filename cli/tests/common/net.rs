@@ -5,6 +5,7 @@
 #![allow(clippy::disallowed_methods)] // reason: tests write their fixtures directly
 
 use std::{
+    fs,
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -222,6 +223,11 @@ impl Published {
     /// `deltaward release` of `version` (image: the fixture's new image) from base
     /// 1.0, at level fast.
     pub fn release(&self, version: &str, counter: &str, extra: &[&str]) {
+        self.release_image(version, counter, &self.fx.new, extra);
+    }
+
+    /// As [`Self::release`], of the image `image`.
+    pub fn release_image(&self, version: &str, counter: &str, image: &Path, extra: &[&str]) {
         let base = format!("1.0={}", s(&self.fx.old));
         let mut args = vec![
             "release",
@@ -232,7 +238,7 @@ impl Published {
             "--counter",
             counter,
             "--image",
-            s(&self.fx.new),
+            s(image),
             "--base",
             &base,
             "--notes",
@@ -283,4 +289,73 @@ impl Published {
             "{url}/products/pump/releases/{version}/release.json"
         ));
     }
+}
+
+/// A device: its state directory (provisioned with the repository's root) and its
+/// current image.
+pub struct Device {
+    pub state: PathBuf,
+    pub image: PathBuf,
+    pub out: PathBuf,
+}
+
+impl Device {
+    pub fn new(p: &Published, name: &str, image: &Path) -> Self {
+        let dir = p.fx.path(name);
+        fs::create_dir_all(&dir).expect("device dir");
+        let state = dir.join("state");
+        let img = dir.join("current.img");
+        fs::copy(image, &img).expect("image");
+        Self {
+            state,
+            image: img,
+            out: dir.join("new.img"),
+        }
+    }
+
+    /// `deltaward update` through `mirrors`, with `extra` flags, `--json`.
+    pub fn update(&self, p: &Published, mirrors: &[&str], extra: &[&str]) -> Output {
+        let trust = p.trust();
+        let mut args = vec!["update"];
+        for m in mirrors {
+            args.extend(["--mirror", m]);
+        }
+        args.extend([
+            "--product",
+            "pump",
+            "--hardware",
+            "pump-a1",
+            "--image",
+            s(&self.image),
+            "-o",
+            s(&self.out),
+            "--state",
+            s(&self.state),
+            "--init-root",
+            s(&trust),
+            "--device-id",
+            "pump-17",
+            "--json",
+        ]);
+        args.extend_from_slice(extra);
+        deltaward(&args)
+    }
+
+    pub fn state_json(&self) -> String {
+        fs::read_to_string(self.state.join("state.json")).unwrap_or_default()
+    }
+}
+
+/// The final `result` event of `--json` output.
+pub fn result(out: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!(
+            "last line {last:?}: {e}; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(v["event"], "result", "{v}");
+    v["report"].clone()
 }
