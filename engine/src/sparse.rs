@@ -139,6 +139,7 @@ pub(crate) fn zeros_hash(len: u64) -> Digest {
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init, clippy::reversed_empty_ranges)] // reason: lists of one hole, and a reversed hole, are the point
 mod tests {
     use super::*;
 
