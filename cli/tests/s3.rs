@@ -122,6 +122,32 @@ fn publish_uploads_in_order_and_a_second_publish_uploads_nothing() {
     assert_eq!(s2["bytes_uploaded"], 0, "{s2}");
     assert_eq!(s2["skipped"], local.len() as u64, "{s2}");
 
+    // An older copy of the repository cannot roll the bucket's channel back.
+    let older = p.fx.path("older-repo");
+    assert!(Command::new("cp")
+        .args(["-a", s(&p.repo), s(&older)])
+        .status()
+        .expect("cp")
+        .success());
+    ok(&common::deltaward(&[
+        "channel",
+        "refresh",
+        "--product",
+        "pump",
+        "-s",
+        s(&p.fx.key),
+        "--repo",
+        s(&p.repo),
+    ]));
+    let s3 = summary(&publish(&g, &p.repo, "site-a", &[]));
+    assert_eq!(s3["uploaded"], 2, "{s3}");
+    let err = fails_with(&publish(&g, &older, "site-a", &[]), 1);
+    assert!(err.contains("the bucket holds version 2"), "{err}");
+    assert_eq!(
+        g.get("site-a/products/pump/channel.json").expect("channel"),
+        fs::read(p.repo.join("products/pump/channel.json")).expect("local")
+    );
+
     // The bucket is private: an unsigned request is refused.
     let anonymous = curl(&[
         "-o",
@@ -307,9 +333,20 @@ fn an_interrupted_publish_leaves_the_previous_channel_in_effect() {
         .expect("paths")
         .iter()
         .any(|x| x == new_patch.as_str()));
+    // The channel was replaced: its signatures for both went up first, then the
+    // channel, then its own signatures, last of all.
+    let paths: Vec<&str> = s2["paths"]
+        .as_array()
+        .expect("paths")
+        .iter()
+        .map(|v| v.as_str().expect("str"))
+        .collect();
     assert_eq!(
-        s2["paths"].as_array().expect("paths").last().expect("last"),
-        "products/pump/channel.json"
+        paths[paths.len() - 2..],
+        [
+            "products/pump/channel.json",
+            "products/pump/channel.json.minisig"
+        ]
     );
     let m = mirror_of(&g, &p, "prod", "mirror-after");
     let r = result(&Device::new(&p, "dev-after", &p.fx.old).update(&p, &[&m.url], &[]));

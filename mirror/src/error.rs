@@ -255,7 +255,7 @@ pub enum PublishError {
     #[error("publishing needs credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones)")]
     NoCredentials,
     /// The store refused a request.
-    #[error("{url}: HTTP {status}{}{message}", if message.is_empty() { "" } else { ": " })]
+    #[error("{url}: HTTP {status}{}{message}{}", if message.is_empty() { "" } else { ": " }, store_hint(*status))]
     Store {
         /// The object (or part).
         url: String,
@@ -284,6 +284,22 @@ pub enum PublishError {
         /// The stored length.
         found: Option<u64>,
     },
+    /// A file changed on disk after the repository was verified.
+    #[error("{path} changed after the repository was verified; publish again")]
+    Changed {
+        /// The repository path.
+        path: String,
+    },
+    /// The bucket holds a newer channel or root than the repository.
+    #[error("{url}: the bucket holds version {stored}, the repository version {local}; publish from the newest repository (devices would refuse an older one)")]
+    Rollback {
+        /// The document.
+        url: String,
+        /// The stored version.
+        stored: u64,
+        /// The local version.
+        local: u64,
+    },
     /// An answer that is not what S3 answers.
     #[error("{url}: {reason}")]
     Answer {
@@ -297,6 +313,15 @@ pub enum PublishError {
     Link(#[from] UpstreamError),
 }
 
+/// What a store's refusal usually means.
+fn store_hint(status: u16) -> &'static str {
+    match status {
+        403 => " (check the credentials, the key's permissions (s3:GetObject, s3:PutObject, s3:ListBucket), the region and the clock)",
+        301 | 307 => " (the bucket is in another region: give --region)",
+        _ => "",
+    }
+}
+
 impl PublishError {
     /// Whether another try may succeed.
     pub fn is_transient(&self) -> bool {
@@ -306,6 +331,8 @@ impl PublishError {
             Self::NoCredentials
             | Self::Checksum { .. }
             | Self::Length { .. }
+            | Self::Changed { .. }
+            | Self::Rollback { .. }
             | Self::Answer { .. } => false,
         }
     }

@@ -39,8 +39,11 @@ use std::{
 
 use bytes::Bytes;
 use ct_codecs::{Base64, Encoder};
+use deltaward_engine::Digest;
 use deltaward_release::{
-    inventory::{verify_repository, Inventory},
+    inventory::{verify_repository, Document, Inventory},
+    limits::{MAX_SIGNATURE_BLOCKS, SIGNATURE_FILE_MAX_BYTES},
+    model::Object,
     repo::Repo,
 };
 use futures_util::{stream, StreamExt, TryStreamExt};
@@ -60,6 +63,8 @@ use crate::{
 const MAX_PARTS: u64 = 10_000;
 /// The smallest part S3 accepts (but the last).
 const MIN_PART: u64 = 5 << 20;
+/// The largest part (and single PUT) S3 accepts.
+const MAX_PART: u64 = 5 << 30;
 /// The most bytes of an answer's body read (error documents, multipart answers).
 const MAX_ANSWER: usize = 1 << 20;
 
@@ -145,7 +150,7 @@ pub async fn publish(
                 path: repo.to_path_buf(),
                 source: std::io::Error::other(e),
             })??;
-    let part_size = opts.part_size.max(MIN_PART);
+    let part_size = opts.part_size.clamp(MIN_PART, MAX_PART);
     let ctx = Ctx {
         client: http_client(opts.extra_ca.as_deref(), Duration::from_secs(30))?,
         bucket,
@@ -179,7 +184,7 @@ pub async fn publish(
     let ctx = &ctx;
     let mut done = stream::iter(inv.objects.iter())
         .map(|o| async move {
-            let outcome = ctx.object(&o.path, o.length).await?;
+            let outcome = ctx.object(o).await?;
             Ok::<_, Error>((o.path.as_str(), outcome, o.length > ctx.part_size))
         })
         .buffer_unordered(ctx.jobs);
@@ -188,10 +193,9 @@ pub async fn publish(
     }
     drop(done);
 
-    // 2.-4. Documents, each after its signatures, in order.
-    for rel in inv.documents() {
-        for file in [format!("{rel}.minisig"), rel.to_owned()] {
-            let outcome = ctx.document(&file).await?;
+    // 2.-4. Documents, in order, exactly as they were verified.
+    for doc in inv.documents() {
+        for (file, outcome) in ctx.document(doc).await? {
             record(&file, outcome, false);
         }
     }
@@ -328,11 +332,13 @@ impl Ctx<'_> {
         })
     }
 
-    /// [`Self::send_once`] with retries while it fails transiently.
+    /// [`Self::send_once`] with retries while it fails transiently. The URL is
+    /// signed for each try (`sign`), after the bandwidth cap allowed the body, so a
+    /// slow queue never sends an expired signature.
     async fn send(
         &self,
         method: Method,
-        url: &str,
+        sign: &(dyn Fn() -> String + Sync),
         shown: &str,
         headers: &[(&str, &str)],
         body: Bytes,
@@ -344,7 +350,7 @@ impl Ctx<'_> {
         loop {
             attempt += 1;
             match self
-                .send_once(&method, url, shown, headers, body.clone())
+                .send_once(&method, &sign(), shown, headers, body.clone())
                 .await
             {
                 Err(e) if e.is_transient() && attempt < self.tries => {
@@ -364,13 +370,27 @@ impl Ctx<'_> {
         let a = self
             .send(
                 Method::HEAD,
-                &self.bucket.head(rel),
+                &|| self.bucket.head(rel),
                 &self.bucket.shown(rel),
                 &[],
                 Bytes::new(),
             )
             .await?;
         Ok((a.status != StatusCode::NOT_FOUND).then_some(a))
+    }
+
+    /// The stored bytes of a small file `rel` (at most 1 MiB are read).
+    async fn get(&self, rel: &str) -> std::result::Result<Bytes, PublishError> {
+        let a = self
+            .send(
+                Method::GET,
+                &|| self.bucket.get(rel),
+                &self.bucket.shown(rel),
+                &[],
+                Bytes::new(),
+            )
+            .await?;
+        Ok(a.body)
     }
 
     /// Reads `len` bytes of the repository file `rel` at `offset`.
@@ -393,41 +413,90 @@ impl Ctx<'_> {
         })
     }
 
-    /// Uploads the object `rel` of `len` bytes unless the bucket has it.
-    async fn object(&self, rel: &str, len: u64) -> Result<Outcome> {
+    /// Uploads the object `rel` of `len` bytes unless the bucket has it; the bytes
+    /// read must still have the BLAKE3 they are named by (checked before the PUT, or
+    /// before a multipart upload is completed).
+    async fn object(&self, object: &Object) -> Result<Outcome> {
+        let (rel, len) = (object.path.as_str(), object.length);
         if let Some(a) = self.head(rel).await? {
             if a.length() == Some(len) {
                 return Ok(Outcome::Skipped);
             }
         }
         if len > self.part_size {
-            self.multipart(rel, len).await?;
+            self.multipart(object).await?;
         } else {
             let _permit = self.permits.acquire().await;
             let body = self.read(rel, 0, len).await?;
+            check_object(object, Digest::of(&body), len)?;
             self.put(rel, body).await?;
         }
         Ok(Outcome::Uploaded(len))
     }
 
-    /// Uploads the document (or signature file) `rel` unless the bucket holds the
-    /// same bytes.
-    async fn document(&self, rel: &str) -> Result<Outcome> {
-        let path = self.repo.path(rel);
-        let bytes = tokio::fs::read(&path).await.map_err(|source| Error::Io {
-            action: "reading",
-            path,
-            source,
-        })?;
-        let (hex, _) = md5_of(&bytes);
-        if let Some(a) = self.head(rel).await? {
-            if a.etag() == Some(hex.as_str()) && a.length() == Some(bytes.len() as u64) {
-                return Ok(Outcome::Skipped);
+    /// Uploads a document and its signatures unless the bucket holds the same bytes.
+    ///
+    /// A document that replaces another (a channel, `root.json`) must never be seen
+    /// with signatures that do not verify it: first the `.minisig` goes up holding
+    /// the stored signature blocks and the new ones together (a block that does not
+    /// verify counts for nothing), then the document, then its own `.minisig`. A
+    /// stored channel or root of a higher version than the local one is refused: the
+    /// repository is older than what readers already have.
+    async fn document(&self, doc: &Document) -> Result<Vec<(String, Outcome)>> {
+        let rel = doc.rel.as_str();
+        let sig_rel = format!("{rel}.minisig");
+        let (doc_hex, _) = md5_of(&doc.bytes);
+        let (sig_hex, _) = md5_of(doc.sigs.as_bytes());
+        let stored = self.head(rel).await?;
+        let same = |a: &Option<Answer>, hex: &str, len: usize| {
+            a.as_ref()
+                .is_some_and(|a| a.etag() == Some(hex) && a.length() == Some(len as u64))
+        };
+        let stored_sig = self.head(&sig_rel).await?;
+        if same(&stored, &doc_hex, doc.bytes.len()) {
+            if same(&stored_sig, &sig_hex, doc.sigs.len()) {
+                return Ok(vec![
+                    (sig_rel, Outcome::Skipped),
+                    (rel.to_owned(), Outcome::Skipped),
+                ]);
             }
+            self.put(&sig_rel, Bytes::from(doc.sigs.clone().into_bytes()))
+                .await?;
+            return Ok(vec![
+                (sig_rel, Outcome::Uploaded(doc.sigs.len() as u64)),
+                (rel.to_owned(), Outcome::Skipped),
+            ]);
         }
-        let n = bytes.len() as u64;
-        self.put(rel, Bytes::from(bytes)).await?;
-        Ok(Outcome::Uploaded(n))
+        let sig_len = doc.sigs.len() as u64;
+        let doc_len = doc.bytes.len() as u64;
+        let sigs = Bytes::from(doc.sigs.clone().into_bytes());
+        if stored.is_none() {
+            self.put(&sig_rel, sigs).await?;
+            self.put(rel, Bytes::from(doc.bytes.clone())).await?;
+            return Ok(vec![
+                (sig_rel, Outcome::Uploaded(sig_len)),
+                (rel.to_owned(), Outcome::Uploaded(doc_len)),
+            ]);
+        }
+        let shown = self.bucket.shown(rel);
+        refuse_rollback(&shown, &self.get(rel).await?, &doc.bytes)?;
+        let joined = match stored_sig {
+            Some(_) => joined_signatures(&self.get(&sig_rel).await?, &doc.sigs),
+            None => None,
+        };
+        match joined {
+            Some(both) => self.put(&sig_rel, Bytes::from(both)).await?,
+            None => tracing::warn!(
+                "{shown}: the stored and new signatures do not fit in one .minisig; \
+                 readers may see the new document with the old signatures for a moment"
+            ),
+        }
+        self.put(rel, Bytes::from(doc.bytes.clone())).await?;
+        self.put(&sig_rel, sigs).await?;
+        Ok(vec![
+            (rel.to_owned(), Outcome::Uploaded(doc_len)),
+            (sig_rel, Outcome::Uploaded(sig_len)),
+        ])
     }
 
     /// One checked PUT.
@@ -442,7 +511,7 @@ impl Ctx<'_> {
         let a = self
             .send(
                 Method::PUT,
-                &self.bucket.put(rel, &headers),
+                &|| self.bucket.put(rel, &headers),
                 &shown,
                 &headers,
                 body,
@@ -452,9 +521,11 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// A multipart upload of `rel` (`len` bytes), its parts several at once,
-    /// aborted if any part fails.
-    async fn multipart(&self, rel: &str, len: u64) -> Result<()> {
+    /// A multipart upload of `object`, its parts several at once and hashed in
+    /// order as they complete; completed only when the bytes sent have the object's
+    /// BLAKE3, aborted otherwise or if any part fails.
+    async fn multipart(&self, object: &Object) -> Result<()> {
+        let (rel, len) = (object.path.as_str(), object.length);
         let shown = self.bucket.shown(rel);
         let part_size = self.part_size.max(len.div_ceil(MAX_PARTS));
         let headers = [
@@ -464,7 +535,7 @@ impl Ctx<'_> {
         let a = self
             .send(
                 Method::POST,
-                &self.bucket.create_multipart(rel, &headers),
+                &|| self.bucket.create_multipart(rel, &headers),
                 &shown,
                 &headers,
                 Bytes::new(),
@@ -475,7 +546,9 @@ impl Ctx<'_> {
             reason: "CreateMultipartUpload answered no UploadId".into(),
         })?;
         let parts = len.div_ceil(part_size);
-        let etags = stream::iter(0..parts)
+        let mut hasher = blake3::Hasher::new();
+        let mut etags = Vec::with_capacity(parts as usize);
+        let mut sent = stream::iter(0..parts)
             .map(|i| {
                 let upload_id = &upload_id;
                 let shown = &shown;
@@ -484,21 +557,46 @@ impl Ctx<'_> {
                     let offset = i * part_size;
                     let body = self.read(rel, offset, part_size.min(len - offset)).await?;
                     let (hex, b64) = md5_of(&body);
-                    let number = u16::try_from(i + 1).unwrap_or(u16::MAX);
+                    let number = u16::try_from(i + 1).map_err(|_| PublishError::Answer {
+                        url: shown.clone(),
+                        reason: format!("part {} is past S3's 10,000", i + 1),
+                    })?;
                     let headers = [("content-md5", b64.as_str())];
-                    let url = self.bucket.upload_part(rel, number, upload_id, &headers);
                     let part = format!("{shown} part {number}");
-                    let a = self.send(Method::PUT, &url, &part, &headers, body).await?;
+                    let a = self
+                        .send(
+                            Method::PUT,
+                            &|| self.bucket.upload_part(rel, number, upload_id, &headers),
+                            &part,
+                            &headers,
+                            body.clone(),
+                        )
+                        .await?;
                     check_etag(&part, &hex, a.etag())?;
-                    Ok::<_, Error>(hex)
+                    Ok::<_, Error>((hex, body))
                 }
             })
-            .buffered(self.jobs)
-            .try_collect::<Vec<_>>()
-            .await;
-        let done = match etags {
-            Ok(etags) => self.complete(rel, &shown, &upload_id, &etags, len).await,
-            Err(e) => Err(e),
+            .buffered(self.jobs);
+        let mut failed = None;
+        while let Some(r) = sent.next().await {
+            match r {
+                Ok((hex, body)) => {
+                    hasher.update_rayon(&body);
+                    etags.push(hex);
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(sent);
+        let done = match failed {
+            Some(e) => Err(e),
+            None => match check_object(object, Digest::from(hasher.finalize()), len) {
+                Ok(()) => self.complete(rel, &shown, &upload_id, &etags, len).await,
+                Err(e) => Err(e.into()),
+            },
         };
         if done.is_err() {
             let url = self.bucket.abort_multipart(rel, &upload_id);
@@ -522,9 +620,10 @@ impl Ctx<'_> {
         len: u64,
     ) -> Result<()> {
         let quoted: Vec<String> = etags.iter().map(|e| format!("\"{e}\"")).collect();
-        let (url, xml) = self.bucket.complete_multipart(rel, upload_id, &quoted);
+        let (_, xml) = self.bucket.complete_multipart(rel, upload_id, &quoted);
+        let sign = || self.bucket.complete_multipart(rel, upload_id, &quoted).0;
         let a = self
-            .send(Method::POST, &url, shown, &[], Bytes::from(xml))
+            .send(Method::POST, &sign, shown, &[], Bytes::from(xml))
             .await?;
         // S3 can answer 200 with an error document once it has started answering.
         if let Some(message) = s3::error_text(&a.body) {
@@ -550,12 +649,63 @@ impl Ctx<'_> {
     }
 }
 
+/// Requires the bytes read for an object to be the object its name and the
+/// verified release say (it may have changed on disk since it was verified).
+fn check_object(object: &Object, found: Digest, len: u64) -> std::result::Result<(), PublishError> {
+    if found == object.blake3 && len == object.length {
+        return Ok(());
+    }
+    Err(PublishError::Changed {
+        path: object.path.clone(),
+    })
+}
+
+/// Refuses to replace a stored channel or root of a higher `version` than the local
+/// one: devices would refuse the older one as a rollback.
+fn refuse_rollback(
+    shown: &str,
+    stored: &[u8],
+    local: &[u8],
+) -> std::result::Result<(), PublishError> {
+    let version = |b: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(b)
+            .ok()
+            .and_then(|v| v.get("version")?.as_u64())
+    };
+    match (version(stored), version(local)) {
+        (Some(stored), Some(local)) if stored > local => Err(PublishError::Rollback {
+            url: shown.to_owned(),
+            stored,
+            local,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The stored signature blocks followed by the new ones, when both fit in one
+/// `.minisig` (16 KiB, 16 blocks), so that it verifies the stored document and the
+/// new one alike.
+fn joined_signatures(stored: &[u8], new: &str) -> Option<Vec<u8>> {
+    let stored = std::str::from_utf8(stored).ok()?;
+    let mut both = stored.trim_end().to_owned();
+    both.push('\n');
+    both.push_str(new);
+    let blocks = both.matches("untrusted comment:").count();
+    (blocks <= MAX_SIGNATURE_BLOCKS && both.len() as u64 <= SIGNATURE_FILE_MAX_BYTES)
+        .then(|| both.into_bytes())
+}
+
 fn check_etag(
     shown: &str,
     md5_hex: &str,
     etag: Option<&str>,
 ) -> std::result::Result<(), PublishError> {
     if etag == Some(md5_hex) {
+        return Ok(());
+    }
+    // Buckets encrypted with KMS or customer keys answer an ETag that is not the
+    // MD5 (and not hex); the store has checked Content-MD5 before storing anything.
+    if etag.is_some_and(|e| e.len() != 32 || !e.bytes().all(|b| b.is_ascii_hexdigit())) {
         return Ok(());
     }
     Err(PublishError::Checksum {
@@ -588,9 +738,27 @@ mod tests {
     }
 
     #[test]
+    fn a_replaced_document_is_signed_for_both_meanwhile_and_rollback_refused() {
+        let both = joined_signatures(b"untrusted comment: a\nX\n", "untrusted comment: b\nY\n")
+            .expect("fits");
+        assert_eq!(
+            String::from_utf8(both).expect("utf8"),
+            "untrusted comment: a\nX\nuntrusted comment: b\nY\n"
+        );
+        let many = "untrusted comment: a\nX\n".repeat(16);
+        assert!(joined_signatures(many.as_bytes(), "untrusted comment: b\nY\n").is_none());
+        assert!(refuse_rollback("s3://b/c", br#"{"version": 5}"#, br#"{"version": 4}"#).is_err());
+        assert!(refuse_rollback("s3://b/c", br#"{"version": 4}"#, br#"{"version": 5}"#).is_ok());
+        assert!(refuse_rollback("s3://b/r", b"junk", br#"{"version": 1}"#).is_ok());
+    }
+
+    #[test]
     fn a_wrong_etag_is_refused() {
-        assert!(check_etag("s3://b/k", "00", Some("00")).is_ok());
-        assert!(check_etag("s3://b/k", "00", Some("01")).is_err());
-        assert!(check_etag("s3://b/k", "00", None).is_err());
+        let (a, b) = ("0".repeat(32), "1".repeat(32));
+        assert!(check_etag("s3://b/k", &a, Some(&a)).is_ok());
+        assert!(check_etag("s3://b/k", &a, Some(&b)).is_err());
+        assert!(check_etag("s3://b/k", &a, None).is_err());
+        // A KMS-encrypted bucket's ETag is no MD5: Content-MD5 was checked instead.
+        assert!(check_etag("s3://b/k", &a, Some("abc-2")).is_ok());
     }
 }

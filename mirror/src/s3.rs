@@ -105,7 +105,19 @@ impl Bucket {
     /// region from `opts` or the environment, and the credentials in the
     /// environment, if any.
     pub fn from_env(url: &str, opts: &S3Options) -> Result<Self, ConfigError> {
-        let credentials = Credentials::from_env();
+        let credentials = match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+            (Some(key), Some(secret)) => Some(match env("AWS_SESSION_TOKEN") {
+                Some(token) => Credentials::new_with_token(key, secret, token),
+                None => Credentials::new(key, secret),
+            }),
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(invalid(
+                    "credentials",
+                    "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither (unsigned requests)",
+                ))
+            }
+        };
         Self::new(url, opts, credentials)
     }
 

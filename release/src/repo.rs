@@ -437,11 +437,7 @@ pub fn build_release(
     let mut bases = Vec::with_capacity(req.bases.len() + req.patches.len());
     if !req.patches.is_empty() {
         let keys = patch_keys(repo, release_keys)?;
-        let known = if req.patches.iter().any(|p| p.version.is_none()) {
-            channel_images(repo, channel.as_ref())?
-        } else {
-            Vec::new()
-        };
+        let known = channel_images(repo, channel.as_ref())?;
         for p in &req.patches {
             let base = adopt_patch(repo, p, &target, &keys, &known).map_err(|e| match e {
                 Error::Refused(
@@ -569,15 +565,15 @@ pub fn build_release(
     Ok(release)
 }
 
-/// The keys a patch made elsewhere may be signed by: the given release keys and
-/// the release role of the repository's newest root (when it has one), as a
-/// device trusts them.
+/// The keys a patch made elsewhere may be signed by: the release role of the
+/// repository's newest root, which is what devices check a patch against (a given
+/// release key outside that role would make a patch every device refuses); only a
+/// repository without a root yet trusts the given release keys.
 fn patch_keys(repo: &Repo, release_keys: &[&SecretKey]) -> Result<TrustedKeys> {
-    let mut keys = if repo.has(&Repo::root_rel(1)) {
-        trusted_keys(&root_chain(repo)?.0, RoleName::Release)?
-    } else {
-        TrustedKeys::new()
-    };
+    if repo.has(&Repo::root_rel(1)) {
+        return trusted_keys(&root_chain(repo)?.0, RoleName::Release);
+    }
+    let mut keys = TrustedKeys::new();
     for line in release_keys.iter().filter_map(|k| k.public_base64()) {
         keys.add_text(&line)
             .map_err(deltaward_engine::Error::from)?;
@@ -639,6 +635,17 @@ fn adopt_patch(
     let version = match &p.version {
         Some(v) => {
             check_name(v)?;
+            // A version the channel knows must be the patch's base: a wrong label
+            // would make every device on that version refuse the patch.
+            if let Some((_, h, len)) = known.iter().find(|(kv, _, _)| kv == v) {
+                if (*h, *len) != (m.source_hash, m.source_size) {
+                    return Err(Error::BaseMismatch {
+                        version: v.clone(),
+                        expected: *h,
+                        found: m.source_hash,
+                    });
+                }
+            }
             v.clone()
         }
         None => known
