@@ -46,7 +46,7 @@ use deltaward_release::{
     model::Object,
     repo::Repo,
 };
-use futures_util::{stream, StreamExt, TryStreamExt};
+use futures_util::{stream, StreamExt};
 use http::{header, HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use md5::Digest as _;
@@ -182,16 +182,37 @@ pub async fn publish(
 
     // 1. Objects, several at once.
     let ctx = &ctx;
+    // After a failure no new object starts, and the uploads in flight run to their
+    // end (a multipart upload completes or aborts itself) rather than being dropped
+    // half done.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = &stop;
     let mut done = stream::iter(inv.objects.iter())
         .map(|o| async move {
-            let outcome = ctx.object(o).await?;
-            Ok::<_, Error>((o.path.as_str(), outcome, o.length > ctx.part_size))
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(None);
+            }
+            let outcome = ctx.object(o).await;
+            if outcome.is_err() {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok::<_, Error>(Some((o.path.as_str(), outcome?, o.length > ctx.part_size)))
         })
         .buffer_unordered(ctx.jobs);
-    while let Some((rel, outcome, multipart)) = done.try_next().await? {
-        record(rel, outcome, multipart);
+    let mut failed = None;
+    while let Some(r) = done.next().await {
+        match r {
+            Ok(Some((rel, outcome, multipart))) => record(rel, outcome, multipart),
+            Ok(None) => {}
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
     }
     drop(done);
+    if let Some(e) = failed {
+        return Err(e);
+    }
 
     // 2.-4. Documents, in order, exactly as they were verified.
     for doc in inv.documents() {
