@@ -42,7 +42,7 @@ use ct_codecs::{Base64, Encoder};
 use deltaward_engine::Digest;
 use deltaward_release::{
     inventory::{verify_repository, Document, Inventory},
-    limits::{MAX_SIGNATURE_BLOCKS, SIGNATURE_FILE_MAX_BYTES},
+    limits::{CHANNEL_JSON_MAX_BYTES, MAX_SIGNATURE_BLOCKS, SIGNATURE_FILE_MAX_BYTES},
     model::Object,
     repo::Repo,
 };
@@ -65,8 +65,9 @@ const MAX_PARTS: u64 = 10_000;
 const MIN_PART: u64 = 5 << 20;
 /// The largest part (and single PUT) S3 accepts.
 const MAX_PART: u64 = 5 << 30;
-/// The most bytes of an answer's body read (error documents, multipart answers).
-const MAX_ANSWER: usize = 1 << 20;
+/// The most bytes of an answer's body read: error documents, multipart answers,
+/// and a stored channel (at most 4 MiB) read back to compare versions.
+const MAX_ANSWER: usize = (CHANNEL_JSON_MAX_BYTES as usize) + (64 << 10);
 
 /// How to publish.
 #[derive(Debug, Clone)]
@@ -400,7 +401,7 @@ impl Ctx<'_> {
         Ok((a.status != StatusCode::NOT_FOUND).then_some(a))
     }
 
-    /// The stored bytes of a small file `rel` (at most 1 MiB are read).
+    /// The stored bytes of a small file `rel` (at most `MAX_ANSWER` are read).
     async fn get(&self, rel: &str) -> std::result::Result<Bytes, PublishError> {
         let a = self
             .send(
