@@ -23,7 +23,9 @@ The repository is verified as a device would verify it before anything is upload
 broken one is refused. Then objects go up first, then releases, then roots, and each \
 product's channel last, so that readers never see a channel naming what is not there yet. \
 Files already in the bucket are skipped (objects by length, documents by MD5), so a second \
-publish uploads nothing; an interrupted publish leaves the previous channels in effect.\n\n\
+publish uploads nothing; an interrupted publish leaves the previous channels in effect. A \
+replaced channel or root goes up under signatures that verify the old and the new one, and a \
+bucket holding a newer channel or root than the repository is refused.\n\n\
 Credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN. Endpoint and \
 region: --endpoint and --region, or AWS_ENDPOINT_URL and AWS_REGION.\n\n\
 Example: deltaward publish repo/ s3://updates/pump --endpoint http://127.0.0.1:3900 --region garage")]
@@ -38,7 +40,7 @@ pub struct PublishArgs {
     /// Uploads (whole files or parts) in flight at once.
     #[arg(long, default_value_t = 4, value_name = "N")]
     jobs: usize,
-    /// Files above this size go up in parts of this size (K, M, G suffixes; at least 5M).
+    /// Files above this size go up in parts of this size (K, M, G suffixes; 5M to 5G).
     #[arg(long, default_value = "16M", value_name = "SIZE", value_parser = parse_size)]
     part_size: u64,
     /// Cap on upload bandwidth in bytes per second (K, M, G suffixes), for a shared link.

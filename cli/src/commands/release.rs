@@ -50,10 +50,10 @@ pub struct ReleaseArgs {
     )]
     bases: Vec<String>,
     /// A patch made elsewhere by `deltaward diff` from a base to --image, listed as it
-    /// is: its signature must verify under the release keys (or the repository
-    /// root's release role), and it must build --image. Without VERSION=, the
-    /// version is the release in the channel whose image is the patch's base.
-    /// Repeat; combines with --base.
+    /// is: its signature must verify under the release role of the repository's
+    /// root (as devices check it), and it must build --image. Without VERSION=, the
+    /// version is the release in the channel whose image is the patch's base; a
+    /// VERSION= the channel knows must be its base. Repeat; combines with --base.
     #[arg(long = "patch", value_name = "[VERSION=]PATCH.dwp")]
     patches: Vec<String>,
     /// Release notes: compatibility, security fixes, support, approval, installation.
