@@ -169,8 +169,7 @@ impl AnchorIndex {
     }
 
     /// Number of distinct anchors.
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 }

@@ -80,10 +80,36 @@ pub use sign::{
     format_key_id, generate_keypair, signature_key_id, KeyPairText, SecretKey, TrustedKeys,
 };
 
-/// Entry points for the fuzz targets and tests that exercise the decoders directly,
-/// below the signature check. Not part of the stable API.
+/// Entry points for the fuzz targets, tests and benchmarks that exercise the stages
+/// directly: the coders below the signature check, the indexes and the block
+/// matching. Not part of the stable API.
 #[doc(hidden)]
 pub mod fuzzing {
+    /// Builds the old image's block index and anchor index (the diff's first stage)
+    /// with blocks of `block_size` bytes; returns the number of distinct anchors.
+    pub fn index(old: &[u8], block_size: usize) -> usize {
+        let input = crate::sparse::Input::new(old, &[]);
+        let (_blocks, anchors) = rayon::join(
+            || crate::index::BlockIndex::build(input, block_size),
+            || crate::index::AnchorIndex::build(input),
+        );
+        anchors.len()
+    }
+
+    /// Matches every block of `new` against `old` (indexing `old` first), the
+    /// diff's second stage; returns how many blocks changed.
+    pub fn match_blocks(old: &[u8], new: &[u8], block_size: usize) -> usize {
+        let (o, n) = (
+            crate::sparse::Input::new(old, &[]),
+            crate::sparse::Input::new(new, &[]),
+        );
+        let index = crate::index::BlockIndex::build(o, block_size);
+        crate::plan::classify(o, n, block_size, &index)
+            .iter()
+            .filter(|b| matches!(b, crate::plan::Block::Changed))
+            .count()
+    }
+
     pub use crate::codec::bsdiff::MatchFinder;
     pub use crate::codec::zstd::ZstdSettings;
 
