@@ -113,7 +113,10 @@ impl BuildOptions {
                 bsdiff: true,
                 bsdiff_zstd_level: 19,
                 match_finder: MatchFinder::SuffixArray,
-                zstd_retry_ratio: u64::MAX,
+                // zstd 19 (0.7 MiB/s) runs only where bsdiff leaves more than a
+                // twelfth of the frame: on kernel-ext4 that is 3x faster than
+                // running it on every frame, for +0.05 % patch size.
+                zstd_retry_ratio: 12,
                 max_window: 64 << 20,
                 frame_len: 4 << 20,
             },
