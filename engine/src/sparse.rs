@@ -71,12 +71,7 @@ impl<'a> Input<'a> {
         };
         for hole in self.holes {
             h.update_rayon(&self.data[pos as usize..hole.start as usize]);
-            let mut left = hole.end - hole.start;
-            while left > 0 {
-                let n = left.min(ZERO_CHUNK as u64) as usize;
-                h.update_rayon(&zeros[..n]);
-                left -= n as u64;
-            }
+            feed_zeros(&mut h, hole.end - hole.start, &zeros);
             pos = hole.end;
         }
         h.update_rayon(&self.data[pos as usize..]);
@@ -125,16 +120,22 @@ pub(crate) fn hash_sparse<E>(
     Ok(())
 }
 
-/// BLAKE3 of `len` zero bytes, without reading any image.
-pub(crate) fn zeros_hash(len: u64) -> Digest {
-    let zeros = vec![0u8; (len as usize).min(ZERO_CHUNK)];
-    let mut h = blake3::Hasher::new();
+/// Feeds `len` zero bytes into `h` from `zeros` (a non-empty buffer of zeros), in
+/// pieces of its length, on the rayon pool.
+pub(crate) fn feed_zeros(h: &mut blake3::Hasher, len: u64, zeros: &[u8]) {
     let mut left = len;
     while left > 0 {
-        let n = left.min(ZERO_CHUNK as u64) as usize;
+        let n = left.min(zeros.len().max(1) as u64) as usize;
         h.update_rayon(&zeros[..n]);
         left -= n as u64;
     }
+}
+
+/// BLAKE3 of `len` zero bytes, without reading any image.
+pub(crate) fn zeros_hash(len: u64) -> Digest {
+    let zeros = vec![0u8; (len as usize).clamp(1, ZERO_CHUNK)];
+    let mut h = blake3::Hasher::new();
+    feed_zeros(&mut h, len, &zeros);
     h.finalize().into()
 }
 

@@ -111,12 +111,7 @@ pub(super) fn apply_frames<S: Source, R: Read>(
                     Some((_, h)) => *h,
                     None => {
                         let mut h = blake3::Hasher::new();
-                        let mut left = f.target_len;
-                        while left > 0 {
-                            let n = left.min(COPY_CHUNK) as usize;
-                            h.update_rayon(&zeros[..n]);
-                            left -= n as u64;
-                        }
+                        crate::sparse::feed_zeros(&mut h, f.target_len, zeros);
                         let d = Digest::from(h.finalize());
                         zero_hashes.push((f.target_len, d));
                         d
