@@ -8,7 +8,7 @@ mod common;
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::Output,
+    process::{Command, Output},
 };
 
 use common::{deltaward, exit::*, fails_with, fixture, ok, run, s, Fixture};
@@ -660,4 +660,43 @@ fn release_refuses_a_patch_of_another_image_an_unknown_base_or_key() {
     assert!(err.to_lowercase().contains("key"), "{err}");
     // Nothing was written for any of them.
     assert!(!farm.join("products").exists());
+}
+
+#[test]
+fn a_fifo_or_device_given_as_a_patch_fails_at_once() {
+    let p = Published::new();
+    let farm = same_root_repo(&p, "farm-repo");
+    let fifo = p.fx.path("patch.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo")
+        .success());
+    for patch in [s(&fifo), "/dev/zero"] {
+        // Under `timeout`: a regression would block (FIFO) or read forever (/dev/zero).
+        let out = Command::new("timeout")
+            .args(["60", common::bin(), "release"])
+            .args([
+                "--product",
+                "pump",
+                "--version",
+                "2.0",
+                "--counter",
+                "3",
+                "--image",
+                s(&p.fx.new),
+                "--notes",
+                s(&p.notes),
+                "-s",
+                s(&p.fx.key),
+                "--repo",
+                s(&farm),
+                "--patch",
+                &format!("old={patch}"),
+            ])
+            .output()
+            .expect("run");
+        let err = fails_with(&out, 1);
+        assert!(err.contains("not a regular file"), "{patch}: {err}");
+    }
 }

@@ -615,7 +615,10 @@ fn adopt_patch(
     keys: &TrustedKeys,
     known: &[(String, Digest, u64)],
 ) -> Result<Base> {
-    let bytes = Image::open(&p.path)?;
+    // A regular file only: a FIFO or device given as a patch fails at once rather
+    // than blocking the open or reading without end.
+    let shown = p.path.display().to_string();
+    let bytes = Image::from_file(&open_regular(&p.path, &shown)?, &p.path)?;
     let head = verify_patch(
         &mut &bytes[..],
         keys,
