@@ -1,7 +1,10 @@
 //! The decode loop: each frame's payload checked before it is decoded, each output
 //! checked before it reaches the sink, and nothing allowed after the last payload.
 
-use std::io::{self, Read};
+use std::{
+    fs::File,
+    io::{self, Read},
+};
 
 use crate::{
     codec,
@@ -19,6 +22,14 @@ pub(super) trait FrameSink {
     /// Like `write`, for bytes known to be zero: a file sink leaves a hole.
     fn write_zeros(&mut self, zeros: &[u8]) -> Result<()> {
         self.write(zeros)
+    }
+    /// Copies `len` bytes of `file` from `offset` to the output inside the kernel,
+    /// where the sink and the file system allow it, and returns whether it did
+    /// (`false`, with nothing written: read and `write` instead). Those bytes skip
+    /// the frame's output hash, so a sink that copies must check the whole output
+    /// itself before it is used (the file sink re-reads it from disk).
+    fn copy_range(&mut self, _file: &File, _offset: u64, _len: u64) -> Result<bool> {
+        Ok(false)
     }
     /// Frame `index` is written and verified; `end` is the target offset after it.
     fn frame_done(&mut self, index: usize, end: u64) -> Result<()>;
@@ -128,22 +139,14 @@ pub(super) fn apply_frames<S: Source, R: Read>(
                 }
             }
             FrameKind::Copy => {
-                let [chunk_buf] = arena.split([f.target_len.min(COPY_CHUNK)])?;
-                let mut h = blake3::Hasher::new();
-                let mut done = 0u64;
-                while done < f.target_len {
-                    let n = (f.target_len - done).min(COPY_CHUNK) as usize;
-                    let chunk = &mut chunk_buf[..n];
-                    source
-                        .read_exact_at(chunk, f.source_offset + done)
-                        .map_err(source_err)?;
-                    sink.write(chunk)?;
-                    h.update_rayon(chunk);
-                    done += n as u64;
-                }
-                let actual = Digest::from(h.finalize());
-                if actual != f.output_hash {
-                    return Err(output_mismatch(i, f.output_hash, actual));
+                // A file sink copies inside the kernel, checking the output on disk later.
+                let copied = match source.file() {
+                    Some(file) => sink.copy_range(file, f.source_offset, f.target_len)?,
+                    None => false,
+                };
+                if !copied {
+                    let [chunk_buf] = arena.split([f.target_len.min(COPY_CHUNK)])?;
+                    copy_through(source, f, i, chunk_buf, sink)?;
                 }
             }
             FrameKind::Zstd | FrameKind::Bsdiff => {
@@ -171,6 +174,33 @@ pub(super) fn apply_frames<S: Source, R: Read>(
         progress(f.target_len);
     }
     expect_end(patch)
+}
+
+/// Copy frame `i` read from `source` in chunks of `buf`, written to `sink` and hashed.
+fn copy_through<S: Source>(
+    source: &S,
+    f: &Frame,
+    i: usize,
+    buf: &mut [u8],
+    sink: &mut dyn FrameSink,
+) -> Result<()> {
+    let mut h = blake3::Hasher::new();
+    let mut done = 0u64;
+    while done < f.target_len {
+        let n = (f.target_len - done).min(buf.len() as u64) as usize;
+        let chunk = &mut buf[..n];
+        source
+            .read_exact_at(chunk, f.source_offset + done)
+            .map_err(source_err)?;
+        sink.write(chunk)?;
+        h.update_rayon(chunk);
+        done += n as u64;
+    }
+    let actual = Digest::from(h.finalize());
+    if actual != f.output_hash {
+        return Err(output_mismatch(i, f.output_hash, actual));
+    }
+    Ok(())
 }
 
 /// Reads every payload and checks its hash, decoding nothing (verify without an old

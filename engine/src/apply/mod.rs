@@ -8,8 +8,9 @@
 //! 2. the patch's memory and size needs against [`ApplyOptions`];
 //! 3. the old image's size and BLAKE3;
 //! 4. per frame: the payload's BLAKE3 before decoding, the output's BLAKE3 after;
-//! 5. the BLAKE3 of the whole output; for a file, again from the bytes on disk
-//!    after fsync, then the rename (see [`PartialFile`]).
+//! 5. the BLAKE3 of the whole output; for a file, from the bytes on disk after
+//!    fsync, then the rename (see [`PartialFile`]). A file's copy frames are copied
+//!    inside the kernel from the verified source and checked by this hash alone.
 //!
 //! Memory is bounded by [`Manifest::apply_memory`] (one frame's window, payload,
 //! decoded streams and output, allocated once) plus the manifest, whatever the
@@ -287,8 +288,6 @@ struct Done {
     frames: usize,
     /// Target offset where they end.
     offset: u64,
-    /// The whole-output hash over their bytes.
-    hasher: blake3::Hasher,
 }
 
 /// Takes the lock for `out` and opens its partial file, resuming the frames a
@@ -314,16 +313,14 @@ fn open_partial(
     let done = previous
         .filter(|_| reused)
         .and_then(|cp| {
-            verify_done(target.file(), &head.manifest, &cp).map(|hasher| Done {
+            verify_done(target.file(), &head.manifest, &cp).then_some(Done {
                 frames: cp.frames,
                 offset: cp.offset,
-                hasher,
             })
         })
         .unwrap_or(Done {
             frames: 0,
             offset: 0,
-            hasher: blake3::Hasher::new(),
         });
     let mut file = target.file();
     file.set_len(done.offset)
@@ -385,7 +382,7 @@ fn write_verified<R: Read>(
     let mut sink = FileSink {
         target,
         manifest: Digest::of(&head.manifest_bytes),
-        hasher: done.hasher.clone(),
+        kernel_copy: true,
         since_checkpoint: 0,
         checkpoint_bytes: opts.checkpoint_bytes,
         frames: m.frames.len(),
@@ -399,7 +396,6 @@ fn write_verified<R: Read>(
         &mut sink,
         progress,
     )?;
-    check_target(m, &sink.hasher)?;
     target.file().sync_all().map_err(file_err("syncing"))?;
     let on_disk = hash_file(target.file(), m.target_size).map_err(file_err("re-reading"))?;
     if on_disk != m.target_hash {
