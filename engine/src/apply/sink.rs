@@ -163,10 +163,9 @@ mod tests {
     #[test]
     fn kernel_copy_appends_the_range_at_the_current_position() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let from_path = dir.path().join("from");
         let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
-        std::fs::write(&from_path, &data).expect("write");
-        let from = File::open(&from_path).expect("open");
+        let mut from = tempfile::tempfile_in(dir.path()).expect("tempfile");
+        from.write_all(&data).expect("write");
         let mut to = tempfile::tempfile_in(dir.path()).expect("tempfile");
         to.write_all(b"head").expect("write");
         let copied = kernel_copy(&from, 1_000, 200_000, &to).expect("copy");
