@@ -1,4 +1,4 @@
-//! Indexes of the old image: a BLAKE3 block index for exact block matches, and a
+//! Indexes of the old image: a block index (XXH3-128 keys) for exact block matches, and a
 //! content-defined anchor index for locating where changed data came from.
 
 use std::collections::HashMap;
@@ -17,12 +17,13 @@ const ANCHOR_MIN_GAP: usize = 48;
 /// Bytes of history that determine the rolling hash.
 const GEAR_HISTORY: usize = 64;
 
-/// The 128-bit key of a block: the first half of its BLAKE3 hash.
+/// The 128-bit key of a block: its XXH3-128. Not a cryptographic hash, and it need
+/// not be: a block found by its key is compared byte by byte before it is used, so
+/// a collision (even a crafted one) costs a missed match, never a wrong byte. It
+/// runs several times faster than BLAKE3 on 4 KiB blocks, and the diff keys every
+/// block of both images.
 fn block_key(block: &[u8]) -> u128 {
-    let h = blake3::hash(block);
-    let mut k = [0u8; 16];
-    k.copy_from_slice(&h.as_bytes()[..16]);
-    u128::from_le_bytes(k)
+    xxhash_rust::xxh3::xxh3_128(block)
 }
 
 /// Where each distinct full block of the old image first occurs.
@@ -33,7 +34,7 @@ pub struct BlockIndex {
 }
 
 impl BlockIndex {
-    /// Hashes every full block of `old` with BLAKE3, in parallel.
+    /// Keys every full block of `old`, in parallel.
     pub(crate) fn build(old: Input<'_>, block_size: usize) -> Self {
         // Zero blocks are never looked up (the diff classifies them first): skip them,
         // and the blocks of holes without reading them.
@@ -60,7 +61,7 @@ impl BlockIndex {
         Self { block_size, first }
     }
 
-    /// An old offset holding a block with the same BLAKE3 key as `block`, if any.
+    /// An old offset holding a block with the same key as `block`, if any.
     /// The caller confirms the bytes.
     pub fn lookup(&self, block: &[u8]) -> Option<u64> {
         debug_assert_eq!(block.len(), self.block_size);
@@ -88,22 +89,53 @@ const GEAR: [u64; 256] = {
 /// Calls `f(position, key)` for each anchor of `data[from..to]`, where the rolling
 /// hash sees the `GEAR_HISTORY` bytes before each position. Positions are absolute
 /// indexes into `data`; the key identifies the 64 bytes ending there.
+///
+/// Each byte's step depends on the one before, so one chain runs at the latency of
+/// a shift and an add: the two halves of the range are hashed as two chains in one
+/// loop, which runs at nearly twice the rate. A key depends only on the 64 bytes
+/// ending at its position, so the halves find what one pass would.
 pub fn scan_anchors(data: &[u8], from: usize, to: usize, mut f: impl FnMut(usize, u64)) {
     let to = to.min(data.len());
+    if from >= to {
+        return;
+    }
     let start = from.saturating_sub(GEAR_HISTORY);
-    let mut h: u64 = 0;
-    let mut last = 0usize;
-    let mut have_last = false;
-    for (i, &b) in data.iter().enumerate().take(to).skip(start) {
-        h = (h << 1).wrapping_add(GEAR[b as usize]);
-        if i >= from
-            && h & ANCHOR_MASK == 0
-            && i + 1 - start >= GEAR_HISTORY
-            && (!have_last || i - last >= ANCHOR_MIN_GAP)
-        {
+    // Positions before this have fewer than GEAR_HISTORY bytes behind them.
+    let first_full = start + GEAR_HISTORY - 1;
+    let mid = from + (to - from) / 2;
+    let warm = |at: usize| {
+        let from = at.saturating_sub(GEAR_HISTORY).max(start);
+        data[from..at]
+            .iter()
+            .fold(0u64, |h, &b| (h << 1).wrapping_add(GEAR[b as usize]))
+    };
+    let (mut ha, mut hb) = (warm(from), warm(mid));
+    // Candidates are rare (one position in 256): the spacing rule is applied after.
+    let mut cand_a = Vec::new();
+    let mut cand_b = Vec::new();
+    let (lane_a, lane_b) = (&data[from..mid], &data[mid..to]);
+    for (k, (&a, &b)) in lane_a.iter().zip(lane_b).enumerate() {
+        ha = (ha << 1).wrapping_add(GEAR[a as usize]);
+        hb = (hb << 1).wrapping_add(GEAR[b as usize]);
+        if ha & ANCHOR_MASK == 0 {
+            cand_a.push((from + k, ha));
+        }
+        if hb & ANCHOR_MASK == 0 {
+            cand_b.push((mid + k, hb));
+        }
+    }
+    // The second half is one byte longer when the length is odd.
+    for (k, &b) in lane_b.iter().enumerate().skip(lane_a.len()) {
+        hb = (hb << 1).wrapping_add(GEAR[b as usize]);
+        if hb & ANCHOR_MASK == 0 {
+            cand_b.push((mid + k, hb));
+        }
+    }
+    let mut next_allowed = first_full;
+    for (i, h) in cand_a.into_iter().chain(cand_b) {
+        if i >= next_allowed {
             f(i, h);
-            last = i;
-            have_last = true;
+            next_allowed = i + ANCHOR_MIN_GAP;
         }
     }
 }
@@ -179,6 +211,62 @@ mod tests {
     use super::*;
 
     use deltaward_testkit::noise;
+
+    /// The one-chain scan that `scan_anchors` must agree with.
+    fn scan_reference(data: &[u8], from: usize, to: usize) -> Vec<(usize, u64)> {
+        let to = to.min(data.len());
+        let start = from.saturating_sub(GEAR_HISTORY);
+        let mut out = Vec::new();
+        let mut h: u64 = 0;
+        let mut last: Option<usize> = None;
+        for (i, &b) in data.iter().enumerate().take(to).skip(start) {
+            h = (h << 1).wrapping_add(GEAR[b as usize]);
+            if i >= from
+                && h & ANCHOR_MASK == 0
+                && i + 1 - start >= GEAR_HISTORY
+                && last.is_none_or(|l| i - l >= ANCHOR_MIN_GAP)
+            {
+                out.push((i, h));
+                last = Some(i);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn two_chain_scan_finds_what_one_chain_finds() {
+        // Random bytes, and runs that make anchors cluster (the spacing rule).
+        let mut x: u64 = 0x1234_5678;
+        let mut data: Vec<u8> = (0..300_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        for i in (100_000..140_000).step_by(3) {
+            data[i] = (i % 5) as u8;
+        }
+        let cases = [
+            (0, 300_000),
+            (0, 10),
+            (5, 70),
+            (63, 200),
+            (64, 1_000),
+            (1_000, 1_001),
+            (99_990, 140_017),
+            (12_345, 299_999),
+            (200_000, 400_000),
+            (7, 7),
+        ];
+        for (from, to) in cases {
+            let mut got = Vec::new();
+            scan_anchors(&data, from, to, |i, h| got.push((i, h)));
+            assert_eq!(got, scan_reference(&data, from, to), "range {from}..{to}");
+        }
+        assert!(scan_reference(&data, 0, 300_000).len() > 500);
+    }
 
     #[test]
     fn shifted_data_has_the_same_anchors() {
