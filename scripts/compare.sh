@@ -1,14 +1,28 @@
 #!/usr/bin/env bash
-# Side-by-side comparison of deltaward with zstd --patch-from, xdelta3 and bsdiff on
-# one image pair, in one run: patch size, diff time, apply time, apply peak RSS,
-# each as a ratio to deltaward's figure. Times are wall-clock from GNU time; the
-# machine is noisy, so compare ratios from the same run, not absolute seconds.
+# Side-by-side comparison of deltaward with other delta tools on one image pair, in
+# one run: patch size, diff wall time and peak memory, apply wall time and peak
+# memory, and ratios to the reference tools. The machine is noisy: compare ratios
+# from the same run, not absolute seconds.
 #
 #   scripts/compare.sh [PAIR] [TOOLS...]
-#     PAIR   corpus pair name (default kernel-ext4), from scripts/make-pairs.sh
-#     TOOLS  any of: deltaward-fast deltaward deltaward-best zstd3 zstd19 xdelta3 bsdiff
-#            (default: deltaward-fast deltaward zstd3 xdelta3; zstd19 and bsdiff take minutes)
-# Needs: cargo, GNU time (/usr/bin/time), zstd, xdelta3, bsdiff (installed when missing).
+#     PAIR   a pair from scripts/make-pairs.sh (default kernel-ext4): kernel-ext4,
+#            kernel-tar, vmlinuz, qemu-x86, shifted-ext4
+#     TOOLS  any of: deltaward-fast deltaward deltaward-best zstd3 zstd19 xdelta3
+#            bsdiff hdiffz (default: deltaward-fast deltaward zstd3 xdelta3;
+#            zstd19 and bsdiff take minutes on the 600 MiB pairs)
+#
+# Environment:
+#   DELTAWARD_BIN    the deltaward binary to run (default: build target/release/deltaward)
+#   DELTAWARD_PAIRS  where the pairs are (default ~/.cache/deltaward-pairs)
+#   HDIFFZ, HPATCHZ  HDiffPatch's programs for the hdiffz tool (default: from PATH).
+#                    HDiffPatch is not installed by this script: build it from its
+#                    public source if you want it in the table.
+#   COMPARE_MD=1     print only the markdown table (for benches/compare-all.sh)
+#
+# Each diff and apply runs under GNU time (wall, peak RSS); the anonymous part of
+# the peak (RssAnon, without mapped file pages) is sampled from /proc every 50 ms.
+# Every rebuilt image is compared with the new image byte for byte.
+# Needs: cargo, GNU time, zstd, xdelta3, bsdiff (installed when missing, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pair=${1:-kernel-ext4}
@@ -20,6 +34,7 @@ pairs=${DELTAWARD_PAIRS:-$HOME/.cache/deltaward-pairs}
 bash scripts/make-pairs.sh "$pairs" >/dev/null
 old="$pairs/$pair.old"
 new="$pairs/$pair.new"
+[ -f "$old" ] && [ -f "$new" ] || { echo "compare: no pair $pair in $pairs" >&2; exit 1; }
 for cmd in zstd xdelta3 bsdiff /usr/bin/time; do
   command -v "$cmd" >/dev/null || {
     apt-get update -qq
@@ -27,48 +42,101 @@ for cmd in zstd xdelta3 bsdiff /usr/bin/time; do
     break
   }
 done
-cargo build --release --locked -q -p deltaward
-dw=target/release/deltaward
-work=$(mktemp -d)
+if [ -n "${DELTAWARD_BIN:-}" ]; then
+  dw=$DELTAWARD_BIN
+else
+  cargo build --release --locked -q -p deltaward
+  dw=target/release/deltaward
+fi
+hdiffz=${HDIFFZ:-hdiffz}
+hpatchz=${HPATCHZ:-hpatchz}
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/compare.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-"$dw" keygen -s "$work/k.key" -p "$work/k.pub" --unencrypted 2>/dev/null
+"$dw" keygen -s "$work/k.key" -p "$work/k.pub" --unencrypted >/dev/null 2>&1
 
-# measure NAME DIFF_CMD APPLY_CMD PATCH OUT
+# run OUT CMD...: runs CMD under GNU time; writes "wall_s peak_rss_kib peak_anon_kib" to OUT.
+run() {
+  local out=$1
+  shift
+  /usr/bin/time -f "%e %M" -o "$out.time" "$@" >/dev/null 2>"$out.err" &
+  local tpid=$! pid="" anon=0 key value _
+  while kill -0 "$tpid" 2>/dev/null; do
+    [ -n "$pid" ] || pid=$(pgrep -P "$tpid" | head -n1 || true)
+    if [ -n "$pid" ] && [ -r "/proc/$pid/status" ]; then
+      while read -r key value _; do
+        [ "$key" = RssAnon: ] && [ "$value" -gt "$anon" ] && anon=$value
+      done <"/proc/$pid/status" 2>/dev/null || true
+    fi
+    sleep 0.05
+  done
+  wait "$tpid" || { echo "compare: failed: $*" >&2; cat "$out.err" >&2; exit 1; }
+  echo "$(cat "$out.time") $anon" >"$out"
+}
+
+# measure NAME PATCH OUT -- DIFF_CMD... -- APPLY_CMD...
 measure() {
-  local name=$1 diff_cmd=$2 apply_cmd=$3 patch=$4 out=$5
-  /usr/bin/time -f "%e %M" -o "$work/t.diff" bash -c "$diff_cmd" >/dev/null 2>&1
-  /usr/bin/time -f "%e %M" -o "$work/t.apply" bash -c "$apply_cmd" >/dev/null 2>&1
-  cmp -s "$out" "$new" || { echo "$name: rebuilt image differs" >&2; exit 1; }
-  read -r dt _ <"$work/t.diff"
-  read -r at arss <"$work/t.apply"
-  printf '%s %s %s %s %s\n' "$name" "$(stat -c %s "$patch")" "$dt" "$at" "$arss" >>"$work/results"
-  rm -f "$out"
+  local name=$1 patch=$2 out=$3
+  shift 4
+  local diff=() apply=()
+  while [ "$1" != -- ]; do diff+=("$1"); shift; done
+  shift
+  apply=("$@")
+  run "$work/d" "${diff[@]}"
+  run "$work/a" "${apply[@]}"
+  cmp -s "$out" "$new" || { echo "compare: $name: rebuilt image differs" >&2; exit 1; }
+  read -r dt drss danon <"$work/d"
+  read -r at arss aanon <"$work/a"
+  echo "$name $(stat -c %s "$patch") $dt $drss $danon $at $arss $aanon" >>"$work/results"
+  rm -f "$out" "$patch"
 }
 
 for t in "${tools[@]}"; do
   case $t in
     deltaward-fast|deltaward|deltaward-best)
       level=${t#deltaward-}; [ "$level" = deltaward ] && level=default
-      measure "$t" "$dw diff $old $new -o $work/$t.dwp -s $work/k.key --level $level" \
-        "$dw apply $old $work/$t.dwp -o $work/$t.out -p $work/k.pub" "$work/$t.dwp" "$work/$t.out" ;;
-    zstd3)
-      measure zstd-3 "zstd -q -f -3 --long=30 --patch-from=$old $new -o $work/z3.zst" \
-        "zstd -q -f -d --long=30 --patch-from=$old $work/z3.zst -o $work/z3.out" "$work/z3.zst" "$work/z3.out" ;;
-    zstd19)
-      measure zstd-19 "zstd -q -f --ultra -19 --long=30 --patch-from=$old $new -o $work/z19.zst" \
-        "zstd -q -f -d --long=30 --patch-from=$old $work/z19.zst -o $work/z19.out" "$work/z19.zst" "$work/z19.out" ;;
+      measure "$t" "$work/p.dwp" "$work/p.out" -- \
+        "$dw" diff "$old" "$new" -o "$work/p.dwp" -s "$work/k.key" --level "$level" -- \
+        "$dw" apply "$old" "$work/p.dwp" -o "$work/p.out" -p "$work/k.pub" ;;
+    zstd3|zstd19)
+      lvl=(-3); [ "$t" = zstd19 ] && lvl=(--ultra -19)
+      measure "zstd-${t#zstd}" "$work/z.zst" "$work/z.out" -- \
+        zstd -q -f "${lvl[@]}" --long=30 --patch-from="$old" "$new" -o "$work/z.zst" -- \
+        zstd -q -f -d --long=30 --patch-from="$old" "$work/z.zst" -o "$work/z.out" ;;
     xdelta3)
-      measure xdelta3 "xdelta3 -f -9 -B 1073741824 -e -s $old $new $work/x.vcdiff" \
-        "xdelta3 -f -B 1073741824 -d -s $old $work/x.vcdiff $work/x.out" "$work/x.vcdiff" "$work/x.out" ;;
+      measure xdelta3-9 "$work/x.vcdiff" "$work/x.out" -- \
+        xdelta3 -f -9 -B 1073741824 -e -s "$old" "$new" "$work/x.vcdiff" -- \
+        xdelta3 -f -B 1073741824 -d -s "$old" "$work/x.vcdiff" "$work/x.out" ;;
     bsdiff)
-      measure bsdiff "bsdiff $old $new $work/b.bsdiff" "bspatch $old $work/b.out $work/b.bsdiff" "$work/b.bsdiff" "$work/b.out" ;;
-    *) echo "unknown tool $t" >&2; exit 2 ;;
+      measure bsdiff "$work/b.bsdiff" "$work/b.out" -- \
+        bsdiff "$old" "$new" "$work/b.bsdiff" -- \
+        bspatch "$old" "$work/b.out" "$work/b.bsdiff" ;;
+    hdiffz)
+      command -v "$hdiffz" >/dev/null && command -v "$hpatchz" >/dev/null ||
+        { echo "compare: hdiffz: set HDIFFZ and HPATCHZ (HDiffPatch is not installed here)" >&2; exit 2; }
+      measure "hdiffz-m" "$work/h.hdiff" "$work/h.out" -- \
+        "$hdiffz" -m-6 -SD -c-zstd-21-24 -p-2 "$old" "$new" "$work/h.hdiff" -- \
+        "$hpatchz" "$old" "$work/h.hdiff" "$work/h.out" ;;
+    *) echo "compare: unknown tool $t" >&2; exit 2 ;;
   esac
 done
 
-ref=$(awk 'NR==1' "$work/results")
-echo "pair $pair ($(stat -c %s "$new") bytes), $(nproc) cores; ratios are to the first row"
-awk -v ref="$ref" 'BEGIN { split(ref, r, " ");
-  printf "| %-15s | %12s | %10s | %10s | %13s | %6s | %6s | %6s |\n", "tool", "patch bytes", "diff s", "apply s", "apply RSS MiB", "size x", "diff x", "RSS x";
-  print "|---|---|---|---|---|---|---|---|" }
-  { printf "| %-15s | %12d | %10.2f | %10.2f | %13.1f | %6.2f | %6.2f | %6.2f |\n", $1, $2, $3, $4, $5/1024, $2/r[2], $3/r[3], $5/r[5] }' "$work/results"
+[ "${COMPARE_MD:-}" = 1 ] || echo "pair $pair ($(stat -c %s "$new") bytes), $(nproc) cores"
+# Ratios: size to zstd -19 and to HDiffPatch, diff wall to zstd -3's, apply wall to
+# zstd -3's apply (zstd's own --patch-from); "-" when that tool was not run.
+awk '
+  { row[NR] = $0; name[NR] = $1; n = NR }
+  $1 == "zstd-19" { z19 = $2 }
+  $1 == "hdiffz-m" { hd = $2 }
+  $1 == "zstd-3" { z3d = $3; z3a = $6 }
+  function ratio(a, b) { return b > 0 ? sprintf("%.2f", a / b) : "-" }
+  function sratio(a, b) { return b > 0 ? sprintf("%.3f", a / b) : "-" }
+  END {
+    print "| tool | patch bytes | size / zstd -19 | size / HDiffPatch | diff s | diff / zstd -3 | diff peak RSS MiB (anon) | apply s | apply / zstd | apply peak RSS MiB |"
+    print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for (i = 1; i <= n; i++) {
+      split(row[i], f, " ")
+      printf "| %s | %d | %s | %s | %.2f | %s | %.0f (%.0f) | %.2f | %s | %.1f |\n",
+        f[1], f[2], sratio(f[2], z19), sratio(f[2], hd), f[3], ratio(f[3], z3d),
+        f[4] / 1024, f[5] / 1024, f[6], ratio(f[6], z3a), f[7] / 1024
+    }
+  }' "$work/results"

@@ -3,7 +3,7 @@
 #
 #   scripts/make-pairs.sh [DIR]     DIR defaults to $DELTAWARD_PAIRS or ~/.cache/deltaward-pairs
 #
-# The pairs come from Debian's kernel package: the oldest and the newest
+# The kernel pairs come from Debian's kernel package: the oldest and the newest
 # linux-image-amd64 the package index offers (usually a point release and its
 # security update). For each side it writes:
 #   DIR/kernel-ext4.{old,new}  600 MiB ext4 images of the unpacked package, built with a
@@ -11,72 +11,117 @@
 #                              the content differs and every machine makes the same bytes;
 #   DIR/kernel-tar.{old,new}   the same trees as sorted, mtime-normalised tar files;
 #   DIR/vmlinuz.{old,new}      the compressed kernels alone (small, delta-hostile).
-# DIR/VERSIONS names the packages used, DIR/SHA256SUMS the outputs. A finished DIR
-# (DIR/DONE present) is left alone. Needs apt-get, dpkg-deb, e2fsprogs (installed
+# Then two more pairs:
+#   DIR/qemu-x86.{old,new}     a large x86-64 executable: /usr/bin/qemu-system-x86_64
+#                              from the oldest and the newest qemu-system-x86 offered
+#                              (security updates of one release; about 18 MB, stripped);
+#   DIR/shifted-ext4.{old,new} kernel-ext4.old, and kernel-ext4.new moved 4,219 bytes
+#                              later (an unaligned shift: the head of vmlinuz.new in
+#                              front, the same length cut from the end).
+# DIR/VERSIONS names the packages used, DIR/SHA256SUMS the outputs. Each finished
+# stage is left alone (DIR/DONE marks the kernel pairs; the others are there when
+# both files are). The executable pair is skipped, with a warning, when the package
+# index does not offer two versions. Needs apt-get, dpkg-deb, e2fsprogs (installed
 # when missing, as root) and GNU tar.
 set -euo pipefail
 
 out=${1:-${DELTAWARD_PAIRS:-$HOME/.cache/deltaward-pairs}}
 mkdir -p "$out"
-if [ -f "$out/DONE" ]; then
-  echo "pairs ready in $out"
-  exit 0
-fi
-
-if ! command -v mkfs.ext4 >/dev/null || ! command -v debugfs >/dev/null; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq e2fsprogs
-fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
+# The oldest and the newest version of package $1 in the package index.
 pick_versions() {
-  apt-cache madison linux-image-amd64 2>/dev/null | awk '{print $3}' | sort -uV | sed -n '1p;$p'
+  local pkg=$1 v
+  v=$(apt-cache madison "$pkg" 2>/dev/null | awk '{print $3}' | sort -uV | sed -n '1p;$p')
+  if [ "$(echo "$v" | grep -c .)" -lt 2 ]; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    v=$(apt-cache madison "$pkg" 2>/dev/null | awk '{print $3}' | sort -uV | sed -n '1p;$p')
+  fi
+  echo "$v"
 }
-mapfile -t versions < <(pick_versions)
-if [ "${#versions[@]}" -lt 2 ]; then
-  apt-get update -qq >/dev/null 2>&1 || true
-  mapfile -t versions < <(pick_versions)
-fi
-if [ "${#versions[@]}" -ne 2 ] || [ "${versions[0]}" = "${versions[1]}" ]; then
-  echo "make-pairs: the package index must offer two versions of linux-image-amd64 (see apt-cache madison linux-image-amd64)" >&2
-  exit 1
-fi
 
-# Fixed inode times: 2023-11-14T22:13:20Z.
-stamp=0x6553f100
-side=old
-for version in "${versions[@]}"; do
-  # linux-image-amd64 is a metapackage; its first dependency is the real image package.
-  pkg=$(apt-cache show "linux-image-amd64=$version" | sed -n 's/^Depends: \([^ ,]*\).*/\1/p' | head -n1)
-  (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null 2>&1)
-  tree="$tmp/tree-$side"
-  mkdir -p "$tree"
-  dpkg-deb -x "$tmp/${pkg}"_*.deb "$tree"
-  echo "$side $pkg $version" >>"$tmp/VERSIONS"
+kernel_pairs() {
+  if ! command -v mkfs.ext4 >/dev/null || ! command -v debugfs >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq e2fsprogs
+  fi
 
-  img="$out/kernel-ext4.$side.partial"
-  E2FSPROGS_FAKE_TIME=1700000000 mkfs.ext4 -q -F -b 4096 \
-    -E root_owner=0:0,hash_seed=01234567-89ab-cdef-0123-456789abcdef,lazy_itable_init=0 \
-    -U 11111111-2222-3333-4444-555555555555 -L devimg -d "$tree" "$img" 600M >/dev/null
-  # mkfs -d copies atime and ctime from the extracted files (now): pin them.
-  {
-    echo "sif / atime $stamp"
-    echo "sif / ctime $stamp"
-    (cd "$tree" && find . -mindepth 1 | sed 's|^\.||') |
-      awk -v t="$stamp" '{printf "sif \"%s\" atime %s\nsif \"%s\" ctime %s\n", $0, t, $0, t}'
-  } >"$tmp/pin-times"
-  E2FSPROGS_FAKE_TIME=1700000000 debugfs -w -f "$tmp/pin-times" "$img" >/dev/null 2>&1
-  mv "$img" "$out/kernel-ext4.$side"
+  mapfile -t versions < <(pick_versions linux-image-amd64)
+  if [ "${#versions[@]}" -ne 2 ] || [ "${versions[0]}" = "${versions[1]}" ]; then
+    echo "make-pairs: the package index must offer two versions of linux-image-amd64 (see apt-cache madison linux-image-amd64)" >&2
+    exit 1
+  fi
 
-  (cd "$tree" && tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$out/kernel-tar.$side.partial" .)
-  mv "$out/kernel-tar.$side.partial" "$out/kernel-tar.$side"
-  cp "$tree"/boot/vmlinuz-* "$out/vmlinuz.$side"
-  side=new
-done
+  # Fixed inode times: 2023-11-14T22:13:20Z.
+  stamp=0x6553f100
+  side=old
+  for version in "${versions[@]}"; do
+    # linux-image-amd64 is a metapackage; its first dependency is the real image package.
+    pkg=$(apt-cache show "linux-image-amd64=$version" | sed -n 's/^Depends: \([^ ,]*\).*/\1/p' | head -n1)
+    (cd "$tmp" && apt-get download -qq "$pkg" >/dev/null 2>&1)
+    tree="$tmp/tree-$side"
+    mkdir -p "$tree"
+    dpkg-deb -x "$tmp/${pkg}"_*.deb "$tree"
+    echo "$side $pkg $version" >>"$tmp/VERSIONS"
 
-cp "$tmp/VERSIONS" "$out/VERSIONS"
-(cd "$out" && sha256sum kernel-ext4.* kernel-tar.* vmlinuz.* >SHA256SUMS)
-touch "$out/DONE"
+    img="$out/kernel-ext4.$side.partial"
+    E2FSPROGS_FAKE_TIME=1700000000 mkfs.ext4 -q -F -b 4096 \
+      -E root_owner=0:0,hash_seed=01234567-89ab-cdef-0123-456789abcdef,lazy_itable_init=0 \
+      -U 11111111-2222-3333-4444-555555555555 -L devimg -d "$tree" "$img" 600M >/dev/null
+    # mkfs -d copies atime and ctime from the extracted files (now): pin them.
+    {
+      echo "sif / atime $stamp"
+      echo "sif / ctime $stamp"
+      (cd "$tree" && find . -mindepth 1 | sed 's|^\.||') |
+        awk -v t="$stamp" '{printf "sif \"%s\" atime %s\nsif \"%s\" ctime %s\n", $0, t, $0, t}'
+    } >"$tmp/pin-times"
+    E2FSPROGS_FAKE_TIME=1700000000 debugfs -w -f "$tmp/pin-times" "$img" >/dev/null 2>&1
+    mv "$img" "$out/kernel-ext4.$side"
+
+    (cd "$tree" && tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$out/kernel-tar.$side.partial" .)
+    mv "$out/kernel-tar.$side.partial" "$out/kernel-tar.$side"
+    cp "$tree"/boot/vmlinuz-* "$out/vmlinuz.$side"
+    side=new
+  done
+
+  cp "$tmp/VERSIONS" "$out/VERSIONS"
+  touch "$out/DONE"
+}
+
+exe_pair() {
+  local versions side=old version
+  mapfile -t versions < <(pick_versions qemu-system-x86)
+  if [ "${#versions[@]}" -ne 2 ] || [ "${versions[0]}" = "${versions[1]}" ]; then
+    echo "make-pairs: warning: the package index offers fewer than two versions of qemu-system-x86; no qemu-x86 pair" >&2
+    return 0
+  fi
+  for version in "${versions[@]}"; do
+    mkdir -p "$tmp/qemu-$side"
+    (cd "$tmp/qemu-$side" && apt-get download -qq "qemu-system-x86=$version" >/dev/null 2>&1)
+    dpkg-deb -x "$tmp/qemu-$side"/qemu-system-x86_*.deb "$tmp/qemu-$side/tree"
+    cp "$tmp/qemu-$side/tree/usr/bin/qemu-system-x86_64" "$out/qemu-x86.$side.partial"
+    echo "$side qemu-system-x86 $version" >>"$out/VERSIONS"
+    side=new
+  done
+  mv "$out/qemu-x86.old.partial" "$out/qemu-x86.old"
+  mv "$out/qemu-x86.new.partial" "$out/qemu-x86.new"
+}
+
+shifted_pair() {
+  local shift=4219 size
+  size=$(stat -c %s "$out/kernel-ext4.new")
+  ln -f "$out/kernel-ext4.old" "$out/shifted-ext4.old.partial" 2>/dev/null ||
+    cp "$out/kernel-ext4.old" "$out/shifted-ext4.old.partial"
+  { head -c "$shift" "$out/vmlinuz.new"; head -c "$((size - shift))" "$out/kernel-ext4.new"; } \
+    >"$out/shifted-ext4.new.partial"
+  mv "$out/shifted-ext4.old.partial" "$out/shifted-ext4.old"
+  mv "$out/shifted-ext4.new.partial" "$out/shifted-ext4.new"
+}
+
+[ -f "$out/DONE" ] || kernel_pairs
+[ -f "$out/qemu-x86.old" ] && [ -f "$out/qemu-x86.new" ] || exe_pair
+[ -f "$out/shifted-ext4.old" ] && [ -f "$out/shifted-ext4.new" ] || shifted_pair
+(cd "$out" && sha256sum -- *.old *.new >SHA256SUMS.partial && mv SHA256SUMS.partial SHA256SUMS)
 ls -l "$out"
