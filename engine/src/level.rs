@@ -36,7 +36,7 @@ impl Level {
 pub struct BuildOptions {
     /// Effort level.
     pub level: Level,
-    /// Block size of the old image's BLAKE3 index (power of two, 512 B to 1 MiB).
+    /// Block size of the old image's block index (power of two, 512 B to 1 MiB).
     pub block_size: u32,
     /// Upper bound on the memory of frame encoders running at once.
     pub memory_limit: u64,
