@@ -79,6 +79,15 @@ pub enum Error {
         /// Hash of what was rebuilt.
         actual: Digest,
     },
+    /// The rebuilt file is longer or shorter than the manifest's target size when
+    /// read back (bytes were written to it behind the applier's back).
+    #[error("rebuilt image is {found} bytes long, expected {expected}")]
+    TargetLength {
+        /// Target size from the manifest.
+        expected: u64,
+        /// Length of the file.
+        found: u64,
+    },
     /// Applying would need more memory than allowed.
     #[error("patch needs {needed} bytes of working memory, above the limit of {limit} bytes")]
     MemoryLimit {
@@ -276,7 +285,8 @@ impl Error {
             Self::Format(_)
             | Self::FrameHash { .. }
             | Self::Decode { .. }
-            | Self::TargetMismatch { .. } => ErrorClass::Corrupt,
+            | Self::TargetMismatch { .. }
+            | Self::TargetLength { .. } => ErrorClass::Corrupt,
             Self::SourceMismatch { .. } => ErrorClass::WrongBase,
             Self::MemoryLimit { .. } => ErrorClass::Limit,
             Self::Key(_) => ErrorClass::Key,

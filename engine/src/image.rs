@@ -28,11 +28,6 @@ pub trait Source {
     fn holes(&self) -> Vec<Range<u64>> {
         Vec::new()
     }
-    /// The open file behind these bytes, if any: a file sink may then copy ranges
-    /// of it inside the kernel. None by default.
-    fn file(&self) -> Option<&File> {
-        None
-    }
 }
 
 impl Source for &[u8] {
@@ -85,9 +80,6 @@ impl Source for FileSource {
     }
     fn holes(&self) -> Vec<Range<u64>> {
         find_holes(&self.file, self.size)
-    }
-    fn file(&self) -> Option<&File> {
-        Some(&self.file)
     }
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         #[cfg(unix)]

@@ -86,14 +86,17 @@ const GEAR: [u64; 256] = {
     t
 };
 
+/// Bytes of one chain per step of [`scan_anchors`]: bounds the candidates held at once.
+const LANE: usize = 64 << 10;
+
 /// Calls `f(position, key)` for each anchor of `data[from..to]`, where the rolling
 /// hash sees the `GEAR_HISTORY` bytes before each position. Positions are absolute
 /// indexes into `data`; the key identifies the 64 bytes ending there.
 ///
 /// Each byte's step depends on the one before, so one chain runs at the latency of
-/// a shift and an add: the two halves of the range are hashed as two chains in one
-/// loop, which runs at nearly twice the rate. A key depends only on the 64 bytes
-/// ending at its position, so the halves find what one pass would.
+/// a shift and an add: the range is taken in pieces of two lanes, hashed as two
+/// chains in one loop, which runs at nearly twice the rate. A key depends only on
+/// the 64 bytes ending at its position, so the lanes find what one pass would.
 pub fn scan_anchors(data: &[u8], from: usize, to: usize, mut f: impl FnMut(usize, u64)) {
     let to = to.min(data.len());
     if from >= to {
@@ -101,42 +104,47 @@ pub fn scan_anchors(data: &[u8], from: usize, to: usize, mut f: impl FnMut(usize
     }
     let start = from.saturating_sub(GEAR_HISTORY);
     // Positions before this have fewer than GEAR_HISTORY bytes behind them.
-    let first_full = start + GEAR_HISTORY - 1;
-    let mid = from + (to - from) / 2;
+    let mut next_allowed = start + GEAR_HISTORY - 1;
     let warm = |at: usize| {
         let from = at.saturating_sub(GEAR_HISTORY).max(start);
         data[from..at]
             .iter()
             .fold(0u64, |h, &b| (h << 1).wrapping_add(GEAR[b as usize]))
     };
-    let (mut ha, mut hb) = (warm(from), warm(mid));
-    // Candidates are rare (one position in 256): the spacing rule is applied after.
+    // Candidates (one position in 256 on most data, but one in two on some
+    // periodic data) are kept per piece, then the spacing rule is applied in order.
     let mut cand_a = Vec::new();
     let mut cand_b = Vec::new();
-    let (lane_a, lane_b) = (&data[from..mid], &data[mid..to]);
-    for (k, (&a, &b)) in lane_a.iter().zip(lane_b).enumerate() {
-        ha = (ha << 1).wrapping_add(GEAR[a as usize]);
-        hb = (hb << 1).wrapping_add(GEAR[b as usize]);
-        if ha & ANCHOR_MASK == 0 {
-            cand_a.push((from + k, ha));
+    let mut piece = from;
+    while piece < to {
+        let end = to.min(piece + 2 * LANE);
+        let mid = piece + (end - piece) / 2;
+        let (mut ha, mut hb) = (warm(piece), warm(mid));
+        let (lane_a, lane_b) = (&data[piece..mid], &data[mid..end]);
+        for (k, (&a, &b)) in lane_a.iter().zip(lane_b).enumerate() {
+            ha = (ha << 1).wrapping_add(GEAR[a as usize]);
+            hb = (hb << 1).wrapping_add(GEAR[b as usize]);
+            if ha & ANCHOR_MASK == 0 {
+                cand_a.push((piece + k, ha));
+            }
+            if hb & ANCHOR_MASK == 0 {
+                cand_b.push((mid + k, hb));
+            }
         }
-        if hb & ANCHOR_MASK == 0 {
-            cand_b.push((mid + k, hb));
+        // The second lane is one byte longer when the piece's length is odd.
+        for (k, &b) in lane_b.iter().enumerate().skip(lane_a.len()) {
+            hb = (hb << 1).wrapping_add(GEAR[b as usize]);
+            if hb & ANCHOR_MASK == 0 {
+                cand_b.push((mid + k, hb));
+            }
         }
-    }
-    // The second half is one byte longer when the length is odd.
-    for (k, &b) in lane_b.iter().enumerate().skip(lane_a.len()) {
-        hb = (hb << 1).wrapping_add(GEAR[b as usize]);
-        if hb & ANCHOR_MASK == 0 {
-            cand_b.push((mid + k, hb));
+        for (i, h) in cand_a.drain(..).chain(cand_b.drain(..)) {
+            if i >= next_allowed {
+                f(i, h);
+                next_allowed = i + ANCHOR_MIN_GAP;
+            }
         }
-    }
-    let mut next_allowed = first_full;
-    for (i, h) in cand_a.into_iter().chain(cand_b) {
-        if i >= next_allowed {
-            f(i, h);
-            next_allowed = i + ANCHOR_MIN_GAP;
-        }
+        piece = end;
     }
 }
 
@@ -154,8 +162,9 @@ impl std::hash::Hasher for KeyHasher {
         }
     }
     fn write_u64(&mut self, v: u64) {
-        // The low bits of a key are the anchor condition's zeros; fold the high ones in.
-        self.0 = v ^ (v >> 29);
+        // The top byte of a key is the anchor condition's zeros, and the table takes
+        // its tags from the top bits: multiply to spread the low bits up there.
+        self.0 = v.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
@@ -248,6 +257,24 @@ mod tests {
         for i in (100_000..140_000).step_by(3) {
             data[i] = (i % 5) as u8;
         }
+        // A two-byte period whose every other position is a candidate (the spacing
+        // rule then decides), across the lane boundary of the first piece
+        // (65,536) and the boundary between pieces (131,072).
+        let steady = |a: u8, b: u8| {
+            (0..GEAR_HISTORY).fold(0u64, |h, k| {
+                let byte = if k % 2 == 0 { a } else { b };
+                (h << 1).wrapping_add(GEAR[byte as usize])
+            })
+        };
+        let (a, b) = (0..=255u8)
+            .flat_map(|a| (0..=255u8).map(move |b| (a, b)))
+            .find(|&(a, b)| steady(a, b) & ANCHOR_MASK == 0)
+            .expect("a periodic pattern that anchors");
+        for range in [60_000..70_000, 128_000..135_000] {
+            for i in range {
+                data[i] = if i % 2 == 0 { a } else { b };
+            }
+        }
         let cases = [
             (0, 300_000),
             (0, 10),
@@ -256,6 +283,8 @@ mod tests {
             (64, 1_000),
             (1_000, 1_001),
             (99_990, 140_017),
+            (65_000, 66_000),
+            (1, 131_073),
             (12_345, 299_999),
             (200_000, 400_000),
             (7, 7),

@@ -186,6 +186,35 @@ fn resume_refuses_a_planted_partial_file_and_verifies_the_bytes_on_disk() {
     .expect_err("tampered output renamed into place");
     assert!(matches!(err, Error::TargetMismatch { .. }), "{err:?}");
     assert!(!out.exists());
+
+    // Bytes appended past the target are outside the hash: the length check
+    // refuses them.
+    let appended = |n: u64| {
+        done.set(done.get() + n);
+        if done.get() == 2 * new.len() as u64 {
+            let f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&partial)
+                .expect("open partial");
+            f.write_all_at(b"TRAILER", new.len() as u64)
+                .expect("append");
+        }
+    };
+    let err = apply_to_file(
+        &old_path,
+        &patch_path,
+        &out,
+        &keys.trusted,
+        &opts,
+        &appended,
+    )
+    .expect_err("lengthened output renamed into place");
+    assert!(
+        matches!(err, Error::TargetLength { expected, found }
+            if expected == new.len() as u64 && found == expected + 7),
+        "{err:?}"
+    );
+    assert!(!out.exists());
 }
 
 /// Issue 7, apply defect 6: the checkpoint is read through no link and only up to

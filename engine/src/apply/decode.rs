@@ -1,10 +1,7 @@
 //! The decode loop: each frame's payload checked before it is decoded, each output
 //! checked before it reaches the sink, and nothing allowed after the last payload.
 
-use std::{
-    fs::File,
-    io::{self, Read},
-};
+use std::io::{self, Read};
 
 use crate::{
     codec,
@@ -22,14 +19,6 @@ pub(super) trait FrameSink {
     /// Like `write`, for bytes known to be zero: a file sink leaves a hole.
     fn write_zeros(&mut self, zeros: &[u8]) -> Result<()> {
         self.write(zeros)
-    }
-    /// Copies `len` bytes of `file` from `offset` to the output inside the kernel,
-    /// where the sink and the file system allow it, and returns whether it did
-    /// (`false`, with nothing written: read and `write` instead). Those bytes skip
-    /// the frame's output hash, so a sink that copies must check the whole output
-    /// itself before it is used (the file sink re-reads it from disk).
-    fn copy_range(&mut self, _file: &File, _offset: u64, _len: u64) -> Result<bool> {
-        Ok(false)
     }
     /// Frame `index` is written and verified; `end` is the target offset after it.
     fn frame_done(&mut self, index: usize, end: u64) -> Result<()>;
@@ -139,15 +128,8 @@ pub(super) fn apply_frames<S: Source, R: Read>(
                 }
             }
             FrameKind::Copy => {
-                // A file sink copies inside the kernel, checking the output on disk later.
-                let copied = match source.file() {
-                    Some(file) => sink.copy_range(file, f.source_offset, f.target_len)?,
-                    None => false,
-                };
-                if !copied {
-                    let [chunk_buf] = arena.split([f.target_len.min(COPY_CHUNK)])?;
-                    copy_through(source, f, i, chunk_buf, sink)?;
-                }
+                let [chunk_buf] = arena.split([f.target_len.min(COPY_CHUNK)])?;
+                copy_through(source, f, i, chunk_buf, sink)?;
             }
             FrameKind::Zstd | FrameKind::Bsdiff => {
                 let scratch = f.apply_memory() - f.source_len - f.payload_len - f.target_len;

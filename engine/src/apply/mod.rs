@@ -8,9 +8,9 @@
 //! 2. the patch's memory and size needs against [`ApplyOptions`];
 //! 3. the old image's size and BLAKE3;
 //! 4. per frame: the payload's BLAKE3 before decoding, the output's BLAKE3 after;
-//! 5. the BLAKE3 of the whole output; for a file, from the bytes on disk after
-//!    fsync, then the rename (see [`PartialFile`]). A file's copy frames are copied
-//!    inside the kernel from the verified source and checked by this hash alone.
+//! 5. the BLAKE3 of the whole output; for a file, of the bytes read back through
+//!    its descriptor after fsync, and its length, then the rename (see
+//!    [`PartialFile`]).
 //!
 //! Memory is bounded by [`Manifest::apply_memory`] (one frame's window, payload,
 //! decoded streams and output, allocated once) plus the manifest, whatever the
@@ -357,9 +357,9 @@ fn skip_payloads<R: Read>(reader: &mut R, head: &VerifiedHead, frames: usize) ->
     Ok(())
 }
 
-/// Decodes the remaining frames into the partial file with checkpoints, then
-/// checks the whole output: by the hash of what was written, and again by the hash
-/// of the bytes on disk after they are synced, read back through the descriptor
+/// Decodes the remaining frames into the partial file with checkpoints (each frame
+/// checked before it is written), then checks the whole output: the hash and the
+/// length of the bytes read back, after they are synced, through the descriptor
 /// that will be renamed (what is renamed must be what was verified).
 fn write_verified<R: Read>(
     source: &FileSource,
@@ -382,7 +382,6 @@ fn write_verified<R: Read>(
     let mut sink = FileSink {
         target,
         manifest: Digest::of(&head.manifest_bytes),
-        kernel_copy: true,
         since_checkpoint: 0,
         checkpoint_bytes: opts.checkpoint_bytes,
         frames: m.frames.len(),
@@ -402,6 +401,18 @@ fn write_verified<R: Read>(
         return Err(Error::TargetMismatch {
             expected: m.target_hash,
             actual: on_disk,
+        });
+    }
+    // Bytes appended past the target are not in the hash: the length must match too.
+    let len = target
+        .file()
+        .metadata()
+        .map_err(file_err("reading metadata of"))?
+        .len();
+    if len != m.target_size {
+        return Err(Error::TargetLength {
+            expected: m.target_size,
+            found: len,
         });
     }
     Ok(())
