@@ -14,7 +14,7 @@ pub(crate) const MAX_RUN: u64 = 64 << 20;
 /// Zero and copy runs shorter than this many blocks inside changed data are left to
 /// the delta coder (it finds them in the window for a few bytes) rather than becoming
 /// frames of their own: fewer, longer frames cost less manifest and window setup.
-const ABSORB_BLOCKS: u64 = 16;
+const ABSORB_BLOCKS: u64 = 64;
 /// Margin added around the old data an anchor cluster points at.
 const WINDOW_PAD: u64 = 256 << 10;
 
