@@ -24,8 +24,9 @@ fn pair() -> (Vec<u8>, Vec<u8>) {
         (0..65_536u32)
             .flat_map(|i| (i * 40 + if i % 64 == 0 { 0x1040 } else { 0x1000 }).to_le_bytes()),
     );
-    // A copy run keeps the next part in a frame of its own.
-    new.extend_from_slice(&old[384 << 10..512 << 10]);
+    // A copy run (longer than the 64 blocks the planner leaves to the delta coder)
+    // keeps the next part in a frame of its own.
+    new.extend_from_slice(&old);
     // Zstd: fresh text-like data with no counterpart.
     new.extend(
         b"fresh firmware strings "
