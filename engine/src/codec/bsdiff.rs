@@ -63,6 +63,13 @@ trait Finder {
     /// A long match of `new` in the window: (window position, length). A length
     /// below 8 means nothing useful was found.
     fn search(&self, old: &[u8], new: &[u8]) -> (usize, usize);
+    /// How many bytes longer than the current alignment's agreement a match must be
+    /// for the scan to take it (bsdiff's 8). The suffix array finds the longest
+    /// match, and there a lower bar pays: on kernel-ext4 at `best`, 6 gives a 0.6 %
+    /// smaller patch than 8; with the hash chains' shorter candidates 6 is worse.
+    fn min_gain(&self) -> i64 {
+        8
+    }
 }
 
 /// Bytes compared per step of the binary search. Capping the comparison keeps a
@@ -76,6 +83,10 @@ struct SuffixArray<'a> {
 }
 
 impl Finder for SuffixArray<'_> {
+    fn min_gain(&self) -> i64 {
+        6
+    }
+
     fn search(&self, old: &[u8], new: &[u8]) -> (usize, usize) {
         debug_assert!(std::ptr::eq(old, self.old));
         let sa = &self.sa;
@@ -245,6 +256,7 @@ const MAX_SKIP: i64 = 15;
 /// The bsdiff scan: returns (controls, add bytes, extra bytes).
 fn diff(finder: &dyn Finder, old: &[u8], new: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let (oldsize, newsize) = (old.len() as i64, new.len() as i64);
+    let min_gain = finder.min_gain();
     let at_old = |i: i64| old[i as usize];
     let at_new = |i: i64| new[i as usize];
     let mut ctrl = Vec::new();
@@ -290,7 +302,7 @@ fn diff(finder: &dyn Finder, old: &[u8], new: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u
                 }
                 scsc += 1;
             }
-            if (len == oldscore && len != 0) || len > oldscore + 8 {
+            if (len == oldscore && len != 0) || len > oldscore + min_gain {
                 break;
             }
             // Where nothing matches, search less often the longer the drought lasts
