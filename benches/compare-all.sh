@@ -60,6 +60,7 @@ trap 'rm -f "$section" "$out.partial"' EXIT
   echo
   echo "Peak RSS is GNU time's (it counts mapped file pages: deltaward's diff and zstd map"
   echo "the images); the anonymous part, in brackets, is sampled from /proc every 50 ms."
+  echo "Each diff runs once; each apply runs ${APPLY_ROUNDS:-3} times and its median wall time is given."
   echo "\"apply / zstd\" is the apply wall time over zstd -3's \`--patch-from\` apply."
   echo
 } >"$section"

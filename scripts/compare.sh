@@ -18,6 +18,9 @@
 #                    HDiffPatch is not installed by this script: build it from its
 #                    public source if you want it in the table.
 #   COMPARE_MD=1     print only the markdown table (for benches/compare-all.sh)
+#   APPLY_ROUNDS     applies per tool (default 3): the median wall time is reported
+#                    (an apply takes seconds, and one round on a noisy machine
+#                    varies by up to 2x); the diff runs once
 #
 # Each diff and apply runs under GNU time (wall, peak RSS); the anonymous part of
 # the peak (RssAnon, without mapped file pages) is sampled from /proc every 50 ms.
@@ -82,10 +85,18 @@ measure() {
   shift
   apply=("$@")
   run "$work/d" "${diff[@]}"
-  run "$work/a" "${apply[@]}"
-  cmp -s "$out" "$new" || { echo "compare: $name: rebuilt image differs" >&2; exit 1; }
   read -r dt drss danon <"$work/d"
-  read -r at arss aanon <"$work/a"
+  local r walls=() arss=0 aanon=0 w rss anon
+  for ((r = 0; r < ${APPLY_ROUNDS:-3}; r++)); do
+    rm -f "$out"
+    run "$work/a" "${apply[@]}"
+    cmp -s "$out" "$new" || { echo "compare: $name: rebuilt image differs" >&2; exit 1; }
+    read -r w rss anon <"$work/a"
+    walls+=("$w")
+    (( rss > arss )) && arss=$rss
+    (( anon > aanon )) && aanon=$anon
+  done
+  at=$(printf '%s\n' "${walls[@]}" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}')
   echo "$name $(stat -c %s "$patch") $dt $drss $danon $at $arss $aanon" >>"$work/results"
   rm -f "$out" "$patch"
 }

@@ -127,7 +127,10 @@ fn setup() -> (
 #[cfg(unix)]
 #[test]
 fn resume_refuses_a_planted_partial_file_and_verifies_the_bytes_on_disk() {
-    use std::os::unix::fs::{FileExt, PermissionsExt};
+    use std::{
+        io::Write as _,
+        os::unix::fs::{FileExt, PermissionsExt},
+    };
     let (keys, dir, new, old_path, patch_path) = setup();
     let out = dir.path().join("new.img");
     let PartialPaths {
@@ -164,51 +167,41 @@ fn resume_refuses_a_planted_partial_file_and_verifies_the_bytes_on_disk() {
     // The write lands after the last frame is flushed and verified (progress is
     // reported after each frame), before the final check and the rename.
     let done = std::cell::Cell::new(0u64);
-    let progress = |n: u64| {
-        done.set(done.get() + n);
-        if done.get() == new.len() as u64 {
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&partial)
-                .expect("open partial");
-            f.write_all_at(b"EVIL", 0).expect("evil write");
+    // After `after` bytes of progress, `write(partial file)` runs.
+    let meddle = |after: u64, write: fn(&std::path::Path)| {
+        let (done, partial) = (&done, &partial);
+        move |n: u64| {
+            done.set(done.get() + n);
+            if done.get() == after {
+                write(&partial);
+            }
         }
     };
     let opts = ApplyOptions::default();
-    let err = apply_to_file(
-        &old_path,
-        &patch_path,
-        &out,
-        &keys.trusted,
-        &opts,
-        &progress,
-    )
-    .expect_err("tampered output renamed into place");
+    let run = |progress: &dyn Fn(u64)| {
+        apply_to_file(&old_path, &patch_path, &out, &keys.trusted, &opts, progress)
+    };
+    let evil = meddle(new.len() as u64, |partial| {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(partial)
+            .expect("open partial");
+        f.write_all_at(b"EVIL", 0).expect("evil write");
+    });
+    let err = run(&evil).expect_err("tampered output renamed into place");
     assert!(matches!(err, Error::TargetMismatch { .. }), "{err:?}");
     assert!(!out.exists());
 
     // Bytes appended past the target are outside the hash: the length check
     // refuses them.
-    let appended = |n: u64| {
-        done.set(done.get() + n);
-        if done.get() == 2 * new.len() as u64 {
-            let f = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&partial)
-                .expect("open partial");
-            f.write_all_at(b"TRAILER", new.len() as u64)
-                .expect("append");
-        }
-    };
-    let err = apply_to_file(
-        &old_path,
-        &patch_path,
-        &out,
-        &keys.trusted,
-        &opts,
-        &appended,
-    )
-    .expect_err("lengthened output renamed into place");
+    let appended = meddle(2 * new.len() as u64, |partial| {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(partial)
+            .expect("open partial");
+        f.write_all(b"TRAILER").expect("append");
+    });
+    let err = run(&appended).expect_err("lengthened output renamed into place");
     assert!(
         matches!(err, Error::TargetLength { expected, found }
             if expected == new.len() as u64 && found == expected + 7),
