@@ -2,7 +2,9 @@
 # The comparison runner: every pair from scripts/make-pairs.sh through deltaward at
 # each level and the other delta tools, side by side in one run, written into
 # docs/BENCHMARKS.md (between its "compare-all" markers) with the machine and the
-# commands. One round per tool and pair: read the ratios, not the seconds.
+# commands. Each diff runs once and each apply three times (median): read the
+# ratios, not the seconds. About 45 minutes on 2 cores, most of it zstd -19 on the
+# three large pairs.
 #
 #   benches/compare-all.sh [DELTAWARD_BIN]
 #     default: builds target/release/deltaward
