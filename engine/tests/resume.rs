@@ -173,7 +173,7 @@ fn resume_refuses_a_planted_partial_file_and_verifies_the_bytes_on_disk() {
         move |n: u64| {
             done.set(done.get() + n);
             if done.get() == after {
-                write(&partial);
+                write(partial);
             }
         }
     };
