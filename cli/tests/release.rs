@@ -483,9 +483,13 @@ fn bases_and_manifests(repo: &Path, version: &str) -> Vec<(serde_json::Value, Ve
     out
 }
 
-/// `deltaward release` of version 2.0 (counter 3) into `repo` from the patches
-/// (`--patch`), no `--base`.
-fn release_from_patches(p: &Published, repo: &Path, patches: &[&str]) -> Output {
+/// The arguments of `deltaward release` of version 2.0 (counter 3) into `repo`
+/// from the patches (`--patch`), no `--base`.
+fn release_from_patches_args<'a>(
+    p: &'a Published,
+    repo: &'a Path,
+    patches: &[&'a str],
+) -> Vec<&'a str> {
     let mut args = vec![
         "release",
         "--product",
@@ -506,7 +510,12 @@ fn release_from_patches(p: &Published, repo: &Path, patches: &[&str]) -> Output 
     for patch in patches {
         args.extend_from_slice(&["--patch", patch]);
     }
-    deltaward(&args)
+    args
+}
+
+/// Runs [`release_from_patches_args`].
+fn release_from_patches(p: &Published, repo: &Path, patches: &[&str]) -> Output {
+    deltaward(&release_from_patches_args(p, repo, patches))
 }
 
 /// A second repository with the same root as `p`'s (no release yet).
@@ -674,26 +683,10 @@ fn a_fifo_or_device_given_as_a_patch_fails_at_once() {
         .success());
     for patch in [s(&fifo), "/dev/zero"] {
         // Under `timeout`: a regression would block (FIFO) or read forever (/dev/zero).
+        let labelled = format!("old={patch}");
         let out = Command::new("timeout")
-            .args(["60", common::bin(), "release"])
-            .args([
-                "--product",
-                "pump",
-                "--version",
-                "2.0",
-                "--counter",
-                "3",
-                "--image",
-                s(&p.fx.new),
-                "--notes",
-                s(&p.notes),
-                "-s",
-                s(&p.fx.key),
-                "--repo",
-                s(&farm),
-                "--patch",
-                &format!("old={patch}"),
-            ])
+            .args(["60", common::bin()])
+            .args(release_from_patches_args(&p, &farm, &[&labelled]))
             .output()
             .expect("run");
         let err = fails_with(&out, 1);
