@@ -14,6 +14,7 @@ use crate::{
     level::{BuildOptions, LevelParams},
     plan::{classify, plan, select_window, PlanKind, Planned},
     sparse::{zeros_hash, Input},
+    transform::{self, Overlay},
 };
 
 impl Patch {
@@ -64,6 +65,7 @@ struct Encoded {
 
 fn encode_delta(
     old: &[u8],
+    overlay: Option<&Overlay>,
     new: &[u8],
     anchors: &AnchorIndex,
     p: &Planned,
@@ -73,7 +75,11 @@ fn encode_delta(
     let (t0, t1) = (p.start as usize, (p.start + p.len) as usize);
     let data = &new[t0..t1];
     let (ws, wl) = select_window(anchors, old.len() as u64, new, t0, t1, params.max_window);
-    let window = &old[ws as usize..(ws + wl) as usize];
+    let window = match overlay {
+        Some(o) => o.view(old, ws..ws + wl),
+        None => old[ws as usize..(ws + wl) as usize].into(),
+    };
+    let window: &[u8] = &window;
     let settings = ZstdSettings {
         level: params.zstd_level,
         long_distance: params.long_distance,
@@ -137,8 +143,17 @@ fn build(
         });
     }
     let (old, new) = (old_in.data, new_in.data);
-    let ((source_hash, target_hash), (blocks, anchors)) = rayon::join(
-        || rayon::join(|| old_in.hash(), || new_in.hash()),
+    let (((source_hash, target_hash), overlay), (blocks, anchors)) = rayon::join(
+        || {
+            rayon::join(
+                || rayon::join(|| old_in.hash(), || new_in.hash()),
+                || {
+                    opts.transform
+                        .then(|| transform::learn(old_in, new_in))
+                        .flatten()
+                },
+            )
+        },
         || {
             let (index, anchors) = rayon::join(
                 || BlockIndex::build(old_in, bs),
@@ -150,7 +165,15 @@ fn build(
     let planned = plan(&blocks, bs as u64, new.len() as u64, params.frame_len);
     drop(blocks);
 
-    let results = encode_all(old, new, &anchors, &planned, opts, progress)?;
+    let results = encode_all(
+        old,
+        overlay.as_ref(),
+        new,
+        &anchors,
+        &planned,
+        opts,
+        progress,
+    )?;
     drop(anchors);
     let output_hashes = output_hashes(new, &planned);
     let (frames, payloads, payload_len) = assemble(&planned, results, output_hashes);
@@ -171,6 +194,7 @@ fn build(
         tool: format!("deltaward {}", env!("CARGO_PKG_VERSION")),
         options: opts.describe(),
         frames,
+        transform: overlay.map(|o| o.transform),
     };
     Ok((manifest, payloads))
 }
@@ -179,6 +203,7 @@ fn build(
 /// `None` for copy and zero frames.
 fn encode_all(
     old: &[u8],
+    overlay: Option<&Overlay>,
     new: &[u8],
     anchors: &AnchorIndex,
     planned: &[Planned],
@@ -186,7 +211,8 @@ fn encode_all(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Vec<Option<Encoded>>> {
     let params = opts.params();
-    let per_frame = params.encode_memory();
+    // A transformed window is a copy of the window.
+    let per_frame = params.encode_memory() + overlay.map_or(0, |_| params.max_window);
     let concurrent = (opts.memory_limit / per_frame.max(1)).max(1) as usize;
     let chunk_len = if concurrent >= rayon::current_num_threads() {
         planned.len().max(1)
@@ -203,7 +229,8 @@ fn encode_all(
             .map(|(k, p)| {
                 let r = match p.kind {
                     PlanKind::Delta => {
-                        encode_delta(old, new, anchors, p, &params, (base + k) as u32).map(Some)
+                        encode_delta(old, overlay, new, anchors, p, &params, (base + k) as u32)
+                            .map(Some)
                     }
                     PlanKind::Copy(_) | PlanKind::Zero => Ok(None),
                 };

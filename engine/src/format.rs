@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+pub use crate::transform::{Remap, SourceTransform};
+
 /// Magic bytes at the start of every patch file.
 pub const MAGIC: [u8; 8] = *b"DELTAWRD";
 /// Magic bytes at the start of the signed manifest.
@@ -12,6 +14,8 @@ pub const VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 32;
 /// Length of the manifest's fixed part, before the two text fields.
 pub const MANIFEST_FIXED_LEN: usize = 128;
+/// Manifest flag: a source transform follows the frame table.
+pub const MANIFEST_FLAG_TRANSFORM: u16 = 1;
 /// Length of one frame entry in the manifest.
 pub const FRAME_ENTRY_LEN: usize = 120;
 /// Largest manifest accepted (64 MiB, about 550 000 frames).
@@ -119,6 +123,8 @@ pub enum Region {
     Signature,
     /// A frame's payload: a patch that ends here was cut short (resumable).
     FramePayload,
+    /// The source transform inside the manifest.
+    Transform,
 }
 
 impl fmt::Display for Region {
@@ -129,6 +135,7 @@ impl fmt::Display for Region {
             Self::FrameTable => "frame table",
             Self::Signature => "signature",
             Self::FramePayload => "frame payload",
+            Self::Transform => "source transform",
         })
     }
 }
@@ -151,6 +158,9 @@ pub enum Limit {
     OptionsLen,
     /// The applier's output-size limit.
     TargetSize,
+    /// [`MAX_TRANSFORM_LEN`](crate::transform::MAX_TRANSFORM_LEN) stored, or
+    /// [`MAX_TRANSFORM_DECODED`](crate::transform::MAX_TRANSFORM_DECODED) decoded.
+    TransformLen,
 }
 
 impl Limit {
@@ -170,6 +180,7 @@ impl fmt::Display for Limit {
             Self::ToolLen => "tool",
             Self::OptionsLen => "options",
             Self::TargetSize => "target size",
+            Self::TransformLen => "source transform length",
         })
     }
 }
@@ -351,7 +362,11 @@ impl Header {
     /// Parses and bounds-checks a header.
     pub fn parse(b: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(b, Region::Header);
-        r.preamble(&MAGIC, "header flags")?;
+        if r.preamble(&MAGIC)? != 0 {
+            return Err(FormatError::Reserved {
+                field: "header flags",
+            });
+        }
         let manifest_len = r.u32()?;
         let signature_len = r.u32()?;
         if r.u32()? != 0 {
@@ -409,6 +424,9 @@ pub struct Manifest {
     pub options: String,
     /// The frames, in target order, covering the target exactly once.
     pub frames: Vec<Frame>,
+    /// The source transform delta frames see the old image through (manifest flag
+    /// bit 0; see FORMAT.md, "Source transform").
+    pub transform: Option<SourceTransform>,
 }
 
 impl Manifest {
@@ -423,7 +441,12 @@ impl Manifest {
         );
         b.extend_from_slice(&MANIFEST_MAGIC);
         b.extend_from_slice(&VERSION.to_le_bytes());
-        b.extend_from_slice(&0u16.to_le_bytes());
+        let flags = if self.transform.is_some() {
+            MANIFEST_FLAG_TRANSFORM
+        } else {
+            0
+        };
+        b.extend_from_slice(&flags.to_le_bytes());
         b.extend_from_slice(&(self.frames.len() as u32).to_le_bytes());
         b.extend_from_slice(&self.source_size.to_le_bytes());
         b.extend_from_slice(self.source_hash.as_bytes());
@@ -455,6 +478,11 @@ impl Manifest {
             b.extend_from_slice(f.payload_hash.as_bytes());
             b.extend_from_slice(f.output_hash.as_bytes());
         }
+        if let Some(t) = &self.transform {
+            let stored = t.to_bytes();
+            b.extend_from_slice(&(stored.len() as u32).to_le_bytes());
+            b.extend_from_slice(&stored);
+        }
         b
     }
 
@@ -463,7 +491,12 @@ impl Manifest {
     /// lengths within the format limits and the declared maxima exact.
     pub fn parse(b: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(b, Region::Manifest);
-        r.preamble(&MANIFEST_MAGIC, "manifest flags")?;
+        let flags = r.preamble(&MANIFEST_MAGIC)?;
+        if flags & !MANIFEST_FLAG_TRANSFORM != 0 {
+            return Err(FormatError::Reserved {
+                field: "manifest flags",
+            });
+        }
         let frame_count = r.u32()?;
         let source_size = r.u64()?;
         let source_hash = r.digest()?;
@@ -485,7 +518,7 @@ impl Manifest {
         let entries = (frame_count as usize)
             .checked_mul(FRAME_ENTRY_LEN)
             .ok_or(FormatError::Inconsistent("frame count overflows"))?;
-        if r.remaining() != entries {
+        if r.remaining() < entries || (flags == 0 && r.remaining() != entries) {
             return if r.remaining() < entries {
                 Err(FormatError::Truncated {
                     region: Region::FrameTable,
@@ -508,6 +541,23 @@ impl Manifest {
             frames.push(f);
         }
         tiling.finish(target_size, payload_len)?;
+        let transform = if flags & MANIFEST_FLAG_TRANSFORM != 0 {
+            let len = r.u32()?;
+            limit(
+                Limit::TransformLen,
+                u64::from(len),
+                u64::from(crate::transform::MAX_TRANSFORM_LEN),
+            )?;
+            let stored = r.bytes(len as usize)?;
+            if r.remaining() != 0 {
+                return Err(FormatError::Inconsistent(
+                    "bytes after the source transform",
+                ));
+            }
+            Some(SourceTransform::parse(stored, source_size)?)
+        } else {
+            None
+        };
         Ok(Self {
             source_size,
             source_hash,
@@ -520,16 +570,30 @@ impl Manifest {
             tool,
             options,
             frames,
+            transform,
         })
     }
 
-    /// Working memory the applier needs for the most demanding frame.
+    /// Working memory the applier needs: the most demanding frame's (see
+    /// [`frame_memory`](Self::frame_memory)) and the parsed source transform.
     pub fn apply_memory(&self) -> u64 {
-        self.frames
+        let frames = self
+            .frames
             .iter()
-            .map(Frame::apply_memory)
+            .map(|f| self.frame_memory(f))
             .max()
-            .unwrap_or(0)
+            .unwrap_or(0);
+        frames + self.transform.as_ref().map_or(0, SourceTransform::memory)
+    }
+
+    /// Working memory of one frame: [`Frame::apply_memory`] and, for delta frames
+    /// of a manifest with a source transform, room for its longest region.
+    pub fn frame_memory(&self, f: &Frame) -> u64 {
+        let scratch = match &self.transform {
+            Some(t) if f.kind.has_payload() => t.scratch_len(),
+            _ => 0,
+        };
+        f.apply_memory() + scratch
     }
 
     /// The trusted comment that a signature over this manifest must carry.
@@ -669,8 +733,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Magic, version and flags: the first 12 bytes of the header and the manifest.
-    fn preamble(&mut self, magic: &[u8; 8], flags_field: &'static str) -> Result<(), FormatError> {
+    /// Magic and version, then the flags, returned: the first 12 bytes of the
+    /// header and the manifest.
+    fn preamble(&mut self, magic: &[u8; 8]) -> Result<u16, FormatError> {
         if self.bytes(8)? != magic {
             return Err(FormatError::BadMagic);
         }
@@ -681,10 +746,7 @@ impl<'a> Reader<'a> {
                 supported: VERSION,
             });
         }
-        if self.u16()? != 0 {
-            return Err(FormatError::Reserved { field: flags_field });
-        }
-        Ok(())
+        self.u16()
     }
 
     fn remaining(&self) -> usize {
@@ -809,6 +871,7 @@ mod tests {
                     output_hash: Digest([5; 32]),
                 },
             ],
+            transform: None,
         }
     }
 

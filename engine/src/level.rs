@@ -44,6 +44,9 @@ pub struct BuildOptions {
     pub max_window: Option<u64>,
     /// Largest output of one delta frame.
     pub frame_len: Option<u64>,
+    /// Whether the diff may use a source transform (renumbering kernel modules'
+    /// BTF; see `engine/FORMAT.md`). Patches with one need a reader of this version.
+    pub transform: bool,
 }
 
 impl Default for BuildOptions {
@@ -54,6 +57,7 @@ impl Default for BuildOptions {
             memory_limit: 2 << 30,
             max_window: None,
             frame_len: None,
+            transform: true,
         }
     }
 }
@@ -82,6 +86,12 @@ impl BuildOptions {
     /// Caps the output length of one delta frame.
     pub fn frame_len(mut self, bytes: u64) -> Self {
         self.frame_len = Some(bytes);
+        self
+    }
+
+    /// Allows or forbids a source transform.
+    pub fn transform(mut self, on: bool) -> Self {
+        self.transform = on;
         self
     }
 
@@ -136,7 +146,7 @@ impl BuildOptions {
     /// Readers display it and never interpret it (see `engine/FORMAT.md`).
     pub fn describe(&self) -> String {
         let p = self.params();
-        format!(
+        let mut s = format!(
             "level={} block={} window={} frame={} zstd={} bsdiff={}",
             self.level.name(),
             self.block_size,
@@ -148,7 +158,11 @@ impl BuildOptions {
             } else {
                 "off".into()
             }
-        )
+        );
+        if !self.transform {
+            s.push_str(" transform=off");
+        }
+        s
     }
 }
 

@@ -63,6 +63,7 @@ mod level;
 mod plan;
 mod sign;
 mod sparse;
+mod transform;
 
 pub use apply::{
     apply, apply_to_file, read_head, verify_patch, ApplyOptions, ApplyReport, VerifiedHead,
@@ -73,7 +74,9 @@ pub use atomic::{
 };
 pub use container::{read_unverified, Patch, Sections, SignedPatch, UnverifiedHead};
 pub use error::{Error, ErrorClass, Hashed, KeyError, KeyKind, Result, SignatureError};
-pub use format::{Digest, FormatError, Frame, FrameKind, Header, Limit, Manifest, Region};
+pub use format::{
+    Digest, FormatError, Frame, FrameKind, Header, Limit, Manifest, Region, Remap, SourceTransform,
+};
 pub use image::{FileSource, Image, Source};
 pub use level::{BuildOptions, Level};
 pub use sign::{

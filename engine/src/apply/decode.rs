@@ -9,6 +9,7 @@ use crate::{
     error::{Error, Hashed, Result},
     format::{Digest, FormatError, Frame, FrameKind, Manifest, Region, COPY_CHUNK},
     image::Source,
+    transform::TransformError,
 };
 
 use super::source_err;
@@ -64,7 +65,8 @@ pub(super) struct Arena(Vec<u8>);
 impl Arena {
     pub(super) fn for_manifest(m: &Manifest) -> Self {
         // Zeroed allocations are lazily backed: pages count only once touched.
-        Self(vec![0u8; m.apply_memory() as usize])
+        let frames = m.frames.iter().map(|f| m.frame_memory(f)).max();
+        Self(vec![0u8; frames.unwrap_or(0) as usize])
     }
 
     /// Cuts the arena into consecutive slices of the given lengths. The manifest
@@ -133,12 +135,25 @@ pub(super) fn apply_frames<S: Source, R: Read>(
             }
             FrameKind::Zstd | FrameKind::Bsdiff => {
                 let scratch = f.apply_memory() - f.source_len - f.payload_len - f.target_len;
-                let [window, payload, out, scratch] =
-                    arena.split([f.source_len, f.payload_len, f.target_len, scratch])?;
+                let region = m.frame_memory(f) - f.apply_memory();
+                let [window, payload, out, scratch, region] =
+                    arena.split([f.source_len, f.payload_len, f.target_len, scratch, region])?;
                 read_payload(patch, f, i, payload_start, payload)?;
                 source
                     .read_exact_at(window, f.source_offset)
                     .map_err(source_err)?;
+                if let Some(t) = &m.transform {
+                    t.apply(window, f.source_offset, region, |buf, at| {
+                        source.read_exact_at(buf, at)
+                    })
+                    .map_err(|e| match e {
+                        TransformError::Region(reason) => Error::Decode {
+                            frame: i as u32,
+                            reason,
+                        },
+                        TransformError::Read(e) => source_err(e),
+                    })?;
+                }
                 codec::decode(f.kind, window, payload, out, scratch).map_err(|reason| {
                     Error::Decode {
                         frame: i as u32,

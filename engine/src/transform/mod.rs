@@ -1,0 +1,465 @@
+//! Source transforms: a view of the old image in which what a new build renumbers
+//! is already renumbered, so that the delta coders see equal bytes.
+//!
+//! The one transform so far renumbers the BTF of kernel modules (and of any other
+//! ELF file with a `.BTF` section). A kernel update changes the kernel's BTF, and with
+//! it the type ids and string offsets by which every module's split BTF refers to the
+//! kernel's: on the Debian 6.1 kernel update of the benchmarks, every one of the
+//! 4,022 modules changed in millions of such fields although their code did not.
+//! The diff learns two monotone maps, old type id to new and old string offset to
+//! new, from the modules that both images hold, and lists the old image's BTF
+//! regions; the manifest carries both (see FORMAT.md, "Source transform"). Delta
+//! frames then code the new image against the old one as seen through the maps, and
+//! the applier rewrites each window it reads in the same way.
+//!
+//! The transform never decides correctness: each frame's output is still checked
+//! against its hash, and a wrong map only costs patch size.
+
+pub(crate) mod btf;
+mod learn;
+
+use std::ops::Range;
+
+use crate::format::{FormatError, Limit, Region};
+
+pub(crate) use learn::learn;
+
+/// Largest stored (compressed) source transform section.
+pub const MAX_TRANSFORM_LEN: u32 = 4 << 20;
+/// Largest decoded source transform.
+pub const MAX_TRANSFORM_DECODED: u64 = 4 << 20;
+/// Largest region a source transform may rewrite (the applier holds one in memory
+/// when a window starts or ends inside it).
+pub const MAX_REGION_LEN: u64 = 16 << 20;
+/// Transform kind byte: BTF renumbering.
+const KIND_BTF: u8 = 1;
+/// zstd level of the stored transform.
+const LEVEL: i32 = 19;
+
+/// A monotone renumbering of 32-bit values: each entry `(from, add)` adds `add`
+/// (modulo 2^32) to every value from `from` up to the next entry's `from`; values
+/// below the first entry stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Remap(Vec<(u32, u32)>);
+
+impl Remap {
+    /// Builds a map from `(from, add)` entries in strictly increasing `from` order;
+    /// `None` if they are not.
+    pub fn new(entries: Vec<(u32, u32)>) -> Option<Self> {
+        entries
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0)
+            .then_some(Self(entries))
+    }
+
+    /// The entries.
+    pub fn entries(&self) -> &[(u32, u32)] {
+        &self.0
+    }
+
+    /// The image of `v`.
+    pub fn map(&self, v: u32) -> u32 {
+        match self.0.partition_point(|&(from, _)| from <= v) {
+            0 => v,
+            i => v.wrapping_add(self.0[i - 1].1),
+        }
+    }
+}
+
+/// A source transform: the old image's BTF regions and the two maps applied to them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceTransform {
+    /// BTF blobs in the old image, sorted and disjoint, each at most
+    /// [`MAX_REGION_LEN`] bytes.
+    pub regions: Vec<Range<u64>>,
+    /// Old type id to new.
+    pub types: Remap,
+    /// Old string offset to new.
+    pub strings: Remap,
+}
+
+impl SourceTransform {
+    /// The stored form: one zstd frame (content size set) of the encoding in
+    /// FORMAT.md.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = vec![KIND_BTF];
+        varint(&mut b, self.regions.len() as u64);
+        let mut end = 0;
+        for r in &self.regions {
+            varint(&mut b, r.start - end);
+            varint(&mut b, r.end - r.start);
+            end = r.end;
+        }
+        for map in [&self.types, &self.strings] {
+            varint(&mut b, map.0.len() as u64);
+            let (mut from, mut add) = (0u32, 0u32);
+            for &(f, a) in &map.0 {
+                varint(&mut b, u64::from(f - from));
+                varint(&mut b, zigzag(a.wrapping_sub(add) as i32));
+                (from, add) = (f, a);
+            }
+        }
+        let settings = crate::codec::ZstdSettings {
+            level: LEVEL,
+            long_distance: false,
+        };
+        // Compressing a few hundred kilobytes without a window cannot fail short of
+        // allocation failure, which aborts anyway.
+        crate::codec::zstd::encode(&[], &b, settings).unwrap_or_default()
+    }
+
+    /// Parses the stored form against an old image of `source_size` bytes.
+    pub fn parse(stored: &[u8], source_size: u64) -> Result<Self, FormatError> {
+        let bad = FormatError::Inconsistent;
+        let declared = match zstd_safe::get_frame_content_size(stored) {
+            Ok(Some(n)) => n,
+            _ => {
+                return Err(bad(
+                    "source transform is not a zstd frame with a content size",
+                ))
+            }
+        };
+        if declared > MAX_TRANSFORM_DECODED {
+            return Err(FormatError::LimitExceeded {
+                limit: Limit::TransformLen,
+                value: declared,
+                max: MAX_TRANSFORM_DECODED,
+            });
+        }
+        let mut b = vec![0u8; declared as usize];
+        crate::codec::zstd::decode(&[], stored, &mut b)
+            .map_err(|_| bad("source transform does not decode"))?;
+        let mut r = Varints { b: &b, pos: 0 };
+        if r.byte()? != KIND_BTF {
+            return Err(bad("source transform of an unknown kind"));
+        }
+        let count = r.count(2)?;
+        let mut regions = Vec::with_capacity(count);
+        let mut end = 0u64;
+        for _ in 0..count {
+            let start = end
+                .checked_add(r.next()?)
+                .ok_or(bad("source transform region overflows"))?;
+            let len = r.next()?;
+            if len == 0 || len > MAX_REGION_LEN {
+                return Err(bad("source transform region is empty or too long"));
+            }
+            end = start
+                .checked_add(len)
+                .filter(|&e| e <= source_size)
+                .ok_or(bad("source transform region ends past the source image"))?;
+            regions.push(start..end);
+        }
+        let mut maps = [Remap::default(), Remap::default()];
+        for map in &mut maps {
+            let count = r.count(2)?;
+            let (mut from, mut add) = (0u32, 0u32);
+            for k in 0..count {
+                let step = u32::try_from(r.next()?)
+                    .ok()
+                    .filter(|&s| s > 0 || k == 0)
+                    .ok_or(bad("source transform map is not increasing"))?;
+                from = from
+                    .checked_add(step)
+                    .ok_or(bad("source transform map is not increasing"))?;
+                let delta = u32::try_from(r.next()?)
+                    .map_err(|_| bad("source transform map step is too large"))?;
+                add = add.wrapping_add(unzigzag(delta) as u32);
+                map.0.push((from, add));
+            }
+        }
+        if r.pos != b.len() {
+            return Err(bad("bytes after the source transform"));
+        }
+        let [types, strings] = maps;
+        Ok(Self {
+            regions,
+            types,
+            strings,
+        })
+    }
+
+    /// Memory the parsed transform holds.
+    pub fn memory(&self) -> u64 {
+        (self.regions.len() * std::mem::size_of::<Range<u64>>()
+            + (self.types.0.len() + self.strings.0.len()) * 8) as u64
+    }
+
+    /// Scratch memory the applier needs for windows that cut a region: the longest
+    /// region.
+    pub fn scratch_len(&self) -> u64 {
+        self.regions
+            .iter()
+            .map(|r| r.end - r.start)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Rewrites one region's bytes in place.
+    pub(crate) fn rewrite(&self, region: &mut [u8]) -> Result<(), &'static str> {
+        btf::rewrite(region, |what, v| match what {
+            btf::Ref::Type => self.types.map(v),
+            btf::Ref::Str => self.strings.map(v),
+        })
+    }
+
+    /// The regions that overlap `range`.
+    fn overlapping(&self, range: Range<u64>) -> &[Range<u64>] {
+        let first = self.regions.partition_point(|r| r.end <= range.start);
+        let last = self.regions.partition_point(|r| r.start < range.end);
+        self.regions.get(first..last.max(first)).unwrap_or(&[])
+    }
+
+    /// Turns `window`, the old image's bytes at `offset`, into the transformed view.
+    /// Regions inside the window are rewritten in place; a region that the window
+    /// cuts is read whole into `scratch` (at least [`scratch_len`](Self::scratch_len)
+    /// bytes) with `read_at`, rewritten there, and its overlap copied.
+    pub(crate) fn apply<E>(
+        &self,
+        window: &mut [u8],
+        offset: u64,
+        scratch: &mut [u8],
+        mut read_at: impl FnMut(&mut [u8], u64) -> Result<(), E>,
+    ) -> Result<(), TransformError<E>> {
+        let end = offset + window.len() as u64;
+        for r in self.overlapping(offset..end) {
+            let (lo, hi) = (r.start.max(offset), r.end.min(end));
+            let dst = &mut window[(lo - offset) as usize..(hi - offset) as usize];
+            if lo == r.start && hi == r.end {
+                self.rewrite(dst).map_err(TransformError::Region)?;
+            } else {
+                let len = (r.end - r.start) as usize;
+                let buf = scratch
+                    .get_mut(..len)
+                    .ok_or(TransformError::Region("scratch smaller than a region"))?;
+                read_at(buf, r.start).map_err(TransformError::Read)?;
+                self.rewrite(buf).map_err(TransformError::Region)?;
+                let from = (lo - r.start) as usize;
+                dst.copy_from_slice(&buf[from..from + dst.len()]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why [`SourceTransform::apply`] failed.
+#[derive(Debug)]
+pub(crate) enum TransformError<E> {
+    /// A region does not walk as BTF.
+    Region(&'static str),
+    /// Reading a region from the old image failed.
+    Read(E),
+}
+
+/// An image as seen through a transform, for the diff: the rewritten regions kept
+/// beside the original bytes.
+pub(crate) struct Overlay {
+    pub(crate) transform: SourceTransform,
+    /// The rewritten bytes of each region, in region order.
+    rewritten: Vec<Vec<u8>>,
+}
+
+impl Overlay {
+    /// `old[range]` as the transform shows it; borrowed when no region overlaps.
+    pub(crate) fn view<'a>(&self, old: &'a [u8], range: Range<u64>) -> std::borrow::Cow<'a, [u8]> {
+        let plain = &old[range.start as usize..range.end as usize];
+        let first = self
+            .transform
+            .regions
+            .partition_point(|r| r.end <= range.start);
+        let hits = self.transform.overlapping(range.clone());
+        if hits.is_empty() {
+            return plain.into();
+        }
+        let mut out = plain.to_vec();
+        for (r, bytes) in hits.iter().zip(&self.rewritten[first..]) {
+            let (lo, hi) = (r.start.max(range.start), r.end.min(range.end));
+            out[(lo - range.start) as usize..(hi - range.start) as usize]
+                .copy_from_slice(&bytes[(lo - r.start) as usize..(hi - r.start) as usize]);
+        }
+        out.into()
+    }
+}
+
+fn varint(b: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        b.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    b.push(v as u8);
+}
+
+fn zigzag(v: i32) -> u64 {
+    u64::from(((v << 1) ^ (v >> 31)) as u32)
+}
+
+fn unzigzag(z: u32) -> i32 {
+    ((z >> 1) as i32) ^ -((z & 1) as i32)
+}
+
+/// Reads the decoded transform.
+struct Varints<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl Varints<'_> {
+    fn cut() -> FormatError {
+        FormatError::Truncated {
+            region: Region::Transform,
+            offset: 0,
+        }
+    }
+
+    fn byte(&mut self) -> Result<u8, FormatError> {
+        let v = *self.b.get(self.pos).ok_or_else(Self::cut)?;
+        self.pos += 1;
+        Ok(v)
+    }
+
+    /// An unsigned LEB128 varint of at most 10 bytes, in its shortest form.
+    fn next(&mut self) -> Result<u64, FormatError> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let byte = self.byte()?;
+            let bits = u64::from(byte & 0x7f);
+            if i == 9 && byte > 1 {
+                break;
+            }
+            v |= bits << (7 * i);
+            if byte & 0x80 == 0 {
+                if i > 0 && byte == 0 {
+                    break;
+                }
+                return Ok(v);
+            }
+        }
+        Err(FormatError::Inconsistent(
+            "source transform varint is too long or not in its shortest form",
+        ))
+    }
+
+    /// A count of items that take at least `min_bytes` each: larger than the bytes
+    /// left could hold is refused before anything is allocated.
+    fn count(&mut self, min_bytes: usize) -> Result<usize, FormatError> {
+        let n = self.next()?;
+        let left = (self.b.len() - self.pos) as u64;
+        if n > left / min_bytes as u64 {
+            return Err(Self::cut());
+        }
+        Ok(n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SourceTransform {
+        SourceTransform {
+            regions: vec![100..400, 4096..4196, 9000..9500],
+            types: Remap::new(vec![(0, 0), (10, u32::MAX - 2), (100_000, 5)]).expect("sample is valid"),
+            strings: Remap::new(vec![(7, 15), (1 << 31, 0)]).expect("sample is valid"),
+        }
+    }
+
+    #[test]
+    fn remap_is_piecewise() {
+        let m = Remap::new(vec![(10, 5), (20, u32::MAX)]).expect("sample is valid");
+        assert_eq!(m.map(0), 0);
+        assert_eq!(m.map(9), 9);
+        assert_eq!(m.map(10), 15);
+        assert_eq!(m.map(19), 24);
+        assert_eq!(m.map(20), 19);
+        assert_eq!(m.map(0), 0);
+        assert!(Remap::new(vec![(3, 0), (3, 1)]).is_none());
+    }
+
+    #[test]
+    fn round_trips() {
+        let t = sample();
+        let stored = t.to_bytes();
+        assert_eq!(SourceTransform::parse(&stored, 10_000).expect("sample is valid"), t);
+        // The same regions in a smaller image do not fit.
+        assert!(SourceTransform::parse(&stored, 9_499).is_err());
+    }
+
+    /// Stores a hand-made decoded transform.
+    fn stored(decoded: &[u8]) -> Vec<u8> {
+        let s = crate::codec::ZstdSettings {
+            level: 3,
+            long_distance: false,
+        };
+        crate::codec::zstd::encode(&[], decoded, s).expect("sample is valid")
+    }
+
+    #[test]
+    fn malformed_transforms_are_refused() {
+        let cases: [(&str, &[u8]); 8] = [
+            ("unknown kind", &[2, 0, 0, 0]),
+            ("empty region", &[1, 1, 5, 0, 0, 0]),
+            ("map not increasing", &[1, 0, 2, 5, 0, 0, 0, 0]),
+            ("cut short", &[1, 3, 0, 1]),
+            ("trailing", &[1, 0, 0, 0, 9]),
+            ("overlong varint", &[1, 0x80, 0x00, 0, 0]),
+            ("count beyond bytes", &[1, 0xff, 0xff, 0x03, 0, 0]),
+            ("region too long", &[1, 1, 0, 0x81, 0x80, 0x80, 0x08, 0, 0]),
+        ];
+        for (what, decoded) in cases {
+            assert!(
+                SourceTransform::parse(&stored(decoded), u64::MAX).is_err(),
+                "{what} was accepted"
+            );
+        }
+        // The same encoding, well formed, is accepted.
+        assert!(SourceTransform::parse(&stored(&[1, 1, 5, 3, 1, 2, 4, 0]), 100).is_ok());
+        // Not zstd at all, and a frame that declares too much.
+        assert!(SourceTransform::parse(b"plain", 100).is_err());
+        let big = stored(&vec![0u8; MAX_TRANSFORM_DECODED as usize + 1]);
+        assert!(matches!(
+            SourceTransform::parse(&big, 100),
+            Err(FormatError::LimitExceeded { .. })
+        ));
+    }
+
+    #[test]
+    fn apply_matches_rewriting_whole_regions() {
+        let blob = btf::tests::sample();
+        let mut old = vec![0xa5u8; 3 * 4096];
+        let regions = [100..100 + blob.len() as u64, 5000..5000 + blob.len() as u64];
+        for r in &regions {
+            old[r.start as usize..r.end as usize].copy_from_slice(&blob);
+        }
+        let t = SourceTransform {
+            regions: regions.to_vec(),
+            types: Remap::new(vec![(100_000, 1000)]).expect("sample is valid"),
+            strings: Remap::new(vec![(5, 2)]).expect("sample is valid"),
+        };
+        let mut want = old.clone();
+        for r in &regions {
+            t.rewrite(&mut want[r.start as usize..r.end as usize])
+                .expect("sample is valid");
+        }
+        assert_ne!(want, old);
+        let overlay = learn::overlay(&old, t.clone()).expect("sample is valid");
+        let mut scratch = vec![0u8; t.scratch_len() as usize];
+        // Every window that starts and ends on a 4-byte boundary (cutting regions
+        // anywhere) sees the same bytes as the whole transformed image.
+        for start in (0..old.len()).step_by(52) {
+            for len in [1usize, 60, 200, 4000, 9000] {
+                let end = (start + len).min(old.len());
+                let mut w = old[start..end].to_vec();
+                t.apply(&mut w, start as u64, &mut scratch, |buf, at| {
+                    buf.copy_from_slice(&old[at as usize..at as usize + buf.len()]);
+                    Ok::<(), ()>(())
+                })
+                .expect("sample is valid");
+                assert_eq!(w, want[start..end], "window {start}+{len}");
+                assert_eq!(
+                    &*overlay.view(&old, start as u64..end as u64),
+                    &want[start..end]
+                );
+            }
+        }
+    }
+}
