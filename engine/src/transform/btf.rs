@@ -160,7 +160,10 @@ pub(crate) mod tests {
     fn walk_finds_every_reference_in_order() {
         let b = sample();
         let mut seen = Vec::new();
-        walk(&b, |at, what| seen.push((u32_at(&b, at).expect("field inside the blob"), what))).expect("sample is valid");
+        walk(&b, |at, what| {
+            seen.push((u32_at(&b, at).expect("field inside the blob"), what))
+        })
+        .expect("sample is valid");
         use Ref::{Str as S, Type as T};
         assert_eq!(
             seen,

@@ -10,7 +10,9 @@ use object::{
 };
 use rayon::prelude::*;
 
-use super::{btf, Overlay, Remap, SourceTransform, MAX_REGION_LEN};
+use super::{
+    btf, ExactMap, Overlay, RegionKind, Remap, SourceTransform, MAX_REGION_LEN, MODVERSION_LEN,
+};
 use crate::sparse::Input;
 
 /// ELF files are looked for at multiples of this many bytes: file data starts on
@@ -28,6 +30,8 @@ struct Module<'a> {
     name: &'a [u8],
     /// The `.BTF` section's bytes in the image.
     btf: Range<u64>,
+    /// The `__versions` section's bytes in the image, when it has whole entries.
+    versions: Option<Range<u64>>,
 }
 
 /// The module starting at `at`, if one does and its `.BTF` lies inside the image.
@@ -50,7 +54,22 @@ fn module_at(data: &[u8], at: u64) -> Option<Module<'_>> {
     if size == 0 || size > MAX_REGION_LEN || btf::walk(bytes, |_, _| {}).is_err() {
         return None;
     }
-    Some(Module { name, btf })
+    let versions = sections
+        .section_by_name(endian, b"__versions")
+        .and_then(|(_, s)| s.file_range(endian))
+        .filter(|&(_, size)| {
+            size > 0 && size <= MAX_REGION_LEN && size % MODVERSION_LEN as u64 == 0
+        })
+        .and_then(|(offset, size)| {
+            let start = at.checked_add(offset)?;
+            let end = start.checked_add(size)?;
+            (end <= data.len() as u64).then_some(start..end)
+        });
+    Some(Module {
+        name,
+        btf,
+        versions,
+    })
 }
 
 /// The modules of an image, in image order, their BTF regions disjoint.
@@ -76,6 +95,69 @@ fn modules(img: Input<'_>) -> Vec<Module<'_>> {
     out
 }
 
+/// The start of a BTF blob as the kernel build writes it: magic, version 1, no
+/// flags, a 24-byte header.
+const BTF_START: [u8; 8] = [0x9f, 0xeb, 1, 0, 24, 0, 0, 0];
+/// Pieces of an image searched for BTF blobs in parallel.
+const SEARCH_PIECE: u64 = 16 << 20;
+
+/// Every BTF blob of an image that walks, at a 4-byte aligned offset, sorted and
+/// disjoint. Found by their header rather than through ELF section tables, so that
+/// the modules a file system stored in fragments, whose section tables are not
+/// where their ELF header says, still count.
+fn btf_blobs(img: Input<'_>) -> Vec<Range<u64>> {
+    let len = img.data.len() as u64;
+    let pieces: Vec<Range<u64>> = img
+        .data_pieces(0, len)
+        .into_iter()
+        .flat_map(|p| {
+            (p.start..p.end)
+                .step_by(SEARCH_PIECE as usize)
+                .map(move |s| s..(s + SEARCH_PIECE + BTF_START.len() as u64 - 1).min(p.end))
+        })
+        .collect();
+    let finder = memchr::memmem::Finder::new(&BTF_START);
+    let mut found: Vec<Range<u64>> = pieces
+        .par_iter()
+        .flat_map_iter(|p| {
+            let hay = &img.data[p.start as usize..p.end as usize];
+            finder
+                .find_iter(hay)
+                .map(move |i| p.start + i as u64)
+                .filter(|at| at % 4 == 0)
+                .filter_map(|at| blob_at(img.data, at))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    found.sort_unstable_by_key(|r| r.start);
+    found.dedup();
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(found.len());
+    for r in found {
+        if out.last().is_none_or(|prev| prev.end <= r.start) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// The BTF blob starting at `at`: its length from the header, at most
+/// [`MAX_REGION_LEN`], inside the image, and a walk that succeeds.
+fn blob_at(data: &[u8], at: u64) -> Option<Range<u64>> {
+    let header = data.get(at as usize..)?.get(..24)?;
+    let word = |i: usize| {
+        u64::from(u32::from_le_bytes([
+            header[i],
+            header[i + 1],
+            header[i + 2],
+            header[i + 3],
+        ]))
+    };
+    let body = (word(8) + word(12)).max(word(16) + word(20));
+    let end = at.checked_add(word(4) + body)?;
+    let bytes = data.get(at as usize..end as usize)?;
+    (end - at <= MAX_REGION_LEN && btf::walk(bytes, |_, _| {}).is_ok()).then_some(at..end)
+}
+
 /// The references of a BTF blob: `(what, value)` in record order.
 fn references(b: &[u8]) -> Vec<(btf::Ref, u32)> {
     let mut out = Vec::new();
@@ -89,14 +171,39 @@ fn references(b: &[u8]) -> Vec<(btf::Ref, u32)> {
 }
 
 /// The modules by name; `None` for a name that more than one module has.
-fn by_name<'a>(mods: &[Module<'a>]) -> HashMap<&'a [u8], Option<Range<u64>>> {
-    let mut m: HashMap<&[u8], Option<Range<u64>>> = HashMap::new();
+fn by_name<'m, 'a>(mods: &'m [Module<'a>]) -> HashMap<&'a [u8], Option<&'m Module<'a>>> {
+    let mut m: HashMap<&[u8], Option<&Module<'a>>> = HashMap::new();
     for module in mods {
         m.entry(module.name)
             .and_modify(|e| *e = None)
-            .or_insert(Some(module.btf.clone()));
+            .or_insert(Some(module));
     }
     m
+}
+
+/// `(symbol name, CRC)` of each entry of a `__versions` table.
+fn crcs(table: &[u8]) -> impl Iterator<Item = (&[u8], u64)> {
+    table.chunks_exact(MODVERSION_LEN).map(|e| {
+        let mut crc = [0u8; 8];
+        crc.copy_from_slice(&e[..8]);
+        (&e[8..], u64::from_le_bytes(crc))
+    })
+}
+
+/// Votes for the CRC map from one module pair: each symbol both tables list, by
+/// name.
+fn vote_crcs(old: &[u8], new: &[u8]) -> HashMap<(u32, u32), u32> {
+    let before: HashMap<&[u8], u64> = crcs(old).collect();
+    let mut votes = HashMap::new();
+    for (name, y) in crcs(new) {
+        let Some(&x) = before.get(name) else { continue };
+        if let (Ok(x), Ok(y)) = (u32::try_from(x), u32::try_from(y)) {
+            if x != y {
+                *votes.entry((x, y)).or_default() += 1;
+            }
+        }
+    }
+    votes
 }
 
 fn slice<'a>(data: &'a [u8], r: &Range<u64>) -> &'a [u8] {
@@ -120,9 +227,8 @@ fn vote(old: &[u8], new: &[u8]) -> Votes {
     votes
 }
 
-/// The map the votes elect: each old value goes where most of its references went;
-/// entries that add what the one before adds are left out (the map is piecewise).
-fn elect(votes: HashMap<(u32, u32), u32>) -> Remap {
+/// Each old value with the new value most of its votes went to, sorted.
+fn majority(votes: HashMap<(u32, u32), u32>) -> Vec<(u32, u32)> {
     let mut best: HashMap<u32, (u32, u32)> = HashMap::new();
     for ((x, y), n) in votes {
         let e = best.entry(x).or_insert((y, n));
@@ -130,11 +236,17 @@ fn elect(votes: HashMap<(u32, u32), u32>) -> Remap {
             *e = (y, n);
         }
     }
-    let mut entries: Vec<(u32, u32)> = best
+    let mut out: Vec<(u32, u32)> = best.into_iter().map(|(x, (y, _))| (x, y)).collect();
+    out.sort_unstable();
+    out
+}
+
+/// The map the votes elect: each old value goes where most of its references went;
+/// entries that add what the one before adds are left out (the map is piecewise).
+fn elect(votes: HashMap<(u32, u32), u32>) -> Remap {
+    let entries = majority(votes)
         .into_iter()
-        .map(|(x, (y, _))| (x, y.wrapping_sub(x)))
-        .collect();
-    entries.sort_unstable();
+        .map(|(x, y)| (x, y.wrapping_sub(x)));
     let mut out: Vec<(u32, u32)> = Vec::new();
     for (x, add) in entries {
         let current = out.last().map_or(0, |e| e.1);
@@ -153,14 +265,21 @@ pub(crate) fn learn(old: Input<'_>, new: Input<'_>) -> Option<Overlay> {
         return None;
     }
     let old_by_name = by_name(&old_mods);
-    let pairs: Vec<(Range<u64>, Range<u64>)> = by_name(&new_mods)
+    let pairs: Vec<(&Module<'_>, &Module<'_>)> = by_name(&new_mods)
         .into_iter()
-        .filter_map(|(name, b)| Some((old_by_name.get(name)?.clone()?, b?)))
+        .filter_map(|(name, b)| Some(((*old_by_name.get(name)?)?, b?)))
         .collect();
     let votes = pairs
         .par_iter()
-        .map(|(o, n)| vote(slice(old.data, o), slice(new.data, n)))
-        .reduce(Votes::default, |mut a, b| {
+        .map(|(o, n)| {
+            let [t, s] = vote(slice(old.data, &o.btf), slice(new.data, &n.btf));
+            let c = match (&o.versions, &n.versions) {
+                (Some(a), Some(b)) => vote_crcs(slice(old.data, a), slice(new.data, b)),
+                _ => HashMap::new(),
+            };
+            [t, s, c]
+        })
+        .reduce(Default::default, |mut a, b| {
             for (into, from) in a.iter_mut().zip(b) {
                 for (k, n) in from {
                     *into.entry(k).or_default() += n;
@@ -168,13 +287,31 @@ pub(crate) fn learn(old: Input<'_>, new: Input<'_>) -> Option<Overlay> {
             }
             a
         });
-    let [types, strings] = votes;
+    let [types, strings, crc_votes] = votes;
+    let mut regions: Vec<(Range<u64>, RegionKind)> = btf_blobs(old)
+        .into_iter()
+        .map(|r| (r, RegionKind::Btf))
+        .collect();
+    regions.extend(
+        old_mods
+            .iter()
+            .filter_map(|m| Some((m.versions.clone()?, RegionKind::ModVersions))),
+    );
+    regions.sort_unstable_by_key(|(r, _)| r.start);
+    let mut disjoint: Vec<(Range<u64>, RegionKind)> = Vec::with_capacity(regions.len());
+    for r in regions {
+        if disjoint.last().is_none_or(|prev| prev.0.end <= r.0.start) {
+            disjoint.push(r);
+        }
+    }
     let transform = SourceTransform {
-        regions: old_mods.into_iter().map(|m| m.btf).collect(),
+        regions: disjoint,
         types: elect(types),
         strings: elect(strings),
+        crcs: ExactMap(majority(crc_votes)),
     };
-    if transform.types.0.is_empty() && transform.strings.0.is_empty() {
+    if transform.types.0.is_empty() && transform.strings.0.is_empty() && transform.crcs.0.is_empty()
+    {
         return None;
     }
     overlay(old.data, transform)
@@ -186,10 +323,10 @@ pub(crate) fn overlay(old: &[u8], mut transform: SourceTransform) -> Option<Over
     let rewritten: Vec<Option<Vec<u8>>> = transform
         .regions
         .par_iter()
-        .map(|r| {
+        .map(|(r, kind)| {
             let plain = &old[r.start as usize..r.end as usize];
             let mut bytes = plain.to_vec();
-            let changed = transform.rewrite(&mut bytes).is_ok() && bytes != plain;
+            let changed = transform.rewrite(&mut bytes, *kind).is_ok() && bytes != plain;
             changed.then_some(bytes)
         })
         .collect();

@@ -31,8 +31,8 @@ pub const MAX_TRANSFORM_DECODED: u64 = 4 << 20;
 /// Largest region a source transform may rewrite (the applier holds one in memory
 /// when a window starts or ends inside it).
 pub const MAX_REGION_LEN: u64 = 16 << 20;
-/// Transform kind byte: BTF renumbering.
-const KIND_BTF: u8 = 1;
+/// Version byte at the start of the decoded transform.
+const VERSION: u8 = 1;
 /// zstd level of the stored transform.
 const LEVEL: i32 = 19;
 
@@ -66,26 +66,72 @@ impl Remap {
     }
 }
 
-/// A source transform: the old image's BTF regions and the two maps applied to them.
+/// An exact map of 32-bit values: listed values go to their image, every other
+/// value stays.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExactMap(Vec<(u32, u32)>);
+
+impl ExactMap {
+    /// Builds a map from `(from, to)` entries in strictly increasing `from` order;
+    /// `None` if they are not.
+    pub fn new(entries: Vec<(u32, u32)>) -> Option<Self> {
+        entries
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0)
+            .then_some(Self(entries))
+    }
+
+    /// The entries.
+    pub fn entries(&self) -> &[(u32, u32)] {
+        &self.0
+    }
+
+    /// The image of `v`.
+    pub fn map(&self, v: u32) -> u32 {
+        match self.0.binary_search_by_key(&v, |e| e.0) {
+            Ok(i) => self.0[i].1,
+            Err(_) => v,
+        }
+    }
+}
+
+/// What a region of a source transform holds, and so how it is rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RegionKind {
+    /// A BTF blob: its type and string references go through the two remaps.
+    Btf = 0,
+    /// A module's `__versions` table: 64-byte entries, each starting with the
+    /// symbol's CRC as a little-endian u64, which goes through the CRC map when it
+    /// is below 2^32.
+    ModVersions = 1,
+}
+
+/// Length of one `__versions` entry.
+const MODVERSION_LEN: usize = 64;
+
+/// A source transform: regions of the old image and the maps that rewrite them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceTransform {
-    /// BTF blobs in the old image, sorted and disjoint, each at most
+    /// Regions of the old image, sorted and disjoint, each at most
     /// [`MAX_REGION_LEN`] bytes.
-    pub regions: Vec<Range<u64>>,
-    /// Old type id to new.
+    pub regions: Vec<(Range<u64>, RegionKind)>,
+    /// Old BTF type id to new.
     pub types: Remap,
-    /// Old string offset to new.
+    /// Old BTF string offset to new.
     pub strings: Remap,
+    /// Old symbol CRC to new.
+    pub crcs: ExactMap,
 }
 
 impl SourceTransform {
     /// The stored form: one zstd frame (content size set) of the encoding in
     /// FORMAT.md.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut b = vec![KIND_BTF];
+        let mut b = vec![VERSION];
         varint(&mut b, self.regions.len() as u64);
         let mut end = 0;
-        for r in &self.regions {
+        for (r, kind) in &self.regions {
+            b.push(*kind as u8);
             varint(&mut b, r.start - end);
             varint(&mut b, r.end - r.start);
             end = r.end;
@@ -98,6 +144,13 @@ impl SourceTransform {
                 varint(&mut b, zigzag(a.wrapping_sub(add) as i32));
                 (from, add) = (f, a);
             }
+        }
+        varint(&mut b, self.crcs.0.len() as u64);
+        let mut from = 0u32;
+        for &(f, to) in &self.crcs.0 {
+            varint(&mut b, u64::from(f - from));
+            b.extend_from_slice(&to.to_le_bytes());
+            from = f;
         }
         let settings = crate::codec::ZstdSettings {
             level: LEVEL,
@@ -130,13 +183,18 @@ impl SourceTransform {
         crate::codec::zstd::decode(&[], stored, &mut b)
             .map_err(|_| bad("source transform does not decode"))?;
         let mut r = Varints { b: &b, pos: 0 };
-        if r.byte()? != KIND_BTF {
-            return Err(bad("source transform of an unknown kind"));
+        if r.byte()? != VERSION {
+            return Err(bad("source transform of an unknown version"));
         }
-        let count = r.count(2)?;
+        let count = r.count(3)?;
         let mut regions = Vec::with_capacity(count);
         let mut end = 0u64;
         for _ in 0..count {
+            let kind = match r.byte()? {
+                0 => RegionKind::Btf,
+                1 => RegionKind::ModVersions,
+                _ => return Err(bad("source transform region of an unknown kind")),
+            };
             let start = end
                 .checked_add(r.next()?)
                 .ok_or(bad("source transform region overflows"))?;
@@ -148,7 +206,10 @@ impl SourceTransform {
                 .checked_add(len)
                 .filter(|&e| e <= source_size)
                 .ok_or(bad("source transform region ends past the source image"))?;
-            regions.push(start..end);
+            if kind == RegionKind::ModVersions && len % MODVERSION_LEN as u64 != 0 {
+                return Err(bad("__versions region is not whole entries"));
+            }
+            regions.push((start..end, kind));
         }
         let mut maps = [Remap::default(), Remap::default()];
         for map in &mut maps {
@@ -168,6 +229,20 @@ impl SourceTransform {
                 map.0.push((from, add));
             }
         }
+        let count = r.count(5)?;
+        let mut crcs = Vec::with_capacity(count);
+        let mut from = 0u32;
+        for k in 0..count {
+            let step = u32::try_from(r.next()?)
+                .ok()
+                .filter(|&s| s > 0 || k == 0)
+                .ok_or(bad("source transform CRC map is not increasing"))?;
+            from = from
+                .checked_add(step)
+                .ok_or(bad("source transform CRC map is not increasing"))?;
+            let to = [r.byte()?, r.byte()?, r.byte()?, r.byte()?];
+            crcs.push((from, u32::from_le_bytes(to)));
+        }
         if r.pos != b.len() {
             return Err(bad("bytes after the source transform"));
         }
@@ -176,13 +251,14 @@ impl SourceTransform {
             regions,
             types,
             strings,
+            crcs: ExactMap(crcs),
         })
     }
 
     /// Memory the parsed transform holds.
     pub fn memory(&self) -> u64 {
-        (self.regions.len() * std::mem::size_of::<Range<u64>>()
-            + (self.types.0.len() + self.strings.0.len()) * 8) as u64
+        (self.regions.len() * std::mem::size_of::<(Range<u64>, RegionKind)>()
+            + (self.types.0.len() + self.strings.0.len() + self.crcs.0.len()) * 8) as u64
     }
 
     /// Scratch memory the applier needs for windows that cut a region: the longest
@@ -190,23 +266,36 @@ impl SourceTransform {
     pub fn scratch_len(&self) -> u64 {
         self.regions
             .iter()
-            .map(|r| r.end - r.start)
+            .map(|(r, _)| r.end - r.start)
             .max()
             .unwrap_or(0)
     }
 
     /// Rewrites one region's bytes in place.
-    pub(crate) fn rewrite(&self, region: &mut [u8]) -> Result<(), &'static str> {
-        btf::rewrite(region, |what, v| match what {
-            btf::Ref::Type => self.types.map(v),
-            btf::Ref::Str => self.strings.map(v),
-        })
+    pub(crate) fn rewrite(&self, region: &mut [u8], kind: RegionKind) -> Result<(), &'static str> {
+        match kind {
+            RegionKind::Btf => btf::rewrite(region, |what, v| match what {
+                btf::Ref::Type => self.types.map(v),
+                btf::Ref::Str => self.strings.map(v),
+            }),
+            RegionKind::ModVersions => {
+                for entry in region.chunks_exact_mut(MODVERSION_LEN) {
+                    let mut crc = [0u8; 8];
+                    crc.copy_from_slice(&entry[..8]);
+                    if let Ok(v) = u32::try_from(u64::from_le_bytes(crc)) {
+                        let to = u64::from(self.crcs.map(v));
+                        entry[..8].copy_from_slice(&to.to_le_bytes());
+                    }
+                }
+                Ok(())
+            }
+        }
     }
 
     /// The regions that overlap `range`.
-    fn overlapping(&self, range: Range<u64>) -> &[Range<u64>] {
-        let first = self.regions.partition_point(|r| r.end <= range.start);
-        let last = self.regions.partition_point(|r| r.start < range.end);
+    fn overlapping(&self, range: Range<u64>) -> &[(Range<u64>, RegionKind)] {
+        let first = self.regions.partition_point(|(r, _)| r.end <= range.start);
+        let last = self.regions.partition_point(|(r, _)| r.start < range.end);
         self.regions.get(first..last.max(first)).unwrap_or(&[])
     }
 
@@ -222,18 +311,18 @@ impl SourceTransform {
         mut read_at: impl FnMut(&mut [u8], u64) -> Result<(), E>,
     ) -> Result<(), TransformError<E>> {
         let end = offset + window.len() as u64;
-        for r in self.overlapping(offset..end) {
+        for (r, kind) in self.overlapping(offset..end) {
             let (lo, hi) = (r.start.max(offset), r.end.min(end));
             let dst = &mut window[(lo - offset) as usize..(hi - offset) as usize];
             if lo == r.start && hi == r.end {
-                self.rewrite(dst).map_err(TransformError::Region)?;
+                self.rewrite(dst, *kind).map_err(TransformError::Region)?;
             } else {
                 let len = (r.end - r.start) as usize;
                 let buf = scratch
                     .get_mut(..len)
                     .ok_or(TransformError::Region("scratch smaller than a region"))?;
                 read_at(buf, r.start).map_err(TransformError::Read)?;
-                self.rewrite(buf).map_err(TransformError::Region)?;
+                self.rewrite(buf, *kind).map_err(TransformError::Region)?;
                 let from = (lo - r.start) as usize;
                 dst.copy_from_slice(&buf[from..from + dst.len()]);
             }
@@ -266,13 +355,13 @@ impl Overlay {
         let first = self
             .transform
             .regions
-            .partition_point(|r| r.end <= range.start);
+            .partition_point(|(r, _)| r.end <= range.start);
         let hits = self.transform.overlapping(range.clone());
         if hits.is_empty() {
             return plain.into();
         }
         let mut out = plain.to_vec();
-        for (r, bytes) in hits.iter().zip(&self.rewritten[first..]) {
+        for ((r, _), bytes) in hits.iter().zip(&self.rewritten[first..]) {
             let (lo, hi) = (r.start.max(range.start), r.end.min(range.end));
             out[(lo - range.start) as usize..(hi - range.start) as usize]
                 .copy_from_slice(&bytes[(lo - r.start) as usize..(hi - r.start) as usize]);
@@ -357,9 +446,16 @@ mod tests {
 
     fn sample() -> SourceTransform {
         SourceTransform {
-            regions: vec![100..400, 4096..4196, 9000..9500],
-            types: Remap::new(vec![(0, 0), (10, u32::MAX - 2), (100_000, 5)]).expect("sample is valid"),
+            regions: vec![
+                (100..400, RegionKind::Btf),
+                (4096..4160, RegionKind::ModVersions),
+                (9000..9500, RegionKind::Btf),
+            ],
+            types: Remap::new(vec![(0, 0), (10, u32::MAX - 2), (100_000, 5)])
+                .expect("sample is valid"),
             strings: Remap::new(vec![(7, 15), (1 << 31, 0)]).expect("sample is valid"),
+            crcs: ExactMap::new(vec![(0, 1), (0xdead_beef, 0x1234_5678), (u32::MAX, 0)])
+                .expect("sample is valid"),
         }
     }
 
@@ -379,7 +475,10 @@ mod tests {
     fn round_trips() {
         let t = sample();
         let stored = t.to_bytes();
-        assert_eq!(SourceTransform::parse(&stored, 10_000).expect("sample is valid"), t);
+        assert_eq!(
+            SourceTransform::parse(&stored, 10_000).expect("sample is valid"),
+            t
+        );
         // The same regions in a smaller image do not fit.
         assert!(SourceTransform::parse(&stored, 9_499).is_err());
     }
@@ -395,15 +494,24 @@ mod tests {
 
     #[test]
     fn malformed_transforms_are_refused() {
-        let cases: [(&str, &[u8]); 8] = [
-            ("unknown kind", &[2, 0, 0, 0]),
-            ("empty region", &[1, 1, 5, 0, 0, 0]),
-            ("map not increasing", &[1, 0, 2, 5, 0, 0, 0, 0]),
+        let cases: [(&str, &[u8]); 11] = [
+            ("unknown version", &[2, 0, 0, 0, 0]),
+            ("empty region", &[1, 1, 0, 5, 0, 0, 0, 0]),
+            ("unknown region kind", &[1, 1, 2, 5, 1, 0, 0, 0]),
+            ("partial __versions entry", &[1, 1, 1, 0, 63, 0, 0, 0]),
+            ("map not increasing", &[1, 0, 2, 5, 0, 0, 0, 0, 0]),
+            (
+                "CRC map not increasing",
+                &[1, 0, 0, 0, 2, 5, 1, 2, 3, 4, 0, 1, 2, 3, 4],
+            ),
             ("cut short", &[1, 3, 0, 1]),
-            ("trailing", &[1, 0, 0, 0, 9]),
-            ("overlong varint", &[1, 0x80, 0x00, 0, 0]),
-            ("count beyond bytes", &[1, 0xff, 0xff, 0x03, 0, 0]),
-            ("region too long", &[1, 1, 0, 0x81, 0x80, 0x80, 0x08, 0, 0]),
+            ("trailing", &[1, 0, 0, 0, 0, 9]),
+            ("overlong varint", &[1, 0x80, 0x00, 0, 0, 0]),
+            ("count beyond bytes", &[1, 0xff, 0xff, 0x03, 0, 0, 0]),
+            (
+                "region too long",
+                &[1, 1, 0, 0, 0x81, 0x80, 0x80, 0x08, 0, 0, 0],
+            ),
         ];
         for (what, decoded) in cases {
             assert!(
@@ -412,7 +520,14 @@ mod tests {
             );
         }
         // The same encoding, well formed, is accepted.
-        assert!(SourceTransform::parse(&stored(&[1, 1, 5, 3, 1, 2, 4, 0]), 100).is_ok());
+        let good = [1, 2, 0, 5, 3, 1, 0, 64, 1, 2, 4, 0, 1, 7, 1, 2, 3, 4];
+        let t = SourceTransform::parse(&stored(&good), 100).expect("well formed");
+        assert_eq!(
+            t.regions,
+            [(5..8, RegionKind::Btf), (8..72, RegionKind::ModVersions)]
+        );
+        assert_eq!(t.crcs.map(7), 0x0403_0201);
+        assert_eq!(t.crcs.map(8), 8);
         // Not zstd at all, and a frame that declares too much.
         assert!(SourceTransform::parse(b"plain", 100).is_err());
         let big = stored(&vec![0u8; MAX_TRANSFORM_DECODED as usize + 1]);
@@ -426,21 +541,34 @@ mod tests {
     fn apply_matches_rewriting_whole_regions() {
         let blob = btf::tests::sample();
         let mut old = vec![0xa5u8; 3 * 4096];
-        let regions = [100..100 + blob.len() as u64, 5000..5000 + blob.len() as u64];
-        for r in &regions {
-            old[r.start as usize..r.end as usize].copy_from_slice(&blob);
+        let btf = |at: u64| (at..at + blob.len() as u64, RegionKind::Btf);
+        // Two __versions entries: a CRC in the map, and one that is not.
+        let mut versions = [0u8; 128];
+        versions[..8].copy_from_slice(&7u64.to_le_bytes());
+        versions[64..72].copy_from_slice(&9u64.to_le_bytes());
+        versions[8..14].copy_from_slice(b"printk");
+        let regions = [btf(100), (2000..2128, RegionKind::ModVersions), btf(5000)];
+        for (r, kind) in &regions {
+            let bytes = match kind {
+                RegionKind::Btf => &blob[..],
+                RegionKind::ModVersions => &versions[..],
+            };
+            old[r.start as usize..r.end as usize].copy_from_slice(bytes);
         }
         let t = SourceTransform {
             regions: regions.to_vec(),
+            crcs: ExactMap::new(vec![(7, 0xfeed)]).expect("sample is valid"),
             types: Remap::new(vec![(100_000, 1000)]).expect("sample is valid"),
             strings: Remap::new(vec![(5, 2)]).expect("sample is valid"),
         };
         let mut want = old.clone();
-        for r in &regions {
-            t.rewrite(&mut want[r.start as usize..r.end as usize])
+        for (r, kind) in &regions {
+            t.rewrite(&mut want[r.start as usize..r.end as usize], *kind)
                 .expect("sample is valid");
         }
         assert_ne!(want, old);
+        assert_eq!(want[2000..2008], 0xfeedu64.to_le_bytes());
+        assert_eq!(want[2064..2072], 9u64.to_le_bytes());
         let overlay = learn::overlay(&old, t.clone()).expect("sample is valid");
         let mut scratch = vec![0u8; t.scratch_len() as usize];
         // Every window that starts and ends on a 4-byte boundary (cutting regions
