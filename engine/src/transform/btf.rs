@@ -36,7 +36,17 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 /// records of the BTF blob `b` (offsets relative to `b`), in record order. Fails, and
 /// may have visited some fields, when `b` is not a BTF blob whose type records end
 /// exactly at `type_len` inside `b`, or has a record kind other than 1 to 19.
-pub(crate) fn walk(b: &[u8], mut visit: impl FnMut(usize, Ref)) -> Result<(), &'static str> {
+pub(crate) fn walk(b: &[u8], visit: impl FnMut(usize, Ref)) -> Result<(), &'static str> {
+    walk_records(b, visit, |_| {})
+}
+
+/// Like [`walk`], also calling `record(range)` with each record's bytes after
+/// visiting its references.
+pub(crate) fn walk_records(
+    b: &[u8],
+    mut visit: impl FnMut(usize, Ref),
+    mut record: impl FnMut(std::ops::Range<usize>),
+) -> Result<(), &'static str> {
     let magic = b.get(..2).ok_or("shorter than a BTF header")?;
     if u16::from_le_bytes([magic[0], magic[1]]) != MAGIC || b.get(2) != Some(&1) {
         return Err("not BTF version 1");
@@ -57,6 +67,7 @@ pub(crate) fn walk(b: &[u8], mut visit: impl FnMut(usize, Ref)) -> Result<(), &'
         let (Some(_), Some(info), Some(_)) = (rec(p), rec(p + 4), rec(p + 8)) else {
             return Err("BTF type record cut short");
         };
+        let record_start = p;
         let kind = (info >> 24) & 0x1f;
         let vlen = (info & 0xffff) as usize;
         visit(p, Ref::Str);
@@ -92,8 +103,23 @@ pub(crate) fn walk(b: &[u8], mut visit: impl FnMut(usize, Ref)) -> Result<(), &'
             }
         }
         p += len;
+        record(record_start..p);
     }
     Ok(())
+}
+
+/// The string section of a BTF blob that [`walk`] accepts, if it lies inside `b`.
+pub(crate) fn strings(b: &[u8]) -> Option<&[u8]> {
+    let hdr_len = u64::from(u32_at(b, 4)?);
+    let (off, len) = (u64::from(u32_at(b, 16)?), u64::from(u32_at(b, 20)?));
+    let start = hdr_len + off;
+    b.get(start as usize..(start + len) as usize)
+}
+
+/// The NUL-terminated string at `at` of a string section.
+pub(crate) fn string_at(strings: &[u8], at: usize) -> Option<&[u8]> {
+    let rest = strings.get(at..)?;
+    rest.split(|&c| c == 0).next()
 }
 
 /// Rewrites every reference of the BTF blob `b` in place through `map`. Fails, and

@@ -206,6 +206,10 @@ fn vote_crcs(old: &[u8], new: &[u8]) -> HashMap<(u32, u32), u32> {
     votes
 }
 
+fn blobs<'a>(data: &'a [u8], mods: &[Module<'_>]) -> Vec<&'a [u8]> {
+    mods.iter().map(|m| slice(data, &m.btf)).collect()
+}
+
 fn slice<'a>(data: &'a [u8], r: &Range<u64>) -> &'a [u8] {
     &data[r.start as usize..r.end as usize]
 }
@@ -257,6 +261,170 @@ fn elect(votes: HashMap<(u32, u32), u32>) -> Remap {
     Remap(out)
 }
 
+/// Where a kernel's modules' own type ids and string offsets start: split BTF
+/// numbers a module's types after the kernel's, and its strings after the kernel's
+/// string section.
+#[derive(Debug, Clone, Copy, Default)]
+struct Bases {
+    types: u32,
+    strings: u32,
+}
+
+/// The most common value, if any.
+fn mode(values: impl Iterator<Item = u32>) -> Option<u32> {
+    let mut counts: HashMap<u32, u32> = HashMap::new();
+    for v in values {
+        *counts.entry(v).or_default() += 1;
+    }
+    counts.into_iter().max_by_key(|&(v, n)| (n, v)).map(|(v, _)| v)
+}
+
+/// Estimates the [`Bases`] of an image's modules: in a module whose highest type
+/// reference is to its last type, that reference minus the number of its types
+/// plus one; likewise for its highest string reference and its last string. The
+/// most common estimate wins. A wrong estimate only makes the patch larger.
+fn bases(blobs: &[&[u8]]) -> Bases {
+    let per_blob = blobs.iter().filter_map(|b| {
+        let (mut records, mut max_type, mut max_str) = (0u32, 0u32, 0u32);
+        btf::walk_records(
+            b,
+            |at, what| {
+                let v = b.get(at..at + 4).map_or(0, |v| u32::from_le_bytes([v[0], v[1], v[2], v[3]]));
+                match what {
+                    btf::Ref::Type => max_type = max_type.max(v),
+                    btf::Ref::Str => max_str = max_str.max(v),
+                }
+            },
+            |_| records += 1,
+        )
+        .ok()?;
+        let strings = btf::strings(b)?;
+        // The start of the last string: after the NUL before the final one.
+        let body = strings.strip_suffix(&[0])?;
+        let last = body.iter().rposition(|&c| c == 0).map_or(0, |i| i + 1) as u32;
+        Some((
+            (max_type + 1).checked_sub(records),
+            max_str.checked_sub(last),
+        ))
+    });
+    let (types, strings): (Vec<_>, Vec<_>) = per_blob.unzip();
+    Bases {
+        types: mode(types.into_iter().flatten()).unwrap_or(u32::MAX),
+        strings: mode(strings.into_iter().flatten()).unwrap_or(u32::MAX),
+    }
+}
+
+/// A map from `(old, new)` pairs sorted by `old`: pieces that add the same amount
+/// merged.
+fn pieces(pairs: impl IntoIterator<Item = (u32, u32)>) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for (x, y) in pairs {
+        let add = y.wrapping_sub(x);
+        if out.last().is_none_or(|e| e.1 != add) {
+            out.push((x, add));
+        }
+    }
+    out
+}
+
+/// One module's own maps (types, strings): how the new build renumbered the
+/// module's own types and strings, found by matching its records and strings by
+/// content. Each is empty where the global map already says the same.
+fn local_maps(
+    old: &[u8],
+    new: &[u8],
+    ob: Bases,
+    nb: Bases,
+    global: (&Remap, &Remap),
+) -> (Remap, Remap) {
+    let word = |b: &[u8], at: usize| {
+        b.get(at..at + 4)
+            .map_or(0, |v| u32::from_le_bytes([v[0], v[1], v[2], v[3]]))
+    };
+    let (Some(old_strs), Some(new_strs)) = (btf::strings(old), btf::strings(new)) else {
+        return Default::default();
+    };
+    // Strings: the module's own strings by content.
+    let mut new_offsets: HashMap<&[u8], u32> = HashMap::new();
+    let _ = btf::walk(new, |at, what| {
+        let v = word(new, at);
+        if what == btf::Ref::Str && v >= nb.strings {
+            if let Some(s) = btf::string_at(new_strs, (v - nb.strings) as usize) {
+                new_offsets.entry(s).or_insert(v);
+            }
+        }
+    });
+    let mut string_pairs: Vec<(u32, u32)> = Vec::new();
+    let _ = btf::walk(old, |at, what| {
+        let v = word(old, at);
+        if what == btf::Ref::Str && v >= ob.strings {
+            let content = btf::string_at(old_strs, (v - ob.strings) as usize);
+            if let Some(&to) = content.and_then(|s| new_offsets.get(s)) {
+                string_pairs.push((v, to));
+            }
+        }
+    });
+    string_pairs.sort_unstable();
+    string_pairs.dedup_by_key(|p| p.0);
+    let strings = Remap(pieces(string_pairs.iter().copied()));
+    let map_str = |v: u32| strings.map_within(global.1, v);
+
+    // Types: each record keyed by its bytes with references normalised (own types
+    // as one marker, the rest as the new build numbers them); equal keys pair up
+    // in order.
+    let keys = |b: &[u8], base: u32, norm_str: &dyn Fn(u32) -> u32, norm_type: &dyn Fn(u32) -> u32| {
+        let (mut refs, mut records) = (Vec::new(), Vec::new());
+        let _ = btf::walk_records(b, |at, what| refs.push((at, what)), |r| records.push(r));
+        let mut refs = refs.into_iter().peekable();
+        let mut keys = Vec::with_capacity(records.len());
+        for range in records {
+            let mut bytes = b[range.clone()].to_vec();
+            while let Some((at, what)) = refs.next_if(|(at, _)| *at < range.end) {
+                let v = word(b, at);
+                let n = match what {
+                    btf::Ref::Str => norm_str(v),
+                    btf::Ref::Type if v >= base => u32::MAX,
+                    btf::Ref::Type => norm_type(v),
+                };
+                let i = at - range.start;
+                bytes[i..i + 4].copy_from_slice(&n.to_le_bytes());
+            }
+            keys.push(xxhash_rust::xxh3::xxh3_64(&bytes));
+        }
+        keys
+    };
+    let old_keys = keys(old, ob.types, &map_str, &|v| global.0.map(v));
+    let new_keys = keys(new, nb.types, &|v| v, &|v| v);
+    let mut queues: HashMap<u64, std::collections::VecDeque<u32>> = HashMap::new();
+    for (j, k) in new_keys.iter().enumerate() {
+        queues.entry(*k).or_default().push_back(j as u32);
+    }
+    let type_pairs = old_keys.iter().enumerate().filter_map(|(i, k)| {
+        let j = queues.get_mut(k)?.pop_front()?;
+        Some((ob.types.checked_add(i as u32)?, nb.types.checked_add(j)?))
+    });
+    let types = Remap(pieces(type_pairs));
+    let redundant = |local: &Remap, outer: &Remap, values: &[u32]| {
+        values
+            .iter()
+            .all(|&v| local.map_within(outer, v) == outer.map(v))
+    };
+    let own_types: Vec<u32> =
+        (ob.types..ob.types.saturating_add(old_keys.len() as u32)).collect();
+    let own_strings: Vec<u32> = string_pairs.iter().map(|p| p.0).collect();
+    let types = if redundant(&types, global.0, &own_types) {
+        Remap::default()
+    } else {
+        types
+    };
+    let strings = if redundant(&strings, global.1, &own_strings) {
+        Remap::default()
+    } else {
+        strings
+    };
+    (types, strings)
+}
+
 /// Learns the BTF transform from the modules that both images hold. `None` when
 /// there is nothing to renumber.
 pub(crate) fn learn(old: Input<'_>, new: Input<'_>) -> Option<Overlay> {
@@ -288,9 +456,36 @@ pub(crate) fn learn(old: Input<'_>, new: Input<'_>) -> Option<Overlay> {
             a
         });
     let [types, strings, crc_votes] = votes;
+    let (types, strings) = (elect(types), elect(strings));
+    let (ob, nb) = (
+        bases(&blobs(old.data, &old_mods)),
+        bases(&blobs(new.data, &new_mods)),
+    );
+    let mut local: HashMap<u64, RegionKind> = pairs
+        .par_iter()
+        .filter_map(|(o, n)| {
+            let (t, s) = local_maps(
+                slice(old.data, &o.btf),
+                slice(new.data, &n.btf),
+                ob,
+                nb,
+                (&types, &strings),
+            );
+            (!t.0.is_empty() || !s.0.is_empty()).then(|| {
+                let kind = RegionKind::Btf {
+                    types: t,
+                    strings: s,
+                };
+                (o.btf.start, kind)
+            })
+        })
+        .collect();
     let mut regions: Vec<(Range<u64>, RegionKind)> = btf_blobs(old)
         .into_iter()
-        .map(|r| (r, RegionKind::Btf))
+        .map(|r| {
+            let kind = local.remove(&r.start).unwrap_or_else(RegionKind::btf);
+            (r, kind)
+        })
         .collect();
     regions.extend(
         old_mods
@@ -306,8 +501,8 @@ pub(crate) fn learn(old: Input<'_>, new: Input<'_>) -> Option<Overlay> {
     }
     let transform = SourceTransform {
         regions: disjoint,
-        types: elect(types),
-        strings: elect(strings),
+        types,
+        strings,
         crcs: ExactMap(majority(crc_votes)),
     };
     if transform.types.0.is_empty() && transform.strings.0.is_empty() && transform.crcs.0.is_empty()
@@ -326,7 +521,7 @@ pub(crate) fn overlay(old: &[u8], mut transform: SourceTransform) -> Option<Over
         .map(|(r, kind)| {
             let plain = &old[r.start as usize..r.end as usize];
             let mut bytes = plain.to_vec();
-            let changed = transform.rewrite(&mut bytes, *kind).is_ok() && bytes != plain;
+            let changed = transform.rewrite(&mut bytes, kind).is_ok() && bytes != plain;
             changed.then_some(bytes)
         })
         .collect();

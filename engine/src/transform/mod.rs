@@ -43,6 +43,46 @@ const LEVEL: i32 = 19;
 pub struct Remap(Vec<(u32, u32)>);
 
 impl Remap {
+    /// The image of `v` under `self` where `self` covers it (from its first entry
+    /// up), under `outer` below that.
+    fn map_within(&self, outer: &Remap, v: u32) -> u32 {
+        match self.0.first() {
+            Some(&(from, _)) if v >= from => self.map(v),
+            _ => outer.map(v),
+        }
+    }
+
+    fn put(&self, b: &mut Vec<u8>) {
+        varint(b, self.0.len() as u64);
+        let (mut from, mut add) = (0u32, 0u32);
+        for &(f, a) in &self.0 {
+            varint(b, u64::from(f - from));
+            varint(b, zigzag(a.wrapping_sub(add) as i32));
+            (from, add) = (f, a);
+        }
+    }
+
+    fn get(r: &mut Varints<'_>) -> Result<Self, FormatError> {
+        let bad = FormatError::Inconsistent;
+        let count = r.count(2)?;
+        let mut map = Vec::with_capacity(count);
+        let (mut from, mut add) = (0u32, 0u32);
+        for k in 0..count {
+            let step = u32::try_from(r.next()?)
+                .ok()
+                .filter(|&s| s > 0 || k == 0)
+                .ok_or(bad("source transform map is not increasing"))?;
+            from = from
+                .checked_add(step)
+                .ok_or(bad("source transform map is not increasing"))?;
+            let delta = u32::try_from(r.next()?)
+                .map_err(|_| bad("source transform map step is too large"))?;
+            add = add.wrapping_add(unzigzag(delta) as u32);
+            map.push((from, add));
+        }
+        Ok(Self(map))
+    }
+
     /// Builds a map from `(from, add)` entries in strictly increasing `from` order;
     /// `None` if they are not.
     pub fn new(entries: Vec<(u32, u32)>) -> Option<Self> {
@@ -96,14 +136,31 @@ impl ExactMap {
 }
 
 /// What a region of a source transform holds, and so how it is rewritten.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegionKind {
-    /// A BTF blob: its type and string references go through the two remaps.
-    Btf = 0,
+    /// A BTF blob: its type and string references go through the two remaps, or
+    /// through the region's own maps for values from their first entry up (the
+    /// module's own types and strings, which a new build may reorder).
+    Btf {
+        /// This module's type ids, old to new.
+        types: Remap,
+        /// This module's string offsets, old to new.
+        strings: Remap,
+    },
     /// A module's `__versions` table: 64-byte entries, each starting with the
     /// symbol's CRC as a little-endian u64, which goes through the CRC map when it
     /// is below 2^32.
-    ModVersions = 1,
+    ModVersions,
+}
+
+impl RegionKind {
+    /// A BTF region without maps of its own.
+    pub fn btf() -> Self {
+        Self::Btf {
+            types: Remap::default(),
+            strings: Remap::default(),
+        }
+    }
 }
 
 /// Length of one `__versions` entry.
@@ -131,20 +188,20 @@ impl SourceTransform {
         varint(&mut b, self.regions.len() as u64);
         let mut end = 0;
         for (r, kind) in &self.regions {
-            b.push(*kind as u8);
+            b.push(match kind {
+                RegionKind::Btf { .. } => 0,
+                RegionKind::ModVersions => 1,
+            });
             varint(&mut b, r.start - end);
             varint(&mut b, r.end - r.start);
+            if let RegionKind::Btf { types, strings } = kind {
+                types.put(&mut b);
+                strings.put(&mut b);
+            }
             end = r.end;
         }
-        for map in [&self.types, &self.strings] {
-            varint(&mut b, map.0.len() as u64);
-            let (mut from, mut add) = (0u32, 0u32);
-            for &(f, a) in &map.0 {
-                varint(&mut b, u64::from(f - from));
-                varint(&mut b, zigzag(a.wrapping_sub(add) as i32));
-                (from, add) = (f, a);
-            }
-        }
+        self.types.put(&mut b);
+        self.strings.put(&mut b);
         varint(&mut b, self.crcs.0.len() as u64);
         let mut from = 0u32;
         for &(f, to) in &self.crcs.0 {
@@ -190,11 +247,7 @@ impl SourceTransform {
         let mut regions = Vec::with_capacity(count);
         let mut end = 0u64;
         for _ in 0..count {
-            let kind = match r.byte()? {
-                0 => RegionKind::Btf,
-                1 => RegionKind::ModVersions,
-                _ => return Err(bad("source transform region of an unknown kind")),
-            };
+            let kind = r.byte()?;
             let start = end
                 .checked_add(r.next()?)
                 .ok_or(bad("source transform region overflows"))?;
@@ -206,29 +259,18 @@ impl SourceTransform {
                 .checked_add(len)
                 .filter(|&e| e <= source_size)
                 .ok_or(bad("source transform region ends past the source image"))?;
-            if kind == RegionKind::ModVersions && len % MODVERSION_LEN as u64 != 0 {
-                return Err(bad("__versions region is not whole entries"));
-            }
+            let kind = match kind {
+                0 => RegionKind::Btf {
+                    types: Remap::get(&mut r)?,
+                    strings: Remap::get(&mut r)?,
+                },
+                1 if len % MODVERSION_LEN as u64 == 0 => RegionKind::ModVersions,
+                1 => return Err(bad("__versions region is not whole entries")),
+                _ => return Err(bad("source transform region of an unknown kind")),
+            };
             regions.push((start..end, kind));
         }
-        let mut maps = [Remap::default(), Remap::default()];
-        for map in &mut maps {
-            let count = r.count(2)?;
-            let (mut from, mut add) = (0u32, 0u32);
-            for k in 0..count {
-                let step = u32::try_from(r.next()?)
-                    .ok()
-                    .filter(|&s| s > 0 || k == 0)
-                    .ok_or(bad("source transform map is not increasing"))?;
-                from = from
-                    .checked_add(step)
-                    .ok_or(bad("source transform map is not increasing"))?;
-                let delta = u32::try_from(r.next()?)
-                    .map_err(|_| bad("source transform map step is too large"))?;
-                add = add.wrapping_add(unzigzag(delta) as u32);
-                map.0.push((from, add));
-            }
-        }
+        let maps = [Remap::get(&mut r)?, Remap::get(&mut r)?];
         let count = r.count(5)?;
         let mut crcs = Vec::with_capacity(count);
         let mut from = 0u32;
@@ -257,8 +299,17 @@ impl SourceTransform {
 
     /// Memory the parsed transform holds.
     pub fn memory(&self) -> u64 {
+        let local: usize = self
+            .regions
+            .iter()
+            .map(|(_, k)| match k {
+                RegionKind::Btf { types, strings } => types.0.len() + strings.0.len(),
+                RegionKind::ModVersions => 0,
+            })
+            .sum();
         (self.regions.len() * std::mem::size_of::<(Range<u64>, RegionKind)>()
-            + (self.types.0.len() + self.strings.0.len() + self.crcs.0.len()) * 8) as u64
+            + (local + self.types.0.len() + self.strings.0.len() + self.crcs.0.len()) * 8)
+            as u64
     }
 
     /// Scratch memory the applier needs for windows that cut a region: the longest
@@ -272,11 +323,11 @@ impl SourceTransform {
     }
 
     /// Rewrites one region's bytes in place.
-    pub(crate) fn rewrite(&self, region: &mut [u8], kind: RegionKind) -> Result<(), &'static str> {
+    pub(crate) fn rewrite(&self, region: &mut [u8], kind: &RegionKind) -> Result<(), &'static str> {
         match kind {
-            RegionKind::Btf => btf::rewrite(region, |what, v| match what {
-                btf::Ref::Type => self.types.map(v),
-                btf::Ref::Str => self.strings.map(v),
+            RegionKind::Btf { types, strings } => btf::rewrite(region, |what, v| match what {
+                btf::Ref::Type => types.map_within(&self.types, v),
+                btf::Ref::Str => strings.map_within(&self.strings, v),
             }),
             RegionKind::ModVersions => {
                 for entry in region.chunks_exact_mut(MODVERSION_LEN) {
@@ -315,14 +366,14 @@ impl SourceTransform {
             let (lo, hi) = (r.start.max(offset), r.end.min(end));
             let dst = &mut window[(lo - offset) as usize..(hi - offset) as usize];
             if lo == r.start && hi == r.end {
-                self.rewrite(dst, *kind).map_err(TransformError::Region)?;
+                self.rewrite(dst, kind).map_err(TransformError::Region)?;
             } else {
                 let len = (r.end - r.start) as usize;
                 let buf = scratch
                     .get_mut(..len)
                     .ok_or(TransformError::Region("scratch smaller than a region"))?;
                 read_at(buf, r.start).map_err(TransformError::Read)?;
-                self.rewrite(buf, *kind).map_err(TransformError::Region)?;
+                self.rewrite(buf, kind).map_err(TransformError::Region)?;
                 let from = (lo - r.start) as usize;
                 dst.copy_from_slice(&buf[from..from + dst.len()]);
             }
@@ -447,9 +498,9 @@ mod tests {
     fn sample() -> SourceTransform {
         SourceTransform {
             regions: vec![
-                (100..400, RegionKind::Btf),
+                (100..400, RegionKind::btf()),
                 (4096..4160, RegionKind::ModVersions),
-                (9000..9500, RegionKind::Btf),
+                (9000..9500, RegionKind::btf()),
             ],
             types: Remap::new(vec![(0, 0), (10, u32::MAX - 2), (100_000, 5)])
                 .expect("sample is valid"),
@@ -524,7 +575,7 @@ mod tests {
         let t = SourceTransform::parse(&stored(&good), 100).expect("well formed");
         assert_eq!(
             t.regions,
-            [(5..8, RegionKind::Btf), (8..72, RegionKind::ModVersions)]
+            [(5..8, RegionKind::btf()), (8..72, RegionKind::ModVersions)]
         );
         assert_eq!(t.crcs.map(7), 0x0403_0201);
         assert_eq!(t.crcs.map(8), 8);
@@ -541,7 +592,7 @@ mod tests {
     fn apply_matches_rewriting_whole_regions() {
         let blob = btf::tests::sample();
         let mut old = vec![0xa5u8; 3 * 4096];
-        let btf = |at: u64| (at..at + blob.len() as u64, RegionKind::Btf);
+        let btf = |at: u64| (at..at + blob.len() as u64, RegionKind::btf());
         // Two __versions entries: a CRC in the map, and one that is not.
         let mut versions = [0u8; 128];
         versions[..8].copy_from_slice(&7u64.to_le_bytes());
@@ -550,7 +601,7 @@ mod tests {
         let regions = [btf(100), (2000..2128, RegionKind::ModVersions), btf(5000)];
         for (r, kind) in &regions {
             let bytes = match kind {
-                RegionKind::Btf => &blob[..],
+                RegionKind::Btf { .. } => &blob[..],
                 RegionKind::ModVersions => &versions[..],
             };
             old[r.start as usize..r.end as usize].copy_from_slice(bytes);
@@ -563,7 +614,7 @@ mod tests {
         };
         let mut want = old.clone();
         for (r, kind) in &regions {
-            t.rewrite(&mut want[r.start as usize..r.end as usize], *kind)
+            t.rewrite(&mut want[r.start as usize..r.end as usize], kind)
                 .expect("sample is valid");
         }
         assert_ne!(want, old);
