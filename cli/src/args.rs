@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use deltaward_engine::{Level, SecretKey, TrustedKeys};
+use deltaward_engine::{BuildOptions, Level, SecretKey, TrustedKeys};
 
 use crate::keys;
 
@@ -128,9 +128,23 @@ pub struct Effort {
     /// the thread count.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Code delta frames against the plain old image, without a source transform.
+    /// By default, when both images hold kernel modules, their BTF type ids, string
+    /// offsets and symbol CRCs in the old image are first renumbered the way the new
+    /// image numbers them (see FORMAT.md); appliers built before source transforms
+    /// refuse such patches.
+    #[arg(long)]
+    pub no_transform: bool,
 }
 
 impl Effort {
+    /// The engine's build options for this effort.
+    pub fn build_options(&self) -> BuildOptions {
+        BuildOptions::default()
+            .level(self.level.into())
+            .transform(!self.no_transform)
+    }
+
     /// The rayon pool the binary owns for this command.
     pub fn pool(&self) -> Result<rayon::ThreadPool> {
         thread_pool(self.threads)

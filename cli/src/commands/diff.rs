@@ -49,8 +49,9 @@ pub fn run(a: DiffArgs) -> Result<()> {
     a.force.check(&a.output)?;
     output_file(&a.output)?;
     let key = a.key.load()?;
-    let mut opts = BuildOptions::default()
-        .level(a.effort.level.into())
+    let mut opts = a
+        .effort
+        .build_options()
         .block_size(a.block_size)
         .memory_limit(a.memory_limit);
     if let Some(w) = a.max_window {

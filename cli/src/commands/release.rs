@@ -8,7 +8,6 @@ use std::{
 
 use anyhow::{Context, Result};
 use clap::Args;
-use deltaward_engine::BuildOptions;
 use deltaward_release::{
     model::Release,
     repo::{self, BaseImage, PatchFile, ReleaseRequest, Repo},
@@ -139,7 +138,7 @@ pub fn run(a: ReleaseArgs) -> Result<()> {
             .collect::<Result<_>>()?,
         patches: a.patches.iter().map(|p| parse_patch(p)).collect(),
         notes,
-        build: BuildOptions::default().level(a.effort.level.into()),
+        build: a.effort.build_options(),
         memory_limit: a.memory_limit,
         channel_validity: duration(&a.channel_expires_in)?,
         now: SystemTime::now(),

@@ -103,7 +103,12 @@ pub(super) fn apply_frames<S: Source, R: Read>(
 ) -> Result<()> {
     let mut arena = Arena::for_manifest(m);
     let mut zero_hashes: Vec<(u64, Digest)> = Vec::new();
+    // The transform region that the arena's start holds rewritten, if any.
+    let mut cached_region = None;
     for (i, f) in m.frames.iter().enumerate().skip(first) {
+        if !f.kind.has_payload() {
+            cached_region = None;
+        }
         match f.kind {
             FrameKind::Zero => {
                 let [zeros] = arena.split([f.target_len.min(COPY_CHUNK)])?;
@@ -135,17 +140,24 @@ pub(super) fn apply_frames<S: Source, R: Read>(
             }
             FrameKind::Zstd | FrameKind::Bsdiff => {
                 let scratch = f.apply_memory() - f.source_len - f.payload_len - f.target_len;
+                // The region scratch comes first, at the same place for every
+                // delta frame, so that a region rewritten there serves the next
+                // window too.
                 let region = m.frame_memory(f) - f.apply_memory();
-                let [window, payload, out, scratch, region] =
-                    arena.split([f.source_len, f.payload_len, f.target_len, scratch, region])?;
+                let [region, window, payload, out, scratch] =
+                    arena.split([region, f.source_len, f.payload_len, f.target_len, scratch])?;
                 read_payload(patch, f, i, payload_start, payload)?;
                 source
                     .read_exact_at(window, f.source_offset)
                     .map_err(source_err)?;
                 if let Some(t) = &m.transform {
-                    t.apply(window, f.source_offset, region, |buf, at| {
-                        source.read_exact_at(buf, at)
-                    })
+                    t.apply(
+                        window,
+                        f.source_offset,
+                        region,
+                        &mut cached_region,
+                        |buf, at| source.read_exact_at(buf, at),
+                    )
                     .map_err(|e| match e {
                         TransformError::Region(reason) => Error::Decode {
                             frame: i as u32,

@@ -13,6 +13,8 @@
 //! size_or_type u32}` followed by data that depends on the kind (`info >> 24 & 0x1f`)
 //! and on `vlen` (`info & 0xffff`).
 
+use std::cell::Cell;
+
 /// What a 32-bit field refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Ref {
@@ -32,6 +34,38 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(bytes.try_into().ok()?))
 }
 
+/// Bytes the walk reads: plain, or cells that the rewrite writes while it walks
+/// (the walk reads only the header and each record's `info` word, which the
+/// rewrite never changes).
+trait Words {
+    fn len(&self) -> usize;
+    fn word(&self, at: usize) -> Option<u32>;
+}
+
+impl Words for [u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
+    }
+    fn word(&self, at: usize) -> Option<u32> {
+        u32_at(self, at)
+    }
+}
+
+impl Words for [Cell<u8>] {
+    fn len(&self) -> usize {
+        <[Cell<u8>]>::len(self)
+    }
+    fn word(&self, at: usize) -> Option<u32> {
+        let c = self.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes([
+            c[0].get(),
+            c[1].get(),
+            c[2].get(),
+            c[3].get(),
+        ]))
+    }
+}
+
 /// Calls `visit(offset, what)` for every type and string reference in the type
 /// records of the BTF blob `b` (offsets relative to `b`), in record order. Fails, and
 /// may have visited some fields, when `b` is not a BTF blob whose type records end
@@ -44,14 +78,23 @@ pub(crate) fn walk(b: &[u8], visit: impl FnMut(usize, Ref)) -> Result<(), &'stat
 /// visiting its references.
 pub(crate) fn walk_records(
     b: &[u8],
+    visit: impl FnMut(usize, Ref),
+    record: impl FnMut(std::ops::Range<usize>),
+) -> Result<(), &'static str> {
+    walk_core(b, visit, record)
+}
+
+fn walk_core<W: Words + ?Sized>(
+    b: &W,
     mut visit: impl FnMut(usize, Ref),
     mut record: impl FnMut(std::ops::Range<usize>),
 ) -> Result<(), &'static str> {
-    let magic = b.get(..2).ok_or("shorter than a BTF header")?;
-    if u16::from_le_bytes([magic[0], magic[1]]) != MAGIC || b.get(2) != Some(&1) {
+    // Magic (LE u16), version 1 (u8), any flags (u8).
+    let first = b.word(0).ok_or("shorter than a BTF header")?;
+    if first & 0xffff != u32::from(MAGIC) || (first >> 16) & 0xff != 1 {
         return Err("not BTF version 1");
     }
-    let field = |at| u32_at(b, at).ok_or("shorter than a BTF header");
+    let field = |at| b.word(at).ok_or("shorter than a BTF header");
     let (hdr_len, type_off, type_len) = (field(4)?, field(8)?, field(12)?);
     if (hdr_len as usize) < HEADER_LEN {
         return Err("BTF header shorter than 24 bytes");
@@ -63,7 +106,7 @@ pub(crate) fn walk_records(
     }
     let (mut p, end) = (start as usize, end as usize);
     while p < end {
-        let rec = |at: usize| u32_at(b, at).filter(|_| at + 4 <= end);
+        let rec = |at: usize| b.word(at).filter(|_| at + 4 <= end);
         let (Some(_), Some(info), Some(_)) = (rec(p), rec(p + 4), rec(p + 8)) else {
             return Err("BTF type record cut short");
         };
@@ -128,15 +171,18 @@ pub(crate) fn rewrite(
     b: &mut [u8],
     mut map: impl FnMut(Ref, u32) -> u32,
 ) -> Result<(), &'static str> {
-    let mut fields = Vec::new();
-    walk(b, |at, what| fields.push((at, what)))?;
-    for (at, what) in fields {
-        if let Some(bytes) = b.get_mut(at..at + 4) {
-            let v = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-            bytes.copy_from_slice(&map(what, v).to_le_bytes());
-        }
-    }
-    Ok(())
+    let cells = Cell::from_mut(b).as_slice_of_cells();
+    walk_core(
+        cells,
+        |at, what| {
+            if let (Some(v), Some(c)) = (cells.word(at), cells.get(at..at + 4)) {
+                for (cell, byte) in c.iter().zip(map(what, v).to_le_bytes()) {
+                    cell.set(byte);
+                }
+            }
+        },
+        |_| {},
+    )
 }
 
 #[cfg(test)]

@@ -258,7 +258,7 @@ fn elect(votes: HashMap<(u32, u32), u32>) -> Remap {
             out.push((x, add));
         }
     }
-    Remap(out)
+    Remap::from_sorted(out)
 }
 
 /// Where a kernel's modules' own type ids and string offsets start: split BTF
@@ -276,7 +276,10 @@ fn mode(values: impl Iterator<Item = u32>) -> Option<u32> {
     for v in values {
         *counts.entry(v).or_default() += 1;
     }
-    counts.into_iter().max_by_key(|&(v, n)| (n, v)).map(|(v, _)| v)
+    counts
+        .into_iter()
+        .max_by_key(|&(v, n)| (n, v))
+        .map(|(v, _)| v)
 }
 
 /// Estimates the [`Bases`] of an image's modules: in a module whose highest type
@@ -289,7 +292,9 @@ fn bases(blobs: &[&[u8]]) -> Bases {
         btf::walk_records(
             b,
             |at, what| {
-                let v = b.get(at..at + 4).map_or(0, |v| u32::from_le_bytes([v[0], v[1], v[2], v[3]]));
+                let v = b
+                    .get(at..at + 4)
+                    .map_or(0, |v| u32::from_le_bytes([v[0], v[1], v[2], v[3]]));
                 match what {
                     btf::Ref::Type => max_type = max_type.max(v),
                     btf::Ref::Str => max_str = max_str.max(v),
@@ -366,33 +371,34 @@ fn local_maps(
     });
     string_pairs.sort_unstable();
     string_pairs.dedup_by_key(|p| p.0);
-    let strings = Remap(pieces(string_pairs.iter().copied()));
+    let strings = Remap::from_sorted(pieces(string_pairs.iter().copied()));
     let map_str = |v: u32| strings.map_within(global.1, v);
 
     // Types: each record keyed by its bytes with references normalised (own types
     // as one marker, the rest as the new build numbers them); equal keys pair up
     // in order.
-    let keys = |b: &[u8], base: u32, norm_str: &dyn Fn(u32) -> u32, norm_type: &dyn Fn(u32) -> u32| {
-        let (mut refs, mut records) = (Vec::new(), Vec::new());
-        let _ = btf::walk_records(b, |at, what| refs.push((at, what)), |r| records.push(r));
-        let mut refs = refs.into_iter().peekable();
-        let mut keys = Vec::with_capacity(records.len());
-        for range in records {
-            let mut bytes = b[range.clone()].to_vec();
-            while let Some((at, what)) = refs.next_if(|(at, _)| *at < range.end) {
-                let v = word(b, at);
-                let n = match what {
-                    btf::Ref::Str => norm_str(v),
-                    btf::Ref::Type if v >= base => u32::MAX,
-                    btf::Ref::Type => norm_type(v),
-                };
-                let i = at - range.start;
-                bytes[i..i + 4].copy_from_slice(&n.to_le_bytes());
+    let keys =
+        |b: &[u8], base: u32, norm_str: &dyn Fn(u32) -> u32, norm_type: &dyn Fn(u32) -> u32| {
+            let (mut refs, mut records) = (Vec::new(), Vec::new());
+            let _ = btf::walk_records(b, |at, what| refs.push((at, what)), |r| records.push(r));
+            let mut refs = refs.into_iter().peekable();
+            let mut keys = Vec::with_capacity(records.len());
+            for range in records {
+                let mut bytes = b[range.clone()].to_vec();
+                while let Some((at, what)) = refs.next_if(|(at, _)| *at < range.end) {
+                    let v = word(b, at);
+                    let n = match what {
+                        btf::Ref::Str => norm_str(v),
+                        btf::Ref::Type if v >= base => u32::MAX,
+                        btf::Ref::Type => norm_type(v),
+                    };
+                    let i = at - range.start;
+                    bytes[i..i + 4].copy_from_slice(&n.to_le_bytes());
+                }
+                keys.push(xxhash_rust::xxh3::xxh3_64(&bytes));
             }
-            keys.push(xxhash_rust::xxh3::xxh3_64(&bytes));
-        }
-        keys
-    };
+            keys
+        };
     let old_keys = keys(old, ob.types, &map_str, &|v| global.0.map(v));
     let new_keys = keys(new, nb.types, &|v| v, &|v| v);
     let mut queues: HashMap<u64, std::collections::VecDeque<u32>> = HashMap::new();
@@ -403,14 +409,13 @@ fn local_maps(
         let j = queues.get_mut(k)?.pop_front()?;
         Some((ob.types.checked_add(i as u32)?, nb.types.checked_add(j)?))
     });
-    let types = Remap(pieces(type_pairs));
+    let types = Remap::from_sorted(pieces(type_pairs));
     let redundant = |local: &Remap, outer: &Remap, values: &[u32]| {
         values
             .iter()
             .all(|&v| local.map_within(outer, v) == outer.map(v))
     };
-    let own_types: Vec<u32> =
-        (ob.types..ob.types.saturating_add(old_keys.len() as u32)).collect();
+    let own_types: Vec<u32> = (ob.types..ob.types.saturating_add(old_keys.len() as u32)).collect();
     let own_strings: Vec<u32> = string_pairs.iter().map(|p| p.0).collect();
     let types = if redundant(&types, global.0, &own_types) {
         Remap::default()
