@@ -31,8 +31,13 @@ impl Patch {
         opts: &BuildOptions,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Self> {
-        let (manifest, payloads) =
-            build(Input::new(old, &[]), Input::new(new, &[]), opts, progress)?;
+        let (manifest, payloads) = build(
+            Input::new(old, &[]),
+            None,
+            Input::new(new, &[]),
+            opts,
+            progress,
+        )?;
         Ok(Self { manifest, payloads })
     }
 
@@ -47,6 +52,7 @@ impl Patch {
     ) -> Result<Self> {
         let (manifest, payloads) = build(
             Input::new(old, old.holes()),
+            Some(old),
             Input::new(new, new.holes()),
             opts,
             progress,
@@ -64,8 +70,7 @@ struct Encoded {
 }
 
 fn encode_delta(
-    old: &[u8],
-    overlay: Option<&Overlay>,
+    old: &View<'_>,
     new: &[u8],
     anchors: &AnchorIndex,
     p: &Planned,
@@ -74,11 +79,8 @@ fn encode_delta(
 ) -> Result<Encoded> {
     let (t0, t1) = (p.start as usize, (p.start + p.len) as usize);
     let data = &new[t0..t1];
-    let (ws, wl) = select_window(anchors, old.len() as u64, new, t0, t1, params.max_window);
-    let window = match overlay {
-        Some(o) => o.view(old, ws..ws + wl),
-        None => old[ws as usize..(ws + wl) as usize].into(),
-    };
+    let (ws, wl) = select_window(anchors, old.len(), new, t0, t1, params.max_window);
+    let window = old.window(ws..ws + wl);
     let window: &[u8] = &window;
     let settings = ZstdSettings {
         level: params.zstd_level,
@@ -127,9 +129,37 @@ fn encode_delta(
     Ok(best)
 }
 
+/// The old image as delta frames see it: plain, or through a source transform
+/// (a private map of the old file with the regions rewritten, or the rewritten
+/// regions beside the plain bytes when the image is not a mapped file).
+enum View<'a> {
+    Plain(&'a [u8]),
+    Mapped(memmap2::MmapMut),
+    Overlay(&'a [u8], Overlay),
+}
+
+impl View<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Self::Plain(b) | Self::Overlay(b, _) => b.len() as u64,
+            Self::Mapped(m) => m.len() as u64,
+        }
+    }
+
+    fn window(&self, r: std::ops::Range<u64>) -> std::borrow::Cow<'_, [u8]> {
+        let (start, end) = (r.start as usize, r.end as usize);
+        match self {
+            Self::Plain(b) => b[start..end].into(),
+            Self::Mapped(m) => m[start..end].into(),
+            Self::Overlay(b, o) => o.view(b, r),
+        }
+    }
+}
+
 /// Builds the manifest and payloads for `old` -> `new`.
 fn build(
     old_in: Input<'_>,
+    old_image: Option<&Image>,
     new_in: Input<'_>,
     opts: &BuildOptions,
     progress: &(dyn Fn(u64) + Sync),
@@ -143,7 +173,7 @@ fn build(
         });
     }
     let (old, new) = (old_in.data, new_in.data);
-    let (((source_hash, target_hash), overlay), (blocks, anchors)) = rayon::join(
+    let (((source_hash, target_hash), learned), (blocks, anchors)) = rayon::join(
         || {
             rayon::join(
                 || rayon::join(|| old_in.hash(), || new_in.hash()),
@@ -165,15 +195,23 @@ fn build(
     let planned = plan(&blocks, bs as u64, new.len() as u64, params.frame_len);
     drop(blocks);
 
-    let results = encode_all(
-        old,
-        overlay.as_ref(),
-        new,
-        &anchors,
-        &planned,
-        opts,
-        progress,
-    )?;
+    let (view, transform) = match learned {
+        None => (View::Plain(old), None),
+        Some(t) => match old_image.and_then(Image::private_map) {
+            Some(mut map) => match transform::rewrite_copy(&mut map, old, t) {
+                Some(t) => (View::Mapped(map), Some(t)),
+                None => (View::Plain(old), None),
+            },
+            None => match transform::overlay(old, t) {
+                Some(o) => {
+                    let t = o.transform.clone();
+                    (View::Overlay(old, o), Some(t))
+                }
+                None => (View::Plain(old), None),
+            },
+        },
+    };
+    let results = encode_all(&view, new, &anchors, &planned, opts, progress)?;
     drop(anchors);
     let output_hashes = output_hashes(new, &planned);
     let (frames, payloads, payload_len) = assemble(&planned, results, output_hashes);
@@ -194,7 +232,7 @@ fn build(
         tool: format!("deltaward {}", env!("CARGO_PKG_VERSION")),
         options: opts.describe(),
         frames,
-        transform: overlay.map(|o| o.transform),
+        transform,
     };
     Ok((manifest, payloads))
 }
@@ -202,8 +240,7 @@ fn build(
 /// Encodes the delta frames in parallel, in batches sized to the memory limit;
 /// `None` for copy and zero frames.
 fn encode_all(
-    old: &[u8],
-    overlay: Option<&Overlay>,
+    old: &View<'_>,
     new: &[u8],
     anchors: &AnchorIndex,
     planned: &[Planned],
@@ -212,7 +249,11 @@ fn encode_all(
 ) -> Result<Vec<Option<Encoded>>> {
     let params = opts.params();
     // A transformed window is a copy of the window.
-    let per_frame = params.encode_memory() + overlay.map_or(0, |_| params.max_window);
+    let per_frame = params.encode_memory()
+        + match old {
+            View::Overlay(..) => params.max_window,
+            View::Plain(_) | View::Mapped(_) => 0,
+        };
     let concurrent = (opts.memory_limit / per_frame.max(1)).max(1) as usize;
     let chunk_len = if concurrent >= rayon::current_num_threads() {
         planned.len().max(1)
@@ -229,8 +270,7 @@ fn encode_all(
             .map(|(k, p)| {
                 let r = match p.kind {
                     PlanKind::Delta => {
-                        encode_delta(old, overlay, new, anchors, p, &params, (base + k) as u32)
-                            .map(Some)
+                        encode_delta(old, new, anchors, p, &params, (base + k) as u32).map(Some)
                     }
                     PlanKind::Copy(_) | PlanKind::Zero => Ok(None),
                 };

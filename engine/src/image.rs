@@ -117,8 +117,8 @@ pub struct Image {
 
 #[derive(Debug)]
 enum Data {
-    /// A read-only memory map.
-    Mapped(memmap2::Mmap),
+    /// A read-only memory map, and the file (for a private writable map of it).
+    Mapped(memmap2::Mmap, File),
     /// The file's bytes, read because mapping was refused (pipes, some file systems)
     /// or the file is empty.
     Read(Vec<u8>),
@@ -194,10 +194,10 @@ impl Image {
             // images deltaward maps are finished files named by the caller; if one is
             // truncated while mapped, access raises SIGBUS (see the module docs).
             #[allow(unsafe_code)]
-            if let Ok(map) = unsafe { memmap2::Mmap::map(file) } {
+            if let (Ok(map), Ok(dup)) = (unsafe { memmap2::Mmap::map(file) }, file.try_clone()) {
                 let holes = find_holes(file, map.len() as u64);
                 return Ok(Self {
-                    data: Data::Mapped(map),
+                    data: Data::Mapped(map, dup),
                     holes,
                 });
             }
@@ -212,6 +212,21 @@ impl Image {
             data: Data::Read(buf),
             holes: Vec::new(),
         })
+    }
+
+    /// A private, writable map of a mapped image's file: writes stay in this
+    /// process, and only the pages written take memory of their own. `None` for an
+    /// image that was read rather than mapped.
+    pub(crate) fn private_map(&self) -> Option<memmap2::MmapMut> {
+        match &self.data {
+            // SAFETY: as for the read-only map; the map is copy-on-write, so writing
+            // it never reaches the file.
+            #[allow(unsafe_code)]
+            Data::Mapped(m, file) => {
+                unsafe { memmap2::MmapOptions::new().len(m.len()).map_copy(file) }.ok()
+            }
+            Data::Read(_) => None,
+        }
     }
 
     /// The holes of the file (ranges that read as zeros, each at least 64 KiB), in
@@ -231,7 +246,7 @@ impl Deref for Image {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match &self.data {
-            Data::Mapped(m) => m,
+            Data::Mapped(m, _) => m,
             Data::Read(v) => v,
         }
     }

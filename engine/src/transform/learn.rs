@@ -192,18 +192,21 @@ fn crcs(table: &[u8]) -> impl Iterator<Item = (&[u8], u64)> {
 
 /// Votes for the CRC map from one module pair: each symbol both tables list, by
 /// name.
-fn vote_crcs(old: &[u8], new: &[u8]) -> HashMap<(u32, u32), u32> {
+fn vote_crcs(old: &[u8], new: &[u8], votes: &mut Vec<u64>) {
     let before: HashMap<&[u8], u64> = crcs(old).collect();
-    let mut votes = HashMap::new();
     for (name, y) in crcs(new) {
         let Some(&x) = before.get(name) else { continue };
         if let (Ok(x), Ok(y)) = (u32::try_from(x), u32::try_from(y)) {
             if x != y {
-                *votes.entry((x, y)).or_default() += 1;
+                votes.push(ballot(x, y));
             }
         }
     }
-    votes
+}
+
+/// One vote for `old -> new`, sortable by the old value.
+fn ballot(old: u32, new: u32) -> u64 {
+    u64::from(old) << 32 | u64::from(new)
 }
 
 fn blobs<'a>(data: &'a [u8], mods: &[Module<'_>]) -> Vec<&'a [u8]> {
@@ -214,40 +217,49 @@ fn slice<'a>(data: &'a [u8], r: &Range<u64>) -> &'a [u8] {
     &data[r.start as usize..r.end as usize]
 }
 
-/// Counts of `(old, new)` value pairs, per kind of reference.
-type Votes = [HashMap<(u32, u32), u32>; 2];
+/// Ballots per kind: BTF type ids, BTF string offsets, CRCs.
+type Votes = [Vec<u64>; 3];
 
-/// Votes of one module pair whose BTF has the same shape in both images (the same
-/// references in the same order); nothing otherwise.
-fn vote(old: &[u8], new: &[u8]) -> Votes {
-    let mut votes = Votes::default();
+/// Votes of one module pair: its BTF references when the BTF has the same shape
+/// in both images (the same references in the same order), and its CRCs.
+fn vote(old: &[u8], new: &[u8], votes: &mut Votes) {
     let (a, b) = (references(old), references(new));
     if a.len() != b.len() || a.iter().zip(&b).any(|(x, y)| x.0 != y.0) {
-        return votes;
+        return;
     }
     for ((what, x), (_, y)) in a.into_iter().zip(b) {
-        *votes[what as usize].entry((x, y)).or_default() += 1;
+        votes[what as usize].push(ballot(x, y));
     }
-    votes
 }
 
-/// Each old value with the new value most of its votes went to, sorted.
-fn majority(votes: HashMap<(u32, u32), u32>) -> Vec<(u32, u32)> {
-    let mut best: HashMap<u32, (u32, u32)> = HashMap::new();
-    for ((x, y), n) in votes {
-        let e = best.entry(x).or_insert((y, n));
-        if n > e.1 || (n == e.1 && y < e.0) {
-            *e = (y, n);
+/// Each old value with the new value most of its votes went to (the smallest such
+/// on a tie), sorted. Sorting rather than hashing keeps the result independent of
+/// the order the votes came in, and the cost bounded whatever values an image holds.
+fn majority(mut votes: Vec<u64>) -> Vec<(u32, u32)> {
+    votes.par_sort_unstable();
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    let mut best: Option<(u32, u32, usize)> = None;
+    for run in votes.chunk_by(|a, b| a == b) {
+        let (x, y, n) = ((run[0] >> 32) as u32, run[0] as u32, run.len());
+        match best {
+            Some((bx, _, bn)) if bx == x => {
+                if n > bn {
+                    best = Some((x, y, n));
+                }
+            }
+            _ => {
+                out.extend(best.map(|(bx, by, _)| (bx, by)));
+                best = Some((x, y, n));
+            }
         }
     }
-    let mut out: Vec<(u32, u32)> = best.into_iter().map(|(x, (y, _))| (x, y)).collect();
-    out.sort_unstable();
+    out.extend(best.map(|(bx, by, _)| (bx, by)));
     out
 }
 
 /// The map the votes elect: each old value goes where most of its references went;
 /// entries that add what the one before adds are left out (the map is piecewise).
-fn elect(votes: HashMap<(u32, u32), u32>) -> Remap {
+fn elect(votes: Vec<u64>) -> Remap {
     let entries = majority(votes)
         .into_iter()
         .map(|(x, y)| (x, y.wrapping_sub(x)));
@@ -432,7 +444,7 @@ fn local_maps(
 
 /// Learns the BTF transform from the modules that both images hold. `None` when
 /// there is nothing to renumber.
-pub(crate) fn learn(old: Input<'_>, new: Input<'_>) -> Option<Overlay> {
+pub(crate) fn learn(old: Input<'_>, new: Input<'_>) -> Option<SourceTransform> {
     let (old_mods, new_mods) = rayon::join(|| modules(old), || modules(new));
     if old_mods.is_empty() || new_mods.is_empty() {
         return None;
@@ -444,19 +456,16 @@ pub(crate) fn learn(old: Input<'_>, new: Input<'_>) -> Option<Overlay> {
         .collect();
     let votes = pairs
         .par_iter()
-        .map(|(o, n)| {
-            let [t, s] = vote(slice(old.data, &o.btf), slice(new.data, &n.btf));
-            let c = match (&o.versions, &n.versions) {
-                (Some(a), Some(b)) => vote_crcs(slice(old.data, a), slice(new.data, b)),
-                _ => HashMap::new(),
-            };
-            [t, s, c]
+        .fold(Votes::default, |mut votes, (o, n)| {
+            vote(slice(old.data, &o.btf), slice(new.data, &n.btf), &mut votes);
+            if let (Some(a), Some(b)) = (&o.versions, &n.versions) {
+                vote_crcs(slice(old.data, a), slice(new.data, b), &mut votes[2]);
+            }
+            votes
         })
-        .reduce(Default::default, |mut a, b| {
+        .reduce(Votes::default, |mut a, b| {
             for (into, from) in a.iter_mut().zip(b) {
-                for (k, n) in from {
-                    *into.entry(k).or_default() += n;
-                }
+                into.extend(from);
             }
             a
         });
@@ -469,13 +478,19 @@ pub(crate) fn learn(old: Input<'_>, new: Input<'_>) -> Option<Overlay> {
     let mut local: HashMap<u64, RegionKind> = pairs
         .par_iter()
         .filter_map(|(o, n)| {
-            let (t, s) = local_maps(
-                slice(old.data, &o.btf),
-                slice(new.data, &n.btf),
-                ob,
-                nb,
-                (&types, &strings),
-            );
+            let (before, after) = (slice(old.data, &o.btf), slice(new.data, &n.btf));
+            // Most modules come out equal under the global maps alone.
+            if before.len() == after.len() {
+                let mut mapped = before.to_vec();
+                let global = btf::rewrite(&mut mapped, |what, v| match what {
+                    btf::Ref::Type => types.map(v),
+                    btf::Ref::Str => strings.map(v),
+                });
+                if global.is_ok() && mapped == after {
+                    return None;
+                }
+            }
+            let (t, s) = local_maps(before, after, ob, nb, (&types, &strings));
             (!t.0.is_empty() || !s.0.is_empty()).then(|| {
                 let kind = RegionKind::Btf {
                     types: t,
@@ -514,7 +529,40 @@ pub(crate) fn learn(old: Input<'_>, new: Input<'_>) -> Option<Overlay> {
     {
         return None;
     }
-    overlay(old.data, transform)
+    Some(transform)
+}
+
+/// Rewrites the regions of `transform` in `copy`, a writable copy of `old`, in
+/// parallel; returns the transform keeping only the regions that changed, `None`
+/// if none did.
+pub(crate) fn rewrite_copy(
+    copy: &mut [u8],
+    old: &[u8],
+    mut transform: SourceTransform,
+) -> Option<SourceTransform> {
+    let mut slices: Vec<&mut [u8]> = Vec::with_capacity(transform.regions.len());
+    let (mut rest, mut at): (&mut [u8], u64) = (copy, 0);
+    for (r, _) in &transform.regions {
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut((r.start - at) as usize);
+        let (region, tail) = tail.split_at_mut((r.end - r.start) as usize);
+        slices.push(region);
+        (rest, at) = (tail, r.end);
+    }
+    let changed: Vec<bool> = slices
+        .into_par_iter()
+        .zip(&transform.regions)
+        .map(|(dst, (r, kind))| {
+            let plain = &old[r.start as usize..r.end as usize];
+            // Writing the pages before anything reads them makes each a single
+            // copy-on-write fault; a page read first is mapped shared and then
+            // replaced, which costs every thread a TLB flush.
+            dst.copy_from_slice(plain);
+            transform.rewrite(dst, kind).is_ok() && dst != plain
+        })
+        .collect();
+    let mut keep = changed.into_iter();
+    transform.regions.retain(|_| keep.next().unwrap_or(false));
+    (!transform.regions.is_empty()).then_some(transform)
 }
 
 /// The rewritten regions of `old` under `transform`, keeping only the regions that

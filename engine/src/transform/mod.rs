@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use crate::format::{FormatError, Limit, Region};
 
-pub(crate) use learn::learn;
+pub(crate) use learn::{learn, overlay, rewrite_copy};
 
 /// Largest stored (compressed) source transform section.
 pub const MAX_TRANSFORM_LEN: u32 = 4 << 20;
