@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-pub use crate::transform::{Remap, SourceTransform};
+pub use crate::transform::{ExactMap, RegionKind, Remap, SourceTransform};
 
 /// Magic bytes at the start of every patch file.
 pub const MAGIC: [u8; 8] = *b"DELTAWRD";
@@ -879,6 +879,54 @@ mod tests {
     fn manifest_round_trips() {
         let m = sample();
         assert_eq!(Manifest::parse(&m.to_bytes()), Ok(m));
+    }
+
+    fn with_transform() -> Manifest {
+        let mut m = sample();
+        m.transform = Some(SourceTransform {
+            regions: vec![(0..64, RegionKind::ModVersions)],
+            types: Remap::new(vec![(5, 1)]).expect("sorted"),
+            strings: Remap::default(),
+            crcs: ExactMap::new(vec![(1, 2)]).expect("sorted"),
+        });
+        m
+    }
+
+    #[test]
+    fn a_manifest_with_a_transform_round_trips_and_sets_flag_bit_0() {
+        let m = with_transform();
+        let b = m.to_bytes();
+        assert_eq!(u16::from_le_bytes([b[10], b[11]]), MANIFEST_FLAG_TRANSFORM);
+        assert_eq!(Manifest::parse(&b), Ok(m));
+        // Every cut inside the transform section is refused.
+        let plain = sample().to_bytes().len();
+        for cut in plain..b.len() {
+            assert!(Manifest::parse(&b[..cut]).is_err(), "cut at {cut}");
+        }
+        // Bytes after it, another flag bit, and the flag without a section.
+        let mut longer = b.clone();
+        longer.push(0);
+        assert!(Manifest::parse(&longer).is_err());
+        let mut flag = b.clone();
+        flag[10] |= 2;
+        assert_eq!(
+            Manifest::parse(&flag),
+            Err(FormatError::Reserved {
+                field: "manifest flags"
+            })
+        );
+        let mut bare = sample().to_bytes();
+        bare[10] = 1;
+        assert!(Manifest::parse(&bare).is_err());
+        // A region past the source image.
+        let mut far = with_transform();
+        if let Some(t) = far.transform.as_mut() {
+            t.regions = vec![(
+                far.source_size..far.source_size + 64,
+                RegionKind::ModVersions,
+            )];
+        }
+        assert!(Manifest::parse(&far.to_bytes()).is_err());
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! Frozen inputs in `tests/vectors/`: `old.bin` and `new.bin`; `key.key`/`key.pub`,
 //! the trusted key pair; `key2.key`/`key2.pub`, a key pair no case trusts; and
 //! `patch.dwp`, a valid version 1 patch from `old.bin` to `new.bin` signed by
-//! `key.key`, with every frame kind. They are never regenerated.
+//! `key.key`, with every frame kind; and for the source transform, `modules-old.bin`
+//! and `modules-new.bin` (synthetic kernel modules built against two kernels) with
+//! `modules.dwp` between them. They are never regenerated.
 //!
 //! The table, `cases.txt`, has one case per line: its name, the old image it is
 //! applied to, and the expected outcome (`ok`, the output then being `new.bin`, or an
@@ -33,7 +35,7 @@ use deltaward_testkit as kit;
 use deltaward_engine::{
     format::{FRAME_ENTRY_LEN, HEADER_LEN, MANIFEST_FIXED_LEN, MAX_WINDOW},
     generate_keypair, verify_patch, ApplyOptions, Error, FormatError, FrameKind, Hashed, Manifest,
-    SecretKey, Sections, SignatureError, TrustedKeys,
+    RegionKind, Remap, SecretKey, Sections, SignatureError, TrustedKeys,
 };
 
 fn dir() -> PathBuf {
@@ -359,6 +361,116 @@ fn generate() -> Vec<Case> {
             Key,
             resigned(&|m| m.payload_len += 1),
         ),
+        case(
+            "manifest_flag_reserved",
+            "old.bin",
+            "Format::Reserved",
+            Key,
+            {
+                let mut mb = s.manifest.to_vec();
+                mb[10] = 2;
+                signed(&mb, &m.trusted_comment(), &key)
+            },
+        ),
+        case(
+            "transform_flag_without_transform",
+            "old.bin",
+            "Format::Truncated::Manifest",
+            Key,
+            {
+                let mut mb = s.manifest.to_vec();
+                mb[10] = 1;
+                signed(&mb, &m.trusted_comment(), &key)
+            },
+        ),
+    ]
+    .into_iter()
+    .chain(transform_cases())
+    .collect()
+}
+
+/// Cases derived from `modules.dwp`, a patch with a source transform (BTF and
+/// `__versions` regions of synthetic kernel modules).
+fn transform_cases() -> Vec<Case> {
+    let patch = read("modules.dwp");
+    let s = kit::sections(&patch);
+    let m = kit::manifest(&patch);
+    let key = secret("key.key");
+    let t = m
+        .transform
+        .clone()
+        .expect("modules.dwp has a source transform");
+    let resigned = |f: &dyn Fn(&mut Manifest)| {
+        let mut m = m.clone();
+        f(&mut m);
+        kit::resign(&patch, &m, &key)
+    };
+    // The manifest bytes edited as they are, signed.
+    let edited = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut mb = s.manifest.to_vec();
+        f(&mut mb);
+        let sig = key.sign(&mb, &m.trusted_comment()).expect("sign");
+        Sections::join(&mb, sig.as_bytes(), s.payloads)
+    };
+    let stored_len = t.to_bytes().len();
+    let window = m
+        .frames
+        .iter()
+        .find(|f| f.kind.has_payload() && f.source_len > 0)
+        .map(|f| f.source_offset)
+        .expect("modules.dwp has a delta frame with a window");
+    let case = |name, outcome, signer, bytes| Case {
+        name,
+        old: "modules-old.bin",
+        outcome,
+        signer,
+        bytes,
+    };
+    vec![
+        case("transform_valid", "ok", Signer::Original, patch.clone()),
+        case(
+            "transform_region_not_btf",
+            "Decode",
+            Signer::Key,
+            resigned(&|m| {
+                if let Some(t) = m.transform.as_mut() {
+                    t.regions = vec![(window..window + 64, RegionKind::btf())];
+                }
+            }),
+        ),
+        case(
+            "transform_map_changed",
+            "FrameHash::Output",
+            Signer::Key,
+            resigned(&|m| {
+                if let Some(t) = m.transform.as_mut() {
+                    let mut e = t.types.entries().to_vec();
+                    e.iter_mut().for_each(|(_, add)| *add = add.wrapping_add(1));
+                    t.types = Remap::new(e).expect("still sorted");
+                }
+            }),
+        ),
+        case(
+            "transform_not_zstd",
+            "Format::Inconsistent",
+            Signer::Key,
+            edited(&|mb| {
+                let at = mb.len() - stored_len;
+                mb[at..at + 4].copy_from_slice(b"junk");
+            }),
+        ),
+        case(
+            "transform_bytes_after",
+            "Format::Inconsistent",
+            Signer::Key,
+            edited(&|mb| mb.push(0)),
+        ),
+        case(
+            "transform_cut_short",
+            "Format::Truncated::Manifest",
+            Signer::Key,
+            edited(&|mb| mb.truncate(mb.len() - 1)),
+        ),
     ]
 }
 
@@ -367,8 +479,9 @@ fn render_table(cases: &[Case]) -> String {
     let mut t = String::from(
         "# deltaward format v1 cases: NAME OLD OUTCOME.\n\
          # cases/NAME.dwp applied to OLD with key.pub trusted gives OUTCOME: `ok` (the\n\
-         # output is new.bin) or the kind of error (see `kind` in engine/tests/vectors.rs).\n\
-         # Made by `generate` in engine/tests/vectors.rs from patch.dwp; do not edit by hand.\n",
+         # output is new.bin, or modules-new.bin for modules-old.bin) or the kind of error\n\
+         # (see `kind` in engine/tests/vectors.rs). Made by `generate` in\n\
+         # engine/tests/vectors.rs from patch.dwp and modules.dwp; do not edit by hand.\n",
     );
     for c in cases {
         t.push_str(&format!("{:<32} {:<8} {}\n", c.name, c.old, c.outcome));
@@ -430,6 +543,39 @@ fn stale(c: &Case, stored: &[u8]) -> Option<String> {
     (verify(&old) != Some(want)).then(|| "signature does not verify as the generator's".into())
 }
 
+/// Writes the frozen inputs of the transform cases, once: three synthetic kernel
+/// modules built against one kernel (`modules-old.bin`) and the next
+/// (`modules-new.bin`), and `modules.dwp`, signed by `key.key`.
+fn freeze_modules(d: &Path) {
+    use deltaward_testkit::modules::{module_image, NEW_KERNEL, OLD_KERNEL};
+    let old = module_image(
+        &OLD_KERNEL,
+        3,
+        300,
+        |s| s.wrapping_mul(2_654_435_761),
+        false,
+        false,
+    );
+    let new = module_image(
+        &NEW_KERNEL,
+        3,
+        300,
+        |s| s.wrapping_mul(2_654_435_761) ^ s,
+        true,
+        true,
+    );
+    let patch = kit::build(
+        &old,
+        &new,
+        &secret("key.key"),
+        &deltaward_engine::BuildOptions::default(),
+    );
+    assert!(kit::manifest(&patch).transform.is_some());
+    std::fs::write(d.join("modules-old.bin"), &old).expect("write modules-old.bin");
+    std::fs::write(d.join("modules-new.bin"), &new).expect("write modules-new.bin");
+    std::fs::write(d.join("modules.dwp"), &patch).expect("write modules.dwp");
+}
+
 /// With `DELTAWARD_BLESS` set, writes the table and the case files (and key2 when
 /// missing) once, before any test reads them.
 fn blessed() {
@@ -443,6 +589,9 @@ fn blessed() {
             let kp = generate_keypair(None).expect("keygen");
             std::fs::write(d.join("key2.key"), &kp.secret).expect("write key2.key");
             std::fs::write(d.join("key2.pub"), &kp.public).expect("write key2.pub");
+        }
+        if !d.join("modules.dwp").exists() {
+            freeze_modules(&d);
         }
         let cases = generate();
         let cd = d.join("cases");
@@ -474,6 +623,7 @@ fn every_case_gives_its_outcome() {
     blessed();
     let keys = trusted("key.pub");
     let new = read("new.bin");
+    let modules_new = read("modules-new.bin");
     let rows = table();
     assert!(
         rows.len() >= 20,
@@ -507,9 +657,14 @@ fn every_case_gives_its_outcome() {
             ));
             continue;
         }
-        if applied == "ok" && out != new {
+        let want = if row.old == "modules-old.bin" {
+            &modules_new
+        } else {
+            &new
+        };
+        if applied == "ok" && out != *want {
             failures.push(format!(
-                "{}: applied, but the output is not new.bin",
+                "{}: applied, but the output is not the new image",
                 row.name
             ));
         }

@@ -9,6 +9,7 @@
 #![allow(clippy::disallowed_methods)] // reason: fixtures write test files directly
 
 pub mod cli;
+pub mod modules;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,167 @@
+//! The source transform on images of synthetic kernel modules: a new kernel build
+//! renumbers every module's BTF references to it and changes symbol CRCs; the
+//! transform learns both from the images, the patch carries it, and the applier
+//! rebuilds the new image exactly.
+#![allow(clippy::disallowed_methods)] // reason: tests write their fixtures directly
+
+use deltaward_engine::{
+    BuildOptions, Error, ErrorClass, FrameKind, Image, Level, Patch, RegionKind, SourceTransform,
+};
+use deltaward_testkit::{
+    self as kit,
+    modules::{module_image, NEW_KERNEL, OLD_KERNEL},
+};
+
+const MODULES: u64 = 12;
+const RECORDS: u32 = 1500;
+
+fn old_crc(s: u32) -> u32 {
+    s.wrapping_mul(2_654_435_761)
+}
+
+fn new_crc(s: u32) -> u32 {
+    if s.is_multiple_of(2) {
+        old_crc(s) ^ 0x5a5a_0f0f
+    } else {
+        old_crc(s)
+    }
+}
+
+/// Old and new images: the new kernel renumbers BTF, half the CRCs change, every
+/// module's code changes, and module 0's own types are reordered.
+fn images() -> (Vec<u8>, Vec<u8>) {
+    let old = module_image(&OLD_KERNEL, MODULES, RECORDS, old_crc, false, false);
+    let new = module_image(&NEW_KERNEL, MODULES, RECORDS, new_crc, true, true);
+    (old, new)
+}
+
+fn transform(patch: &[u8]) -> SourceTransform {
+    kit::manifest(patch)
+        .transform
+        .expect("the patch carries a transform")
+}
+
+#[test]
+fn renumbered_modules_cost_little_and_apply_exactly() {
+    let keys = kit::keys();
+    let (old, new) = images();
+    let with = kit::build(&old, &new, &keys.secret, &BuildOptions::default());
+    let without = kit::build(
+        &old,
+        &new,
+        &keys.secret,
+        &BuildOptions::default().transform(false),
+    );
+    assert!(kit::manifest(&without).transform.is_none());
+    let t = transform(&with);
+    let btf = t
+        .regions
+        .iter()
+        .filter(|(_, k)| matches!(k, RegionKind::Btf { .. }))
+        .count();
+    let versions = t
+        .regions
+        .iter()
+        .filter(|(_, k)| *k == RegionKind::ModVersions)
+        .count();
+    assert_eq!((btf, versions), (MODULES as usize, MODULES as usize));
+    // The maps say what the new kernel did: kernel types from 400 up moved by 3,
+    // module types (from 1000) by 3, kernel strings from 5000 up and module strings
+    // (from 20000) by 10.
+    assert_eq!(t.types.map(399), 399);
+    assert_eq!(t.types.map(1200), 1203);
+    assert_eq!(t.strings.map(20_001), 20_011);
+    assert_eq!(t.crcs.map(old_crc(2)), new_crc(2));
+    assert_eq!(t.crcs.map(old_crc(3)), old_crc(3));
+    // Module 0's reordered types got a map of their own, and only module 0.
+    let local: Vec<bool> = t
+        .regions
+        .iter()
+        .filter_map(|(_, k)| match k {
+            RegionKind::Btf { types, .. } => Some(!types.entries().is_empty()),
+            RegionKind::ModVersions => None,
+        })
+        .collect();
+    assert!(local[0], "module 0 has its own type map");
+    assert!(local[1..].iter().all(|&l| !l), "{local:?}");
+    assert!(
+        with.len() * 3 < without.len(),
+        "with the transform {} bytes, without {}",
+        with.len(),
+        without.len()
+    );
+    for patch in [&with, &without] {
+        assert_eq!(
+            kit::apply_bytes(&old, patch, &keys.trusted).expect("apply"),
+            new
+        );
+    }
+}
+
+#[test]
+fn every_level_applies_and_file_and_memory_builds_agree() {
+    let keys = kit::keys();
+    let (old, new) = images();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (old_path, new_path) = (dir.path().join("old"), dir.path().join("new"));
+    std::fs::write(&old_path, &old).expect("write");
+    std::fs::write(&new_path, &new).expect("write");
+    let (old_img, new_img) = (
+        Image::open(&old_path).expect("map"),
+        Image::open(&new_path).expect("map"),
+    );
+    for level in [Level::Fast, Level::Default, Level::Best] {
+        let opts = BuildOptions::default().level(level);
+        // From memory the diff sees the old image through per-window copies; from
+        // files, through a private map of the old file. The patches are the same.
+        let memory = Patch::build(&old, &new, &opts).expect("build");
+        let files = Patch::build_images(&old_img, &new_img, &opts, &|_| {}).expect("build");
+        assert_eq!(memory.manifest(), files.manifest(), "{level:?}");
+        let mut bytes = Vec::new();
+        files
+            .sign(&keys.secret)
+            .expect("sign")
+            .write_to(&mut bytes)
+            .expect("write");
+        assert!(kit::manifest(&bytes).transform.is_some());
+        assert_eq!(
+            kit::apply_bytes(&old, &bytes, &keys.trusted).expect("apply"),
+            new
+        );
+    }
+}
+
+#[test]
+fn a_transform_region_that_is_not_btf_is_refused() {
+    let keys = kit::keys();
+    let (old, new) = images();
+    let patch = kit::build(&old, &new, &keys.secret, &BuildOptions::default());
+    let mut m = kit::manifest(&patch);
+    let window = m
+        .frames
+        .iter()
+        .find(|f| matches!(f.kind, FrameKind::Bsdiff | FrameKind::Zstd) && f.source_len > 0)
+        .map(|f| f.source_offset)
+        .expect("a delta frame with a window");
+    // The first 64 bytes of that window are filler, not BTF.
+    let t = m.transform.as_mut().expect("transform");
+    t.regions = vec![(window..window + 64, RegionKind::btf())];
+    let bad = kit::resign(&patch, &m, &keys.secret);
+    let err = kit::apply_bytes(&old, &bad, &keys.trusted).expect_err("refused");
+    assert!(matches!(err, Error::Decode { .. }), "{err:?}");
+    assert_eq!(err.class(), ErrorClass::Corrupt);
+}
+
+#[test]
+fn images_without_modules_get_no_transform() {
+    let keys = kit::keys();
+    let old = kit::noise(1 << 20, 5);
+    let mut new = old.clone();
+    new[1000..1100].fill(7);
+    let patch = kit::build(&old, &new, &keys.secret, &BuildOptions::default());
+    assert!(kit::manifest(&patch).transform.is_none());
+    // Modules in the old image only: nothing to learn from.
+    let (with_modules, _) = images();
+    let patch = kit::build(&with_modules, &new, &keys.secret, &BuildOptions::default());
+    assert!(kit::manifest(&patch).transform.is_none());
+}
