@@ -114,6 +114,33 @@ pub mod fuzzing {
             .count()
     }
 
+    /// Learns a source transform from `old` and `new` (the diff's parsing of ELF
+    /// and BTF in arbitrary images), then checks what it learned: regions sorted,
+    /// disjoint and inside `old`, every region rewritable, and the stored form
+    /// parsing back to the same transform. Also walks `old` as a BTF blob. Returns
+    /// the number of regions kept. Panics if a check fails.
+    pub fn transform(old: &[u8], new: &[u8]) -> usize {
+        let _ = crate::transform::btf::rewrite(&mut old.to_vec(), |_, v| v.wrapping_add(1));
+        let (o, n) = (
+            crate::sparse::Input::new(old, &[]),
+            crate::sparse::Input::new(new, &[]),
+        );
+        let Some(t) = crate::transform::learn(o, n) else {
+            return 0;
+        };
+        assert!(t
+            .regions
+            .windows(2)
+            .all(|w| w[0].0.end <= w[1].0.start));
+        assert!(t.regions.iter().all(|(r, _)| r.start < r.end && r.end <= old.len() as u64));
+        let Some(kept) = crate::transform::rewrite_copy(&mut old.to_vec(), old, t) else {
+            return 0;
+        };
+        let parsed = crate::format::SourceTransform::parse(&kept.to_bytes(), old.len() as u64);
+        assert_eq!(parsed.as_ref(), Ok(&kept), "the stored transform does not parse back");
+        kept.regions.len()
+    }
+
     pub use crate::codec::bsdiff::MatchFinder;
     pub use crate::codec::zstd::ZstdSettings;
 

@@ -5,7 +5,9 @@
 //!   `[target_len: u32][source_len: u32][flags: u8][window][payload]`
 //!   (`fuzz/fuzz_targets/frame_input.rs`), the window cut from `old.bin`;
 //! - `parse_manifest`: each distinct manifest among the format cases;
-//! - `apply_patch`: every format case (`engine/tests/vectors/cases/`).
+//! - `apply_patch`: every format case (`engine/tests/vectors/cases/`);
+//! - `transform_learn`: the kernel-module images `modules-old.bin` and
+//!   `modules-new.bin` as `[old_len: u32][old][new]`.
 //!
 //! Every fuzz target has a corpus directory, and each seed there is what the
 //! vectors give today (other files, such as inputs that once crashed, may sit
@@ -75,6 +77,14 @@ fn seeds() -> BTreeMap<(&'static str, String), Vec<u8>> {
         seed.extend_from_slice(&s.payloads[f.payload_offset as usize..][..f.payload_len as usize]);
         out.insert((target, format!("frame-{i}")), seed);
     }
+    let (mods_old, mods_new) = (
+        read(&vectors().join("modules-old.bin")),
+        read(&vectors().join("modules-new.bin")),
+    );
+    let mut pair = (mods_old.len() as u32).to_le_bytes().to_vec();
+    pair.extend_from_slice(&mods_old);
+    pair.extend_from_slice(&mods_new);
+    out.insert(("transform_learn", "modules".to_owned()), pair);
     let cases = String::from_utf8(read(&vectors().join("cases.txt"))).expect("utf8");
     let mut manifests = Vec::new();
     for name in cases

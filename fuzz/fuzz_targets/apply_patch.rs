@@ -13,6 +13,8 @@ use libfuzzer_sys::fuzz_target;
 const VECTOR_KEY: &str = include_str!("../../engine/tests/vectors/key.pub");
 const OLD: &[u8] = include_bytes!("../../engine/tests/vectors/old.bin");
 const NEW: &[u8] = include_bytes!("../../engine/tests/vectors/new.bin");
+const MODULES_OLD: &[u8] = include_bytes!("../../engine/tests/vectors/modules-old.bin");
+const MODULES_NEW: &[u8] = include_bytes!("../../engine/tests/vectors/modules-new.bin");
 
 fn keys() -> &'static TrustedKeys {
     static KEYS: OnceLock<TrustedKeys> = OnceLock::new();
@@ -24,13 +26,17 @@ fn keys() -> &'static TrustedKeys {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut out = Vec::new();
-    let opts = ApplyOptions::default().memory_limit(64 << 20);
-    if apply(&OLD, &mut &data[..], &mut out, keys(), &opts, &|_| {}).is_ok() {
-        // Only the genuine patch can get through every check.
-        assert_eq!(
-            out, NEW,
-            "a patch was accepted but produced the wrong image"
-        );
+    // The vector images, and the kernel-module images whose patch has a source
+    // transform.
+    for (old, new) in [(OLD, NEW), (MODULES_OLD, MODULES_NEW)] {
+        let mut out = Vec::new();
+        let opts = ApplyOptions::default().memory_limit(64 << 20);
+        if apply(&old, &mut &data[..], &mut out, keys(), &opts, &|_| {}).is_ok() {
+            // Only the genuine patch can get through every check.
+            assert_eq!(
+                out, new,
+                "a patch was accepted but produced the wrong image"
+            );
+        }
     }
 });
