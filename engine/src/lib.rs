@@ -128,16 +128,20 @@ pub mod fuzzing {
         let Some(t) = crate::transform::learn(o, n) else {
             return 0;
         };
+        assert!(t.regions.windows(2).all(|w| w[0].0.end <= w[1].0.start));
         assert!(t
             .regions
-            .windows(2)
-            .all(|w| w[0].0.end <= w[1].0.start));
-        assert!(t.regions.iter().all(|(r, _)| r.start < r.end && r.end <= old.len() as u64));
+            .iter()
+            .all(|(r, _)| r.start < r.end && r.end <= old.len() as u64));
         let Some(kept) = crate::transform::rewrite_copy(&mut old.to_vec(), old, t) else {
             return 0;
         };
         let parsed = crate::format::SourceTransform::parse(&kept.to_bytes(), old.len() as u64);
-        assert_eq!(parsed.as_ref(), Ok(&kept), "the stored transform does not parse back");
+        assert_eq!(
+            parsed.as_ref(),
+            Ok(&kept),
+            "the stored transform does not parse back"
+        );
         kept.regions.len()
     }
 

@@ -11,7 +11,9 @@ use std::{
 
 use anyhow::{Context, Result};
 use clap::Args;
-use deltaward_engine::{format, read_unverified, Manifest, UnverifiedHead};
+use deltaward_engine::{
+    format, read_unverified, Manifest, RegionKind, SourceTransform, UnverifiedHead,
+};
 use serde_json::json;
 
 /// Show a patch's manifest (no key needed; nothing here is verified).
@@ -84,6 +86,17 @@ fn print_json(out: &mut impl Write, m: &Manifest, manifest_len: u32, comment: &s
         "manifest_len": manifest_len,
         "payload_len": m.payload_len,
         "trusted_comment": clean(comment),
+        "transform": m.transform.as_ref().map(|t| {
+            let s = TransformSummary::of(t);
+            json!({
+                "btf_regions": s.btf,
+                "btf_regions_with_own_maps": s.own,
+                "versions_regions": s.versions,
+                "type_map_entries": t.types.entries().len(),
+                "string_map_entries": t.strings.entries().len(),
+                "crc_map_entries": t.crcs.entries().len(),
+            })
+        }),
     });
     // The frames are streamed one by one: a manifest may hold half a million.
     let head = head.to_string();
@@ -151,6 +164,22 @@ fn print_text(
         m.apply_memory(),
         m.max_window
     )?;
+    match &m.transform {
+        None => writeln!(out, "transform   none")?,
+        Some(t) => {
+            let s = TransformSummary::of(t);
+            writeln!(
+                out,
+                "transform   {} BTF regions ({} with own maps), {} __versions regions; maps: {} type, {} string, {} CRC entries",
+                s.btf,
+                s.own,
+                s.versions,
+                t.types.entries().len(),
+                t.strings.entries().len(),
+                t.crcs.entries().len()
+            )?;
+        }
+    }
     writeln!(out, "frames      {}", m.frames.len())?;
     for (kind, (n, out_len, payload)) in kinds {
         writeln!(
@@ -159,6 +188,35 @@ fn print_text(
         )?;
     }
     Ok(())
+}
+
+/// Counts of a source transform's regions, by kind.
+struct TransformSummary {
+    btf: usize,
+    own: usize,
+    versions: usize,
+}
+
+impl TransformSummary {
+    fn of(t: &SourceTransform) -> Self {
+        let mut s = Self {
+            btf: 0,
+            own: 0,
+            versions: 0,
+        };
+        for (_, kind) in &t.regions {
+            match kind {
+                RegionKind::Btf { types, strings } => {
+                    s.btf += 1;
+                    if !types.entries().is_empty() || !strings.entries().is_empty() {
+                        s.own += 1;
+                    }
+                }
+                RegionKind::ModVersions => s.versions += 1,
+            }
+        }
+        s
+    }
 }
 
 #[cfg(test)]
