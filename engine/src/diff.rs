@@ -195,6 +195,13 @@ fn build(
     let planned = plan(&blocks, bs as u64, new.len() as u64, params.frame_len);
     drop(blocks);
 
+    // A transform past the format's limits (or one that would not parse back for
+    // any other reason) is left out rather than signed into an unreadable patch.
+    let learned = learned.filter(|t| {
+        let stored = t.to_bytes();
+        stored.len() as u64 <= u64::from(transform::MAX_TRANSFORM_LEN)
+            && crate::format::SourceTransform::parse(&stored, old.len() as u64).is_ok()
+    });
     let (view, transform) = match learned {
         None => (View::Plain(old), None),
         Some(t) => match old_image.and_then(Image::private_map) {

@@ -577,23 +577,31 @@ impl Manifest {
     /// Working memory the applier needs: the most demanding frame's (see
     /// [`frame_memory`](Self::frame_memory)) and the parsed source transform.
     pub fn apply_memory(&self) -> u64 {
-        let frames = self
-            .frames
-            .iter()
-            .map(|f| self.frame_memory(f))
-            .max()
-            .unwrap_or(0);
-        frames + self.transform.as_ref().map_or(0, SourceTransform::memory)
+        self.working_memory() + self.transform.as_ref().map_or(0, SourceTransform::memory)
     }
 
-    /// Working memory of one frame: [`Frame::apply_memory`] and, for delta frames
-    /// of a manifest with a source transform, room for its longest region.
-    pub fn frame_memory(&self, f: &Frame) -> u64 {
-        let scratch = match &self.transform {
-            Some(t) if f.kind.has_payload() => t.scratch_len(),
-            _ => 0,
-        };
-        f.apply_memory() + scratch
+    /// The most demanding frame's [`frame_memory`](Self::frame_memory).
+    pub fn working_memory(&self) -> u64 {
+        let scratch = self.transform_scratch();
+        self.frames
+            .iter()
+            .map(|f| Self::frame_memory(f, scratch))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Room a delta frame needs for a transform region its window cuts: the longest
+    /// region, 0 without a transform.
+    pub fn transform_scratch(&self) -> u64 {
+        self.transform
+            .as_ref()
+            .map_or(0, SourceTransform::scratch_len)
+    }
+
+    /// Working memory of one frame: [`Frame::apply_memory`] and, for delta frames,
+    /// `scratch` ([`transform_scratch`](Self::transform_scratch)).
+    pub fn frame_memory(f: &Frame, scratch: u64) -> u64 {
+        f.apply_memory() + if f.kind.has_payload() { scratch } else { 0 }
     }
 
     /// The trusted comment that a signature over this manifest must carry.

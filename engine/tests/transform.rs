@@ -132,6 +132,22 @@ fn every_level_applies_and_file_and_memory_builds_agree() {
 }
 
 #[test]
+fn modules_at_unaligned_offsets_are_found() {
+    // The new image shifted by 123 bytes: no module starts on a 512-byte boundary.
+    let keys = kit::keys();
+    let (old, new) = images();
+    let mut shifted = kit::noise(123, 9);
+    shifted.extend_from_slice(&new);
+    let patch = kit::build(&old, &shifted, &keys.secret, &BuildOptions::default());
+    let t = transform(&patch);
+    assert_eq!(t.regions.len(), 2 * MODULES as usize);
+    assert_eq!(
+        kit::apply_bytes(&old, &patch, &keys.trusted).expect("apply"),
+        shifted
+    );
+}
+
+#[test]
 fn a_transform_region_that_is_not_btf_is_refused() {
     let keys = kit::keys();
     let (old, new) = images();

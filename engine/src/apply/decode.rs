@@ -56,8 +56,9 @@ fn read_payload<R: Read>(
     Ok(())
 }
 
-/// The working memory of an apply: one allocation of [`Manifest::apply_memory`]
-/// bytes, cut per frame into window, payload, output and decoder scratch. Peak use
+/// The working memory of an apply: one allocation of [`Manifest::working_memory`]
+/// bytes, cut per frame into (for delta frames of a manifest with a source
+/// transform) the region scratch, window, payload, output and decoder scratch. Peak use
 /// is therefore what the manifest declares and the memory limit allowed, whatever
 /// the order of large and small frames.
 pub(super) struct Arena(Vec<u8>);
@@ -65,8 +66,7 @@ pub(super) struct Arena(Vec<u8>);
 impl Arena {
     pub(super) fn for_manifest(m: &Manifest) -> Self {
         // Zeroed allocations are lazily backed: pages count only once touched.
-        let frames = m.frames.iter().map(|f| m.frame_memory(f)).max();
-        Self(vec![0u8; frames.unwrap_or(0) as usize])
+        Self(vec![0u8; m.working_memory() as usize])
     }
 
     /// Cuts the arena into consecutive slices of the given lengths. The manifest
@@ -105,6 +105,7 @@ pub(super) fn apply_frames<S: Source, R: Read>(
     let mut zero_hashes: Vec<(u64, Digest)> = Vec::new();
     // The transform region that the arena's start holds rewritten, if any.
     let mut cached_region = None;
+    let region_len = m.transform_scratch();
     for (i, f) in m.frames.iter().enumerate().skip(first) {
         if !f.kind.has_payload() {
             cached_region = None;
@@ -143,7 +144,7 @@ pub(super) fn apply_frames<S: Source, R: Read>(
                 // The region scratch comes first, at the same place for every
                 // delta frame, so that a region rewritten there serves the next
                 // window too.
-                let region = m.frame_memory(f) - f.apply_memory();
+                let region = Manifest::frame_memory(f, region_len) - f.apply_memory();
                 let [region, window, payload, out, scratch] =
                     arena.split([region, f.source_len, f.payload_len, f.target_len, scratch])?;
                 read_payload(patch, f, i, payload_start, payload)?;

@@ -130,8 +130,11 @@ fn walk_core<W: Words + ?Sized>(
             2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => (0, &[]),
             _ => return Err("BTF record of an unknown kind"),
         };
-        // INT, VAR, DECL_TAG and ARRAY carry one member whatever vlen says.
-        let count = if matches!(kind, 1 | 3 | 14 | 17) {
+        // INT, VAR, DECL_TAG and ARRAY carry one member whatever vlen says; the
+        // kinds without member data none (their vlen is not a count).
+        let count = if each == 0 {
+            0
+        } else if matches!(kind, 1 | 3 | 14 | 17) {
             1
         } else {
             vlen
@@ -159,10 +162,17 @@ pub(crate) fn strings(b: &[u8]) -> Option<&[u8]> {
     b.get(start as usize..(start + len) as usize)
 }
 
-/// The NUL-terminated string at `at` of a string section.
+/// Longest string [`string_at`] returns: BTF names are far shorter, and a section
+/// without NULs must not make every lookup read to its end.
+const MAX_STRING: usize = 1024;
+
+/// The NUL-terminated string at `at` of a string section, if it is at most
+/// [`MAX_STRING`] bytes.
 pub(crate) fn string_at(strings: &[u8], at: usize) -> Option<&[u8]> {
     let rest = strings.get(at..)?;
-    rest.split(|&c| c == 0).next()
+    let window = rest.get(..rest.len().min(MAX_STRING + 1))?;
+    let end = window.iter().position(|&c| c == 0)?;
+    window.get(..end)
 }
 
 /// Rewrites every reference of the BTF blob `b` in place through `map`. Fails, and

@@ -15,14 +15,70 @@ use super::{
 };
 use crate::sparse::Input;
 
-/// ELF files are looked for at multiples of this many bytes: file data starts on
-/// such a boundary in tar archives (512), file systems (their block size) and at 0
-/// in a bare file.
-const ALIGN: u64 = 512;
 /// `\x7fELF`, 64-bit, little-endian, ELF version 1.
 const ELF64_LE: [u8; 7] = *b"\x7fELF\x02\x01\x01";
-/// Most ELF files looked at per image; an image with more keeps the first ones.
-const MAX_FILES: usize = 1 << 20;
+/// Most sections an ELF file may have to be taken for a module.
+const MAX_SECTIONS: u64 = 4096;
+/// Pieces of an image searched in parallel.
+const SEARCH_PIECE: u64 = 16 << 20;
+/// A piece stops probing once the probes have claimed this many times its length
+/// (a probe walks at most what it claims): hostile data full of headers costs a
+/// bounded multiple of a search, not a walk per header.
+const PROBE_BUDGET: u64 = 4;
+
+/// What a probe at one offset found, and how many bytes it may have walked.
+struct Probe<T> {
+    found: Option<(T, u64)>,
+    cost: u64,
+}
+
+/// Searches the data of `img` (its holes left out) for `pattern` and probes each
+/// occurrence, in parallel pieces: `probe(at)` returns what starts at `at` and where
+/// it ends (later occurrences inside it are skipped). Results in image order.
+/// Occurrences are found at any offset: a tar archive keeps files at 512-byte
+/// boundaries, a file system at block boundaries, a cpio archive at 4 bytes, and an
+/// image may be shifted by any amount.
+fn search<T: Send>(
+    img: Input<'_>,
+    pattern: &[u8],
+    probe: impl Fn(u64) -> Probe<T> + Sync,
+) -> Vec<T> {
+    let len = img.data.len() as u64;
+    let extra = pattern.len() as u64 - 1;
+    let pieces: Vec<Range<u64>> = img
+        .data_pieces(0, len)
+        .into_iter()
+        .flat_map(|p| {
+            (p.start..p.end)
+                .step_by(SEARCH_PIECE as usize)
+                .map(move |s| s..(s + SEARCH_PIECE + extra).min(p.end))
+        })
+        .collect();
+    let finder = memchr::memmem::Finder::new(pattern);
+    pieces
+        .par_iter()
+        .flat_map_iter(|p| {
+            let hay = &img.data[p.start as usize..p.end as usize];
+            let (mut out, mut skip_to, mut spent) = (Vec::new(), 0u64, 0u64);
+            let budget = PROBE_BUDGET * (p.end - p.start);
+            for at in finder.find_iter(hay).map(|i| p.start + i as u64) {
+                if at < skip_to {
+                    continue;
+                }
+                if spent > budget {
+                    break;
+                }
+                let r = probe(at);
+                spent += r.cost.max(1);
+                if let Some((t, end)) = r.found {
+                    out.push(t);
+                    skip_to = end;
+                }
+            }
+            out
+        })
+        .collect()
+}
 
 /// A kernel module (an ELF file with `.modinfo` and a `.BTF` that walks) in an image.
 struct Module<'a> {
@@ -35,10 +91,26 @@ struct Module<'a> {
 }
 
 /// The module starting at `at`, if one does and its `.BTF` lies inside the image.
-fn module_at(data: &[u8], at: u64) -> Option<Module<'_>> {
+fn module_at(data: &[u8], at: u64) -> Probe<Module<'_>> {
+    let mut cost = 0;
+    let found = parse_module(data, at, &mut cost).map(|m| {
+        let end = m.btf.end;
+        (m, end)
+    });
+    Probe { found, cost }
+}
+
+/// [`module_at`]'s parse; `cost` gets the length of the BTF it walks.
+fn parse_module<'a>(data: &'a [u8], at: u64, cost: &mut u64) -> Option<Module<'a>> {
     let file = data.get(at as usize..)?;
     let header = FileHeader64::<LittleEndian>::parse(file).ok()?;
     let endian = header.endian().ok()?;
+    // Each name lookup scans the section table: bound it (modules have about 60).
+    let count = header.shnum(endian, file).ok()? as u64;
+    if count > MAX_SECTIONS {
+        return None;
+    }
+    *cost = count * 64;
     let sections = header.sections(endian, file).ok()?;
     let (_, modinfo) = sections.section_by_name(endian, b".modinfo")?;
     let name = modinfo
@@ -51,9 +123,11 @@ fn module_at(data: &[u8], at: u64) -> Option<Module<'_>> {
     let start = at.checked_add(offset)?;
     let btf = start..start.checked_add(size)?;
     let bytes = data.get(btf.start as usize..btf.end as usize)?;
-    if size == 0 || size > MAX_REGION_LEN || btf::walk(bytes, |_, _| {}).is_err() {
+    if size == 0 || size > MAX_REGION_LEN {
         return None;
     }
+    *cost += size;
+    btf::walk(bytes, |_, _| {}).ok()?;
     let versions = sections
         .section_by_name(endian, b"__versions")
         .and_then(|(_, s)| s.file_range(endian))
@@ -74,18 +148,8 @@ fn module_at(data: &[u8], at: u64) -> Option<Module<'_>> {
 
 /// The modules of an image, in image order, their BTF regions disjoint.
 fn modules(img: Input<'_>) -> Vec<Module<'_>> {
-    let len = img.data.len() as u64;
-    let starts: Vec<u64> = img
-        .data_pieces(0, len)
-        .into_iter()
-        .flat_map(|piece| (piece.start.next_multiple_of(ALIGN)..piece.end).step_by(ALIGN as usize))
-        .filter(|&at| img.data.get(at as usize..at as usize + 7) == Some(&ELF64_LE[..]))
-        .take(MAX_FILES)
-        .collect();
-    let found: Vec<Module<'_>> = starts
-        .par_iter()
-        .filter_map(|&at| module_at(img.data, at))
-        .collect();
+    let mut found = search(img, &ELF64_LE, |at| module_at(img.data, at));
+    found.sort_by_key(|m| m.btf.start);
     let mut out: Vec<Module<'_>> = Vec::with_capacity(found.len());
     for m in found {
         if out.last().is_none_or(|prev| prev.btf.end <= m.btf.start) {
@@ -98,37 +162,13 @@ fn modules(img: Input<'_>) -> Vec<Module<'_>> {
 /// The start of a BTF blob as the kernel build writes it: magic, version 1, no
 /// flags, a 24-byte header.
 const BTF_START: [u8; 8] = [0x9f, 0xeb, 1, 0, 24, 0, 0, 0];
-/// Pieces of an image searched for BTF blobs in parallel.
-const SEARCH_PIECE: u64 = 16 << 20;
 
-/// Every BTF blob of an image that walks, at a 4-byte aligned offset, sorted and
-/// disjoint. Found by their header rather than through ELF section tables, so that
-/// the modules a file system stored in fragments, whose section tables are not
-/// where their ELF header says, still count.
+/// Every BTF blob of an image that walks, sorted and disjoint. Found by their
+/// header rather than through ELF section tables, so that the modules a file system
+/// stored in fragments, whose section tables are not where their ELF header says,
+/// still count.
 fn btf_blobs(img: Input<'_>) -> Vec<Range<u64>> {
-    let len = img.data.len() as u64;
-    let pieces: Vec<Range<u64>> = img
-        .data_pieces(0, len)
-        .into_iter()
-        .flat_map(|p| {
-            (p.start..p.end)
-                .step_by(SEARCH_PIECE as usize)
-                .map(move |s| s..(s + SEARCH_PIECE + BTF_START.len() as u64 - 1).min(p.end))
-        })
-        .collect();
-    let finder = memchr::memmem::Finder::new(&BTF_START);
-    let mut found: Vec<Range<u64>> = pieces
-        .par_iter()
-        .flat_map_iter(|p| {
-            let hay = &img.data[p.start as usize..p.end as usize];
-            finder
-                .find_iter(hay)
-                .map(move |i| p.start + i as u64)
-                .filter(|at| at % 4 == 0)
-                .filter_map(|at| blob_at(img.data, at))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let mut found = search(img, &BTF_START, |at| blob_at(img.data, at));
     found.sort_unstable_by_key(|r| r.start);
     found.dedup();
     let mut out: Vec<Range<u64>> = Vec::with_capacity(found.len());
@@ -142,7 +182,16 @@ fn btf_blobs(img: Input<'_>) -> Vec<Range<u64>> {
 
 /// The BTF blob starting at `at`: its length from the header, at most
 /// [`MAX_REGION_LEN`], inside the image, and a walk that succeeds.
-fn blob_at(data: &[u8], at: u64) -> Option<Range<u64>> {
+fn blob_at(data: &[u8], at: u64) -> Probe<Range<u64>> {
+    let mut cost = 0;
+    let found = parse_blob(data, at, &mut cost).map(|r| {
+        let end = r.end;
+        (r, end)
+    });
+    Probe { found, cost }
+}
+
+fn parse_blob(data: &[u8], at: u64, cost: &mut u64) -> Option<Range<u64>> {
     let header = data.get(at as usize..)?.get(..24)?;
     let word = |i: usize| {
         u64::from(u32::from_le_bytes([
@@ -154,8 +203,12 @@ fn blob_at(data: &[u8], at: u64) -> Option<Range<u64>> {
     };
     let body = (word(8) + word(12)).max(word(16) + word(20));
     let end = at.checked_add(word(4) + body)?;
+    if end - at > MAX_REGION_LEN {
+        return None;
+    }
     let bytes = data.get(at as usize..end as usize)?;
-    (end - at <= MAX_REGION_LEN && btf::walk(bytes, |_, _| {}).is_ok()).then_some(at..end)
+    *cost = end - at;
+    btf::walk(bytes, |_, _| {}).is_ok().then_some(at..end)
 }
 
 /// The references of a BTF blob: `(what, value)` in record order.
@@ -320,7 +373,7 @@ fn bases(blobs: &[&[u8]]) -> Bases {
         let body = strings.strip_suffix(&[0])?;
         let last = body.iter().rposition(|&c| c == 0).map_or(0, |i| i + 1) as u32;
         Some((
-            (max_type + 1).checked_sub(records),
+            max_type.checked_add(1).and_then(|m| m.checked_sub(records)),
             max_str.checked_sub(last),
         ))
     });
@@ -525,7 +578,14 @@ pub(crate) fn learn(old: Input<'_>, new: Input<'_>) -> Option<SourceTransform> {
         strings,
         crcs: ExactMap(majority(crc_votes)),
     };
-    if transform.types.0.is_empty() && transform.strings.0.is_empty() && transform.crcs.0.is_empty()
+    let own_maps = transform
+        .regions
+        .iter()
+        .any(|(_, k)| matches!(k, RegionKind::Btf { types, strings } if !types.0.is_empty() || !strings.0.is_empty()));
+    if transform.types.0.is_empty()
+        && transform.strings.0.is_empty()
+        && transform.crcs.0.is_empty()
+        && !own_maps
     {
         return None;
     }
@@ -557,7 +617,12 @@ pub(crate) fn rewrite_copy(
             // copy-on-write fault; a page read first is mapped shared and then
             // replaced, which costs every thread a TLB flush.
             dst.copy_from_slice(plain);
-            transform.rewrite(dst, kind).is_ok() && dst != plain
+            let ok = transform.rewrite(dst, kind).is_ok();
+            if !ok {
+                // Dropped below: the view must keep its plain bytes.
+                dst.copy_from_slice(plain);
+            }
+            ok && dst != plain
         })
         .collect();
     let mut keep = changed.into_iter();

@@ -33,6 +33,12 @@ pub const MAX_TRANSFORM_DECODED: u64 = 4 << 20;
 /// Largest region a source transform may rewrite (the applier holds one in memory
 /// when a window starts or ends inside it).
 pub const MAX_REGION_LEN: u64 = 16 << 20;
+/// Most regions a transform may list (a kernel image has about 8,000).
+pub const MAX_REGIONS: usize = 1 << 18;
+/// Most map and CRC entries a transform may hold, all maps together.
+pub const MAX_MAP_ENTRIES: usize = 1 << 21;
+/// Memory counted per region of a parsed transform (its own maps counted apart).
+const REGION_MEMORY: usize = 128;
 /// Version byte at the start of the decoded transform.
 const VERSION: u8 = 1;
 /// zstd level of the stored transform.
@@ -97,7 +103,7 @@ impl Remap {
         varint(b, self.0.len() as u64);
         let (mut from, mut add) = (0u32, 0u32);
         for &(f, a) in &self.0 {
-            varint(b, u64::from(f - from));
+            varint(b, u64::from(f.wrapping_sub(from)));
             varint(b, zigzag(a.wrapping_sub(add) as i32));
             (from, add) = (f, a);
         }
@@ -105,7 +111,7 @@ impl Remap {
 
     fn get(r: &mut Varints<'_>) -> Result<Self, FormatError> {
         let bad = FormatError::Inconsistent;
-        let count = r.count(2)?;
+        let count = r.entries(2)?;
         let mut map = Vec::with_capacity(count);
         let (mut from, mut add) = (0u32, 0u32);
         for k in 0..count {
@@ -232,7 +238,9 @@ pub struct SourceTransform {
 
 impl SourceTransform {
     /// The stored form: one zstd frame (content size set) of the encoding in
-    /// FORMAT.md.
+    /// FORMAT.md. A transform whose regions are not sorted and disjoint or whose
+    /// maps do not increase encodes to bytes that [`parse`](Self::parse) refuses,
+    /// as does one past the format's limits: builders check with `parse`.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = vec![VERSION];
         varint(&mut b, self.regions.len() as u64);
@@ -242,8 +250,8 @@ impl SourceTransform {
                 RegionKind::Btf { .. } => 0,
                 RegionKind::ModVersions => 1,
             });
-            varint(&mut b, r.start - end);
-            varint(&mut b, r.end - r.start);
+            varint(&mut b, r.start.wrapping_sub(end));
+            varint(&mut b, r.end.wrapping_sub(r.start));
             if let RegionKind::Btf { types, strings } = kind {
                 types.put(&mut b);
                 strings.put(&mut b);
@@ -255,7 +263,7 @@ impl SourceTransform {
         varint(&mut b, self.crcs.0.len() as u64);
         let mut from = 0u32;
         for &(f, to) in &self.crcs.0 {
-            varint(&mut b, u64::from(f - from));
+            varint(&mut b, u64::from(f.wrapping_sub(from)));
             b.extend_from_slice(&to.to_le_bytes());
             from = f;
         }
@@ -289,11 +297,22 @@ impl SourceTransform {
         let mut b = vec![0u8; declared as usize];
         crate::codec::zstd::decode(&[], stored, &mut b)
             .map_err(|_| bad("source transform does not decode"))?;
-        let mut r = Varints { b: &b, pos: 0 };
+        let mut r = Varints {
+            b: &b,
+            pos: 0,
+            entries_left: MAX_MAP_ENTRIES,
+        };
         if r.byte()? != VERSION {
             return Err(bad("source transform of an unknown version"));
         }
         let count = r.count(3)?;
+        if count > MAX_REGIONS {
+            return Err(FormatError::LimitExceeded {
+                limit: Limit::TransformLen,
+                value: count as u64,
+                max: MAX_REGIONS as u64,
+            });
+        }
         let mut regions = Vec::with_capacity(count);
         let mut end = 0u64;
         for _ in 0..count {
@@ -321,7 +340,7 @@ impl SourceTransform {
             regions.push((start..end, kind));
         }
         let maps = [Remap::get(&mut r)?, Remap::get(&mut r)?];
-        let count = r.count(5)?;
+        let count = r.entries(5)?;
         let mut crcs = Vec::with_capacity(count);
         let mut from = 0u32;
         for k in 0..count {
@@ -357,7 +376,7 @@ impl SourceTransform {
                 RegionKind::ModVersions => 0,
             })
             .sum();
-        (self.regions.len() * std::mem::size_of::<(Range<u64>, RegionKind)>()
+        (self.regions.len() * REGION_MEMORY
             + (local + self.types.0.len() + self.strings.0.len()) * 24
             + self.crcs.0.len() * 8) as u64
     }
@@ -367,7 +386,7 @@ impl SourceTransform {
     pub fn scratch_len(&self) -> u64 {
         self.regions
             .iter()
-            .map(|(r, _)| r.end - r.start)
+            .map(|(r, _)| r.end.saturating_sub(r.start))
             .max()
             .unwrap_or(0)
     }
@@ -511,6 +530,8 @@ fn unzigzag(z: u32) -> i32 {
 struct Varints<'a> {
     b: &'a [u8],
     pos: usize,
+    /// Map and CRC entries that may still be read ([`MAX_MAP_ENTRIES`] in all).
+    entries_left: usize,
 }
 
 impl Varints<'_> {
@@ -558,6 +579,20 @@ impl Varints<'_> {
             return Err(Self::cut());
         }
         Ok(n as usize)
+    }
+
+    /// A count of map entries, within what is left of [`MAX_MAP_ENTRIES`].
+    fn entries(&mut self, min_bytes: usize) -> Result<usize, FormatError> {
+        let n = self.count(min_bytes)?;
+        self.entries_left = self
+            .entries_left
+            .checked_sub(n)
+            .ok_or(FormatError::LimitExceeded {
+                limit: Limit::TransformLen,
+                value: n as u64,
+                max: MAX_MAP_ENTRIES as u64,
+            })?;
+        Ok(n)
     }
 }
 
