@@ -1,16 +1,18 @@
 //! Source transforms: a view of the old image in which what a new build renumbers
 //! is already renumbered, so that the delta coders see equal bytes.
 //!
-//! The one transform so far renumbers the BTF of kernel modules (and of any other
-//! ELF file with a `.BTF` section). A kernel update changes the kernel's BTF, and with
-//! it the type ids and string offsets by which every module's split BTF refers to the
-//! kernel's: on the Debian 6.1 kernel update of the benchmarks, every one of the
-//! 4,022 modules changed in millions of such fields although their code did not.
-//! The diff learns two monotone maps, old type id to new and old string offset to
-//! new, from the modules that both images hold, and lists the old image's BTF
-//! regions; the manifest carries both (see FORMAT.md, "Source transform"). Delta
-//! frames then code the new image against the old one as seen through the maps, and
-//! the applier rewrites each window it reads in the same way.
+//! The transform renumbers what Linux kernel modules refer to in their kernel. A
+//! kernel update changes the kernel's BTF, and with it the type ids and string
+//! offsets by which every module's split BTF refers to the kernel's, and it changes
+//! the CRCs of kernel symbols that each module's `__versions` lists: on the Debian
+//! 6.1 kernel update of the benchmarks, every one of the 4,022 modules changed in
+//! thousands of such fields although their code did not. The diff learns piecewise
+//! maps (old type id to new, old string offset to new), maps of their own for
+//! modules whose BTF the new build reordered, and an exact map of old CRC to new,
+//! from the modules that both images hold; the manifest carries them with the old
+//! image's regions (see FORMAT.md, "Source transform"). Delta frames then code the
+//! new image against the old one as seen through the maps, and the applier
+//! rewrites each window it reads in the same way.
 //!
 //! The transform never decides correctness: each frame's output is still checked
 //! against its hash, and a wrong map only costs patch size.
@@ -44,7 +46,7 @@ const VERSION: u8 = 1;
 /// zstd level of the stored transform.
 const LEVEL: i32 = 19;
 
-/// A monotone renumbering of 32-bit values: each entry `(from, add)` adds `add`
+/// A piecewise renumbering of 32-bit values: each entry `(from, add)` adds `add`
 /// (modulo 2^32) to every value from `from` up to the next entry's `from`; values
 /// below the first entry stay as they are.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
