@@ -191,21 +191,27 @@ impl ModuleTypes {
                 Record::Array(a) => t.extend([0, 3 << 24, 0, ty(a), 1, 8]),
             }
         }
-        let types: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let mut b = vec![0x9f, 0xeb, 1, 0];
-        for v in [
-            24u32,
-            0,
-            types.len() as u32,
-            types.len() as u32,
-            strings.len() as u32,
-        ] {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-        b.extend_from_slice(&types);
-        b.extend_from_slice(&strings);
-        b
+        btf_blob(&t, &strings)
     }
+}
+
+/// A BTF blob: the 24-byte header, the type records `types` (as u32 words), then
+/// the string section `strings`.
+pub fn btf_blob(types: &[u32], strings: &[u8]) -> Vec<u8> {
+    let types: Vec<u8> = types.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut b = vec![0x9f, 0xeb, 1, 0];
+    for v in [
+        24u32,
+        0,
+        types.len() as u32,
+        types.len() as u32,
+        strings.len() as u32,
+    ] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend_from_slice(&types);
+    b.extend_from_slice(strings);
+    b
 }
 
 /// A `__versions` table: 64-byte entries of CRC and NUL-padded symbol name.

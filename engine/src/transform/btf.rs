@@ -219,23 +219,7 @@ pub(crate) mod tests {
         t.extend([1, 1, 8]);
         rec(&mut t, 25, 6, 2, 4);
         t.extend([29, 0, 33, 1]);
-        let types: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let strings = b"\0int\0s\0a\0bb\0x\0f\0arr\0e\0A\0B\0";
-        let mut b = Vec::new();
-        b.extend_from_slice(&MAGIC.to_le_bytes());
-        b.extend_from_slice(&[1, 0]);
-        for v in [
-            24u32,
-            0,
-            types.len() as u32,
-            types.len() as u32,
-            strings.len() as u32,
-        ] {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-        b.extend_from_slice(&types);
-        b.extend_from_slice(strings);
-        b
+        deltaward_testkit::modules::btf_blob(&t, b"\0int\0s\0a\0bb\0x\0f\0arr\0e\0A\0B\0")
     }
 
     #[test]

@@ -117,13 +117,7 @@ impl Remap {
         let mut map = Vec::with_capacity(count);
         let (mut from, mut add) = (0u32, 0u32);
         for k in 0..count {
-            let step = u32::try_from(r.next()?)
-                .ok()
-                .filter(|&s| s > 0 || k == 0)
-                .ok_or(bad("source transform map is not increasing"))?;
-            from = from
-                .checked_add(step)
-                .ok_or(bad("source transform map is not increasing"))?;
+            from = r.next_from(from, k == 0)?;
             let delta = u32::try_from(r.next()?)
                 .map_err(|_| bad("source transform map step is too large"))?;
             add = add.wrapping_add(unzigzag(delta) as u32);
@@ -346,13 +340,7 @@ impl SourceTransform {
         let mut crcs = Vec::with_capacity(count);
         let mut from = 0u32;
         for k in 0..count {
-            let step = u32::try_from(r.next()?)
-                .ok()
-                .filter(|&s| s > 0 || k == 0)
-                .ok_or(bad("source transform CRC map is not increasing"))?;
-            from = from
-                .checked_add(step)
-                .ok_or(bad("source transform CRC map is not increasing"))?;
+            from = r.next_from(from, k == 0)?;
             let to = [r.byte()?, r.byte()?, r.byte()?, r.byte()?];
             crcs.push((from, u32::from_le_bytes(to)));
         }
@@ -581,6 +569,18 @@ impl Varints<'_> {
             return Err(Self::cut());
         }
         Ok(n as usize)
+    }
+
+    /// The `from` of a map entry: the previous one plus a step that is positive
+    /// after the `first` entry, below 2^32.
+    fn next_from(&mut self, from: u32, first: bool) -> Result<u32, FormatError> {
+        u32::try_from(self.next()?)
+            .ok()
+            .filter(|&step| step > 0 || first)
+            .and_then(|step| from.checked_add(step))
+            .ok_or(FormatError::Inconsistent(
+                "source transform map is not increasing",
+            ))
     }
 
     /// A count of map entries, within what is left of [`MAX_MAP_ENTRIES`].
