@@ -179,7 +179,7 @@ fn build(
                 || rayon::join(|| old_in.hash(), || new_in.hash()),
                 || {
                     opts.transform
-                        .then(|| transform::learn(old_in, new_in))
+                        .then(|| transform::learn(old_in, new_in, params.own_maps))
                         .flatten()
                 },
             )

@@ -104,6 +104,8 @@ impl BuildOptions {
                 bsdiff_zstd_level: 3,
                 match_finder: MatchFinder::HashChain,
                 zstd_retry_ratio: 1,
+                // Own maps: on kernel-ext4, 0.15 s more diff for 4 % smaller patches.
+                own_maps: false,
                 max_window: 16 << 20,
                 frame_len: 4 << 20,
             },
@@ -114,6 +116,7 @@ impl BuildOptions {
                 bsdiff_zstd_level: 3,
                 match_finder: MatchFinder::HashChain,
                 zstd_retry_ratio: 12,
+                own_maps: true,
                 max_window: 32 << 20,
                 frame_len: 4 << 20,
             },
@@ -127,6 +130,7 @@ impl BuildOptions {
                 // twelfth of the frame: on kernel-ext4 that is 3x faster than
                 // running it on every frame, for +0.05 % patch size.
                 zstd_retry_ratio: 12,
+                own_maps: true,
                 max_window: 64 << 20,
                 frame_len: 4 << 20,
             },
@@ -177,6 +181,9 @@ pub(crate) struct LevelParams {
     pub(crate) match_finder: MatchFinder,
     /// zstd also runs when bsdiff's payload is above 1/ratio of the frame.
     pub(crate) zstd_retry_ratio: u64,
+    /// Whether the source transform learns maps of their own for modules whose
+    /// BTF the new build reordered.
+    pub(crate) own_maps: bool,
     pub(crate) max_window: u64,
     pub(crate) frame_len: u64,
 }

@@ -80,7 +80,7 @@ fn search<T: Send>(
         .collect()
 }
 
-/// A kernel module (an ELF file with `.modinfo` and a `.BTF` that walks) in an image.
+/// A kernel module (an ELF file with `.modinfo` and a `.BTF` inside the image) in an image.
 struct Module<'a> {
     /// The `name=` entry of `.modinfo`.
     name: &'a [u8],
@@ -100,7 +100,7 @@ fn module_at(data: &[u8], at: u64) -> Probe<Module<'_>> {
     Probe { found, cost }
 }
 
-/// [`module_at`]'s parse; `cost` gets the length of the BTF it walks.
+/// [`module_at`]'s parse; `cost` gets the size of the section table it scans.
 fn parse_module<'a>(data: &'a [u8], at: u64, cost: &mut u64) -> Option<Module<'a>> {
     let file = data.get(at as usize..)?;
     let header = FileHeader64::<LittleEndian>::parse(file).ok()?;
@@ -122,12 +122,11 @@ fn parse_module<'a>(data: &'a [u8], at: u64, cost: &mut u64) -> Option<Module<'a
     let (offset, size) = btf_section.file_range(endian)?;
     let start = at.checked_add(offset)?;
     let btf = start..start.checked_add(size)?;
-    let bytes = data.get(btf.start as usize..btf.end as usize)?;
-    if size == 0 || size > MAX_REGION_LEN {
+    // Not walked here: what needs the BTF to walk walks it (the regions are found
+    // and checked apart, and a pair that does not walk casts no votes).
+    if size == 0 || size > MAX_REGION_LEN || btf.end > data.len() as u64 {
         return None;
     }
-    *cost += size;
-    btf::walk(bytes, |_, _| {}).ok()?;
     let versions = sections
         .section_by_name(endian, b"__versions")
         .and_then(|(_, s)| s.file_range(endian))
@@ -211,16 +210,17 @@ fn parse_blob(data: &[u8], at: u64, cost: &mut u64) -> Option<Range<u64>> {
     btf::walk(bytes, |_, _| {}).is_ok().then_some(at..end)
 }
 
-/// The references of a BTF blob: `(what, value)` in record order.
-fn references(b: &[u8]) -> Vec<(btf::Ref, u32)> {
+/// The references of a BTF blob: `(what, value)` in record order; `None` if it
+/// does not walk.
+fn references(b: &[u8]) -> Option<Vec<(btf::Ref, u32)>> {
     let mut out = Vec::new();
-    // `modules` kept only blobs that walk.
-    let _ = btf::walk(b, |at, what| {
+    btf::walk(b, |at, what| {
         if let Some(v) = b.get(at..at + 4) {
             out.push((what, u32::from_le_bytes([v[0], v[1], v[2], v[3]])));
         }
-    });
-    out
+    })
+    .ok()?;
+    Some(out)
 }
 
 /// The modules by name; `None` for a name that more than one module has.
@@ -276,7 +276,9 @@ type Votes = [Vec<u64>; 3];
 /// Votes of one module pair: its BTF references when the BTF has the same shape
 /// in both images (the same references in the same order), and its CRCs.
 fn vote(old: &[u8], new: &[u8], votes: &mut Votes) {
-    let (a, b) = (references(old), references(new));
+    let (Some(a), Some(b)) = (references(old), references(new)) else {
+        return;
+    };
     if a.len() != b.len() || a.iter().zip(&b).any(|(x, y)| x.0 != y.0) {
         return;
     }
@@ -497,7 +499,7 @@ fn local_maps(
 
 /// Learns the BTF transform from the modules that both images hold. `None` when
 /// there is nothing to renumber.
-pub(crate) fn learn(old: Input<'_>, new: Input<'_>) -> Option<SourceTransform> {
+pub(crate) fn learn(old: Input<'_>, new: Input<'_>, own_maps: bool) -> Option<SourceTransform> {
     let (old_mods, new_mods) = rayon::join(|| modules(old), || modules(new));
     if old_mods.is_empty() || new_mods.is_empty() {
         return None;
@@ -530,6 +532,7 @@ pub(crate) fn learn(old: Input<'_>, new: Input<'_>) -> Option<SourceTransform> {
     );
     let mut local: HashMap<u64, RegionKind> = pairs
         .par_iter()
+        .filter(|_| own_maps)
         .filter_map(|(o, n)| {
             let (before, after) = (slice(old.data, &o.btf), slice(new.data, &n.btf));
             // Most modules come out equal under the global maps alone.
