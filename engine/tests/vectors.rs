@@ -187,6 +187,12 @@ fn generate() -> Vec<Case> {
         f(&mut m);
         kit::resign(&patch, &m, &key)
     };
+    // The manifest bytes with these flags, signed as they are.
+    let flagged = |flags: u8| {
+        let mut mb = s.manifest.to_vec();
+        mb[10] = flags;
+        signed(&mb, &m.trusted_comment(), &key)
+    };
     let case = |name, old, outcome, signer, bytes| Case {
         name,
         old,
@@ -366,22 +372,14 @@ fn generate() -> Vec<Case> {
             "old.bin",
             "Format::Reserved",
             Key,
-            {
-                let mut mb = s.manifest.to_vec();
-                mb[10] = 2;
-                signed(&mb, &m.trusted_comment(), &key)
-            },
+            flagged(2),
         ),
         case(
             "transform_flag_without_transform",
             "old.bin",
             "Format::Truncated::Manifest",
             Key,
-            {
-                let mut mb = s.manifest.to_vec();
-                mb[10] = 1;
-                signed(&mb, &m.trusted_comment(), &key)
-            },
+            flagged(1),
         ),
     ]
     .into_iter()
