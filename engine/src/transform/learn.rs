@@ -17,6 +17,10 @@ use crate::sparse::Input;
 
 /// `\x7fELF`, 64-bit, little-endian, ELF version 1.
 const ELF64_LE: [u8; 7] = *b"\x7fELF\x02\x01\x01";
+/// Most BTF bytes (old and new together) that module pairs may bring to
+/// learning (its votes take about as much again): the kernel image's pairs bring
+/// 120 MB.
+const MAX_LEARN_BTF: u64 = 256 << 20;
 /// Most sections an ELF file may have to be taken for a module.
 const MAX_SECTIONS: u64 = 4096;
 /// Pieces of an image searched in parallel.
@@ -505,10 +509,23 @@ pub(crate) fn learn(old: Input<'_>, new: Input<'_>, own_maps: bool) -> Option<So
         return None;
     }
     let old_by_name = by_name(&old_mods);
-    let pairs: Vec<(&Module<'_>, &Module<'_>)> = by_name(&new_mods)
+    let mut pairs: Vec<(&Module<'_>, &Module<'_>)> = by_name(&new_mods)
         .into_iter()
         .filter_map(|(name, b)| Some(((*old_by_name.get(name)?)?, b?)))
         .collect();
+    // Learning holds a few bytes per BTF byte it reads: the pairs first in the old
+    // image, up to a bounded amount of BTF, teach (an image with more modules
+    // than that learns from a prefix, the same one whatever the thread count).
+    pairs.sort_unstable_by_key(|(o, _)| o.btf.start);
+    let mut read = 0u64;
+    let within = pairs
+        .iter()
+        .take_while(|(o, n)| {
+            read += (o.btf.end - o.btf.start) + (n.btf.end - n.btf.start);
+            read <= MAX_LEARN_BTF
+        })
+        .count();
+    pairs.truncate(within);
     let votes = pairs
         .par_iter()
         .fold(Votes::default, |mut votes, (o, n)| {
