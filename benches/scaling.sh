@@ -27,18 +27,18 @@ trap 'rm -rf "$work"' EXIT
 cat "$pairs/$pair.old" "$pairs/$pair.new" >/dev/null
 for r in $(seq "$rounds"); do
   for t in "${threads[@]}"; do
-    t0=$(date +%s.%N)
+    t0=$EPOCHREALTIME
     "$bin" diff "$pairs/$pair.old" "$pairs/$pair.new" -o "$work/p.dwp" -s "$work/k.key" \
       --level "$level" --threads "$t" --force >/dev/null 2>&1
-    echo "$t $(echo "$(date +%s.%N) - $t0" | bc)" >> "$work/times"
+    echo "$t $t0 $EPOCHREALTIME" >> "$work/times"
   done
 done
 python3 - "$work/times" "$pair" "$level" "$(stat -c %s "$pairs/$pair.new")" <<'PY'
 import sys, statistics, collections
 times = collections.defaultdict(list)
 for line in open(sys.argv[1]):
-    t, s = line.split()
-    times[int(t)].append(float(s))
+    t, t0, t1 = line.split()
+    times[int(t)].append(float(t1) - float(t0))
 pair, level, size = sys.argv[2], sys.argv[3], int(sys.argv[4])
 one = statistics.median(times[1])
 print(f"{pair}, level {level}, {len(times[1])} rounds (median wall):")

@@ -2,6 +2,8 @@
 //! frames in parallel (keeping the smaller coder's result for each) and assemble
 //! the manifest.
 
+use std::time::Instant;
+
 use rayon::prelude::*;
 
 use crate::{
@@ -156,6 +158,19 @@ impl View<'_> {
     }
 }
 
+/// Runs `f` and logs its wall time at debug level (`deltaward -vv diff`), so that a
+/// build farm can see which phase a diff spends its time in, and how each scales
+/// with `--threads`.
+fn timed<T>(phase: &'static str, f: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let r = f();
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "diff phase: {phase}"
+    );
+    r
+}
+
 /// Builds the manifest and payloads for `old` -> `new`.
 fn build(
     old_in: Input<'_>,
@@ -173,26 +188,36 @@ fn build(
         });
     }
     let (old, new) = (old_in.data, new_in.data);
+    let started = Instant::now();
     let (((source_hash, target_hash), learned), (blocks, anchors)) = rayon::join(
         || {
             rayon::join(
-                || rayon::join(|| old_in.hash(), || new_in.hash()),
+                || timed("hash", || rayon::join(|| old_in.hash(), || new_in.hash())),
                 || {
-                    opts.transform
-                        .then(|| transform::learn(old_in, new_in, params.own_maps))
-                        .flatten()
+                    timed("learn transform", || {
+                        opts.transform
+                            .then(|| transform::learn(old_in, new_in, params.own_maps))
+                            .flatten()
+                    })
                 },
             )
         },
         || {
             let (index, anchors) = rayon::join(
-                || BlockIndex::build(old_in, bs),
-                || AnchorIndex::build(old_in),
+                || timed("block index", || BlockIndex::build(old_in, bs)),
+                || timed("anchor index", || AnchorIndex::build(old_in)),
             );
-            (classify(old_in, new_in, bs, &index), anchors)
+            let blocks = timed("classify", || classify(old_in, new_in, bs, &index));
+            (blocks, anchors)
         },
     );
-    let planned = plan(&blocks, bs as u64, new.len() as u64, params.frame_len);
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "diff phase: hash, learn, index and classify (in parallel)"
+    );
+    let planned = timed("plan", || {
+        plan(&blocks, bs as u64, new.len() as u64, params.frame_len)
+    });
     drop(blocks);
 
     // A transform past the format's limits (or one that would not parse back for
@@ -202,7 +227,7 @@ fn build(
         stored.len() as u64 <= u64::from(transform::MAX_TRANSFORM_LEN)
             && crate::format::SourceTransform::parse(&stored, old.len() as u64).is_ok()
     });
-    let (view, transform) = match learned {
+    let (view, transform) = timed("rewrite old image", || match learned {
         None => (View::Plain(old), None),
         Some(t) => match old_image.and_then(Image::private_map) {
             Some(mut map) => match transform::rewrite_copy(&mut map, old, t) {
@@ -217,11 +242,14 @@ fn build(
                 None => (View::Plain(old), None),
             },
         },
-    };
-    let results = encode_all(&view, new, &anchors, &planned, opts, progress)?;
+    });
+    let results = timed("encode", || {
+        encode_all(&view, new, &anchors, &planned, opts, progress)
+    })?;
     drop(anchors);
-    let output_hashes = output_hashes(new, &planned);
-    let (frames, payloads, payload_len) = assemble(&planned, results, output_hashes);
+    let output_hashes = timed("output hashes", || output_hashes(new, &planned));
+    let (frames, payloads, payload_len) =
+        timed("assemble", || assemble(&planned, results, output_hashes));
     let manifest = Manifest {
         source_size: old.len() as u64,
         source_hash,

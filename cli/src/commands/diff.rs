@@ -102,12 +102,18 @@ pub fn build_patch_file(
         .with_context(|| format!("diffing {} -> {}", old.display(), new.display()))?
         .sign(key)?;
     bar.finish_and_clear();
+    tracing::debug!(ms = start.elapsed().as_millis() as u64, "diffed and signed");
+    let written = Instant::now();
     patch.write_to(BufWriter::with_capacity(1 << 20, out.file()))?;
     if replace {
         out.commit()?;
     } else {
         out.commit_new()?;
     }
+    tracing::debug!(
+        ms = written.elapsed().as_millis() as u64,
+        "patch written, synced and renamed"
+    );
     tracing::info!(bytes = patch.len(), "patch written");
     Ok(DiffSummary {
         patch: output.to_path_buf(),
