@@ -189,12 +189,20 @@ pub(crate) struct LevelParams {
 }
 
 impl LevelParams {
+    /// The longest reference window a frame of this level gets.
+    pub(crate) fn frame_window(&self) -> u64 {
+        crate::plan::window_cap(self.max_window, self.frame_len)
+    }
+
     /// Rough memory of one frame encoder: zstd's tables over the window, plus the
-    /// suffix array and streams of the bsdiff coder.
+    /// suffix array and streams of the bsdiff coder. The window is the longest a
+    /// frame gets, not `max_window`: at `best` that was 64 MiB against the 8.5 MiB
+    /// a 4 MiB frame can have, and the estimate let 3 frames run at once, not 16.
     pub(crate) fn encode_memory(&self) -> u64 {
-        let zstd = 3 * (self.max_window + self.frame_len);
+        let window = self.frame_window();
+        let zstd = 3 * (window + self.frame_len);
         let bsdiff = if self.bsdiff {
-            5 * self.max_window + 3 * self.frame_len
+            5 * window + 3 * self.frame_len
         } else {
             0
         };

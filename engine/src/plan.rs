@@ -163,6 +163,13 @@ pub(crate) fn plan(blocks: &[Block], bs: u64, new_len: u64, frame_len: u64) -> V
     out
 }
 
+/// The longest window a frame of `frame_len` bytes gets. The data of one frame
+/// rarely comes from an old range much longer than the frame: the window is bound by
+/// the frame's length too, so small frames get small windows.
+pub(crate) fn window_cap(max_window: u64, frame_len: u64) -> u64 {
+    max_window.min(2 * frame_len + 2 * WINDOW_PAD)
+}
+
 /// Picks the old range that the anchors of `new[t0..t1]` point at most densely.
 pub(crate) fn select_window(
     anchors: &AnchorIndex,
@@ -182,10 +189,7 @@ pub(crate) fn select_window(
         return (0, 0);
     }
     hits.sort_unstable();
-    // The data of one frame rarely comes from an old range much longer than the frame:
-    // bound the window by the frame's length too, so small frames get small windows.
-    let frame = (t1 - t0) as u64;
-    let max_window = max_window.min(2 * frame + 2 * WINDOW_PAD);
+    let max_window = window_cap(max_window, (t1 - t0) as u64);
     let span = max_window.saturating_sub(2 * WINDOW_PAD).max(1);
     let (mut best_i, mut best_j, mut j) = (0usize, 0usize, 0usize);
     for i in 0..hits.len() {

@@ -161,3 +161,46 @@ fn shifted_data_is_found_across_block_boundaries() {
         new
     );
 }
+
+/// The patch is the same whatever the number of threads, and whatever number of
+/// frames the memory limit lets encode at once (frames wait for a permit, not for
+/// a batch).
+#[test]
+fn patch_is_the_same_whatever_the_threads_and_memory_limit() {
+    let old = kit::text(b"deltaward frames ", 3 << 20, 4099);
+    let mut new = old.clone();
+    for (k, at) in (0..new.len()).step_by(200_003).enumerate() {
+        let noise = kit::noise(3000, k as u64);
+        let end = (at + noise.len()).min(new.len());
+        new[at..end].copy_from_slice(&noise[..end - at]);
+    }
+    for level in [Level::Fast, Level::Default, Level::Best] {
+        let build = |threads: usize, memory: Option<u64>| {
+            let mut opts = BuildOptions::default().level(level).frame_len(128 << 10);
+            if let Some(m) = memory {
+                opts = opts.memory_limit(m);
+            }
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool")
+                .install(|| deltaward_engine::Patch::build(&old, &new, &opts))
+                .expect("build")
+        };
+        let one = build(1, None);
+        let delta = one
+            .manifest()
+            .frames
+            .iter()
+            .filter(|f| f.kind.has_payload())
+            .count();
+        assert!(delta >= 8, "{level:?}: {delta} delta frames");
+        for (threads, memory) in [(4, None), (4, Some(1)), (3, Some(1 << 20))] {
+            assert_eq!(
+                build(threads, memory).manifest(),
+                one.manifest(),
+                "{level:?} with {threads} threads and memory limit {memory:?}"
+            );
+        }
+    }
+}

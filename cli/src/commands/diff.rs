@@ -89,6 +89,7 @@ pub fn build_patch_file(
     let start = Instant::now();
     let old_img = Image::open(old)?;
     let new_img = Image::open(new)?;
+    tracing::debug!(ms = start.elapsed().as_millis() as u64, "images opened");
     // Fail early, before the work, if the output cannot be created.
     let mut out = AtomicFile::create(output)?;
     tracing::info!(
@@ -99,8 +100,9 @@ pub fn build_patch_file(
     );
     let bar = progress::bytes(new_img.len() as u64, "diff");
     let patch = Patch::build_images(&old_img, &new_img, opts, &|n| bar.inc(n))
-        .with_context(|| format!("diffing {} -> {}", old.display(), new.display()))?
-        .sign(key)?;
+        .with_context(|| format!("diffing {} -> {}", old.display(), new.display()))?;
+    tracing::debug!(ms = start.elapsed().as_millis() as u64, "diffed");
+    let patch = patch.sign(key)?;
     bar.finish_and_clear();
     tracing::debug!(ms = start.elapsed().as_millis() as u64, "diffed and signed");
     let written = Instant::now();

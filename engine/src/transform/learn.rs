@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use super::{
     btf, ExactMap, Overlay, RegionKind, Remap, SourceTransform, MAX_REGION_LEN, MODVERSION_LEN,
 };
-use crate::sparse::Input;
+use crate::{diff::timed, sparse::Input};
 
 /// `\x7fELF`, 64-bit, little-endian, ELF version 1.
 const ELF64_LE: [u8; 7] = *b"\x7fELF\x02\x01\x01";
@@ -358,7 +358,7 @@ fn mode(values: impl Iterator<Item = u32>) -> Option<u32> {
 /// plus one; likewise for its highest string reference and its last string. The
 /// most common estimate wins. A wrong estimate only makes the patch larger.
 fn bases(blobs: &[&[u8]]) -> Bases {
-    let per_blob = blobs.iter().filter_map(|b| {
+    let per_blob = blobs.par_iter().filter_map(|b| {
         let (mut records, mut max_type, mut max_str) = (0u32, 0u32, 0u32);
         btf::walk_records(
             b,
@@ -504,7 +504,9 @@ fn local_maps(
 /// Learns the BTF transform from the modules that both images hold. `None` when
 /// there is nothing to renumber.
 pub(crate) fn learn(old: Input<'_>, new: Input<'_>, own_maps: bool) -> Option<SourceTransform> {
-    let (old_mods, new_mods) = rayon::join(|| modules(old), || modules(new));
+    let (old_mods, new_mods) = timed("learn: find modules", || {
+        rayon::join(|| modules(old), || modules(new))
+    });
     if old_mods.is_empty() || new_mods.is_empty() {
         return None;
     }
@@ -526,54 +528,60 @@ pub(crate) fn learn(old: Input<'_>, new: Input<'_>, own_maps: bool) -> Option<So
         })
         .count();
     pairs.truncate(within);
-    let votes = pairs
-        .par_iter()
-        .fold(Votes::default, |mut votes, (o, n)| {
-            vote(slice(old.data, &o.btf), slice(new.data, &n.btf), &mut votes);
-            if let (Some(a), Some(b)) = (&o.versions, &n.versions) {
-                vote_crcs(slice(old.data, a), slice(new.data, b), &mut votes[2]);
-            }
-            votes
-        })
-        .reduce(Votes::default, |mut a, b| {
-            for (into, from) in a.iter_mut().zip(b) {
-                into.extend(from);
-            }
-            a
-        });
-    let [types, strings, crc_votes] = votes;
-    let (types, strings) = (elect(types), elect(strings));
-    let (ob, nb) = (
-        bases(&blobs(old.data, &old_mods)),
-        bases(&blobs(new.data, &new_mods)),
-    );
-    let mut local: HashMap<u64, RegionKind> = pairs
-        .par_iter()
-        .filter(|_| own_maps)
-        .filter_map(|(o, n)| {
-            let (before, after) = (slice(old.data, &o.btf), slice(new.data, &n.btf));
-            // Most modules come out equal under the global maps alone.
-            if before.len() == after.len() {
-                let mut mapped = before.to_vec();
-                let global = btf::rewrite(&mut mapped, |what, v| match what {
-                    btf::Ref::Type => types.map(v),
-                    btf::Ref::Str => strings.map(v),
-                });
-                if global.is_ok() && mapped == after {
-                    return None;
+    let votes = timed("learn: votes", || {
+        pairs
+            .par_iter()
+            .fold(Votes::default, |mut votes, (o, n)| {
+                vote(slice(old.data, &o.btf), slice(new.data, &n.btf), &mut votes);
+                if let (Some(a), Some(b)) = (&o.versions, &n.versions) {
+                    vote_crcs(slice(old.data, a), slice(new.data, b), &mut votes[2]);
                 }
-            }
-            let (t, s) = local_maps(before, after, ob, nb, (&types, &strings));
-            (!t.0.is_empty() || !s.0.is_empty()).then(|| {
-                let kind = RegionKind::Btf {
-                    types: t,
-                    strings: s,
-                };
-                (o.btf.start, kind)
+                votes
             })
-        })
-        .collect();
-    let mut regions: Vec<(Range<u64>, RegionKind)> = btf_blobs(old)
+            .reduce(Votes::default, |mut a, b| {
+                for (into, from) in a.iter_mut().zip(b) {
+                    into.extend(from);
+                }
+                a
+            })
+    });
+    let [types, strings, crc_votes] = votes;
+    let (types, strings) = timed("learn: elect", || (elect(types), elect(strings)));
+    let (ob, nb) = timed("learn: bases", || {
+        (
+            bases(&blobs(old.data, &old_mods)),
+            bases(&blobs(new.data, &new_mods)),
+        )
+    });
+    let mut local: HashMap<u64, RegionKind> = timed("learn: own maps", || {
+        pairs
+            .par_iter()
+            .filter(|_| own_maps)
+            .filter_map(|(o, n)| {
+                let (before, after) = (slice(old.data, &o.btf), slice(new.data, &n.btf));
+                // Most modules come out equal under the global maps alone.
+                if before.len() == after.len() {
+                    let mut mapped = before.to_vec();
+                    let global = btf::rewrite(&mut mapped, |what, v| match what {
+                        btf::Ref::Type => types.map(v),
+                        btf::Ref::Str => strings.map(v),
+                    });
+                    if global.is_ok() && mapped == after {
+                        return None;
+                    }
+                }
+                let (t, s) = local_maps(before, after, ob, nb, (&types, &strings));
+                (!t.0.is_empty() || !s.0.is_empty()).then(|| {
+                    let kind = RegionKind::Btf {
+                        types: t,
+                        strings: s,
+                    };
+                    (o.btf.start, kind)
+                })
+            })
+            .collect()
+    });
+    let mut regions: Vec<(Range<u64>, RegionKind)> = timed("learn: find BTF", || btf_blobs(old))
         .into_iter()
         .map(|r| {
             let kind = local.remove(&r.start).unwrap_or_else(RegionKind::btf);
@@ -596,7 +604,7 @@ pub(crate) fn learn(old: Input<'_>, new: Input<'_>, own_maps: bool) -> Option<So
         regions: disjoint,
         types,
         strings,
-        crcs: ExactMap(majority(crc_votes)),
+        crcs: ExactMap(timed("learn: CRC majority", || majority(crc_votes))),
     };
     let own_maps = transform
         .regions
