@@ -71,20 +71,21 @@ struct Encoded {
     payload: Vec<u8>,
 }
 
-fn encode_delta(
-    old: &View<'_>,
+fn encode_delta<'v>(
+    old: &'v View<'_>,
     new: &[u8],
     anchors: &AnchorIndex,
     p: &Planned,
     params: &LevelParams,
     frame: u32,
+    scratch: &mut Scratch<'v>,
 ) -> Result<Encoded> {
     let started = Instant::now();
     let (t0, t1) = (p.start as usize, (p.start + p.len) as usize);
     let data = &new[t0..t1];
     let (ws, wl) = select_window(anchors, old.len(), new, t0, t1, params.max_window);
-    let window = old.window(ws..ws + wl);
-    let window: &[u8] = &window;
+    let cow = old.window(ws..ws + wl);
+    let window: &[u8] = &cow;
     let settings = ZstdSettings {
         level: params.zstd_level,
         long_distance: params.long_distance,
@@ -98,8 +99,14 @@ fn encode_delta(
             level: params.bsdiff_zstd_level,
             long_distance: false,
         };
-        if let Some(b) =
-            bsdiff::encode(window, data, params.match_finder, bs_settings).map_err(enc_err)?
+        if let Some(b) = bsdiff::encode_with(
+            &mut scratch.bsdiff,
+            window,
+            data,
+            params.match_finder,
+            bs_settings,
+        )
+        .map_err(enc_err)?
         {
             best = Some(Encoded {
                 kind: FrameKind::Bsdiff,
@@ -113,7 +120,16 @@ fn encode_delta(
         (b.payload.len() as u64).saturating_mul(params.zstd_retry_ratio) < data.len() as u64
     });
     if !good_enough {
-        let zstd = zstd::encode(window, data, settings).map_err(enc_err)?;
+        // A window borrowed from the image can be the prefix of a kept context; a
+        // transformed copy lives only as long as this frame.
+        let zstd = match cow {
+            std::borrow::Cow::Borrowed(w) => {
+                let cctx = scratch.zstd.get_or_insert_with(zstd_safe::CCtx::create);
+                zstd::encode_in(cctx, w, data, settings)
+            }
+            std::borrow::Cow::Owned(ref w) => zstd::encode(w, data, settings),
+        }
+        .map_err(enc_err)?;
         if best.as_ref().is_none_or(|b| zstd.len() < b.payload.len()) {
             best = Some(Encoded {
                 kind: FrameKind::Zstd,
@@ -308,8 +324,9 @@ fn encode_all(
         .map(|(k, p)| {
             let r = match p.kind {
                 PlanKind::Delta => {
-                    let _permit = permits.acquire();
-                    encode_delta(old, new, anchors, p, &params, k as u32).map(Some)
+                    let mut permit = permits.acquire();
+                    let scratch = &mut permit.scratch;
+                    encode_delta(old, new, anchors, p, &params, k as u32, scratch).map(Some)
                 }
                 PlanKind::Copy(_) | PlanKind::Zero => Ok(None),
             };
@@ -319,40 +336,69 @@ fn encode_all(
         .collect()
 }
 
-/// A counting semaphore for the frames being encoded. Only frame encoders take
-/// permits, and they start no rayon work of their own, so a thread waiting for a
-/// permit never holds one.
-struct Permits {
-    free: std::sync::Mutex<u64>,
+/// A counting semaphore for the frames being encoded, each permit with the buffers
+/// of a frame encoder (so there are never more of those than permits). Only frame
+/// encoders take permits, and they start no rayon work of their own, so a thread
+/// waiting for a permit never holds one.
+struct Permits<'v> {
+    state: std::sync::Mutex<PermitState<'v>>,
     freed: std::sync::Condvar,
 }
 
-/// One permit, given back when dropped.
-struct Permit<'a>(&'a Permits);
+struct PermitState<'v> {
+    free: u64,
+    scratch: Vec<Scratch<'v>>,
+}
 
-impl Permits {
+/// What a frame encoder keeps from one frame to the next: the bsdiff coder's
+/// buffers, and a zstd context whose prefixes borrow from the old image (`'v`).
+#[derive(Default)]
+struct Scratch<'v> {
+    bsdiff: bsdiff::Scratch,
+    zstd: Option<zstd_safe::CCtx<'v>>,
+}
+
+/// One permit and its buffers, given back when dropped.
+struct Permit<'p, 'v> {
+    permits: &'p Permits<'v>,
+    scratch: Scratch<'v>,
+}
+
+impl<'v> Permits<'v> {
     fn new(n: u64) -> Self {
         Self {
-            free: std::sync::Mutex::new(n),
+            state: std::sync::Mutex::new(PermitState {
+                free: n,
+                scratch: Vec::new(),
+            }),
             freed: std::sync::Condvar::new(),
         }
     }
 
-    fn acquire(&self) -> Permit<'_> {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        while *free == 0 {
-            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+    fn lock(&self) -> std::sync::MutexGuard<'_, PermitState<'v>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn acquire(&self) -> Permit<'_, 'v> {
+        let mut state = self.lock();
+        while state.free == 0 {
+            state = self.freed.wait(state).unwrap_or_else(|e| e.into_inner());
         }
-        *free -= 1;
-        Permit(self)
+        state.free -= 1;
+        let scratch = state.scratch.pop().unwrap_or_default();
+        Permit {
+            permits: self,
+            scratch,
+        }
     }
 }
 
-impl Drop for Permit<'_> {
+impl Drop for Permit<'_, '_> {
     fn drop(&mut self) {
-        let mut free = self.0.free.lock().unwrap_or_else(|e| e.into_inner());
-        *free += 1;
-        self.0.freed.notify_one();
+        let mut state = self.permits.lock();
+        state.free += 1;
+        state.scratch.push(std::mem::take(&mut self.scratch));
+        self.permits.freed.notify_one();
     }
 }
 

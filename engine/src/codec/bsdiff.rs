@@ -78,7 +78,7 @@ trait Finder {
 const SEARCH_PREFIX: usize = 96;
 
 struct SuffixArray<'a> {
-    sa: Vec<i32>,
+    sa: &'a [i32],
     old: &'a [u8],
 }
 
@@ -89,7 +89,7 @@ impl Finder for SuffixArray<'_> {
 
     fn search(&self, old: &[u8], new: &[u8]) -> (usize, usize) {
         debug_assert!(std::ptr::eq(old, self.old));
-        let sa = &self.sa;
+        let sa = self.sa;
         let (mut st, mut en) = (0usize, sa.len() - 1);
         while en - st >= 2 {
             let x = st + (en - st) / 2;
@@ -123,38 +123,43 @@ const MAX_MEASURE: usize = 1 << 12;
 /// A candidate at least this long ends the chain walk.
 const GOOD_ENOUGH: usize = 256;
 
-struct HashChain {
+struct HashChain<'s> {
     bits: u32,
-    head: Vec<u32>,
-    chain: Vec<u32>,
+    head: &'s [u32],
+    chain: &'s [u32],
 }
 
-impl HashChain {
+/// The `bits`-bit hash of the gram that `g` starts with.
+fn gram_hash(g: &[u8], bits: u32) -> usize {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&g[..GRAM]);
+    (u64::from_le_bytes(w).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
+}
+
+impl HashChain<'_> {
     fn hash(&self, g: &[u8]) -> usize {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&g[..GRAM]);
-        (u64::from_le_bytes(w).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - self.bits)) as usize
+        gram_hash(g, self.bits)
     }
 
-    fn build(old: &[u8]) -> Self {
+    /// Indexes `old` in the scratch's tables.
+    fn build<'s>(old: &[u8], head: &'s mut Vec<u32>, chain: &'s mut Vec<u32>) -> HashChain<'s> {
         let slots = (old.len() / STEP).max(1);
         let bits = (usize::BITS - slots.leading_zeros()).clamp(10, 24);
-        let mut hc = Self {
-            bits,
-            head: vec![0u32; 1 << bits],
-            chain: vec![0u32; slots + 1],
-        };
+        head.clear();
+        head.resize(1 << bits, 0);
+        chain.clear();
+        chain.resize(slots + 1, 0);
         // Entry k stands for window position k * STEP; 0 means none, so store k + 1.
         for k in 0..old.len().saturating_sub(GRAM - 1).div_ceil(STEP) {
-            let h = hc.hash(&old[k * STEP..]);
-            hc.chain[k] = hc.head[h];
-            hc.head[h] = k as u32 + 1;
+            let h = gram_hash(&old[k * STEP..], bits);
+            chain[k] = head[h];
+            head[h] = k as u32 + 1;
         }
-        hc
+        HashChain { bits, head, chain }
     }
 }
 
-impl Finder for HashChain {
+impl Finder for HashChain<'_> {
     fn search(&self, old: &[u8], new: &[u8]) -> (usize, usize) {
         if new.len() < GRAM {
             return (0, 0);
@@ -200,6 +205,31 @@ fn get_uvarint(buf: &[u8], pos: &mut usize) -> Option<u64> {
     None
 }
 
+/// Buffers that a frame encoder keeps from one frame to the next. Fresh buffers of
+/// tens of MiB cost a page fault per 4 KiB, and the faults of many threads queue on
+/// the process's memory map: on 16 cores that was most of the diff's system time.
+#[derive(Default)]
+pub struct Scratch {
+    sa: Vec<i32>,
+    head: Vec<u32>,
+    chain: Vec<u32>,
+    add: Vec<u8>,
+    blob: Vec<u8>,
+    cctx: Option<zstd_safe::CCtx<'static>>,
+}
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scratch")
+            .field("sa", &self.sa.capacity())
+            .field("head", &self.head.capacity())
+            .field("chain", &self.chain.capacity())
+            .field("add", &self.add.capacity())
+            .field("blob", &self.blob.capacity())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Encodes `new` against `old`. Returns `None` when the control stream would exceed
 /// the format's bound (the caller then keeps the plain zstd coder's result).
 pub fn encode(
@@ -208,42 +238,71 @@ pub fn encode(
     finder: MatchFinder,
     zstd: ZstdSettings,
 ) -> Result<Option<Vec<u8>>, &'static str> {
-    let (ctrl, add, extra) = if old.len() < 2 {
+    encode_with(&mut Scratch::default(), old, new, finder, zstd)
+}
+
+/// [`encode`] with buffers kept from earlier frames.
+pub fn encode_with(
+    scratch: &mut Scratch,
+    old: &[u8],
+    new: &[u8],
+    finder: MatchFinder,
+    zstd: ZstdSettings,
+) -> Result<Option<Vec<u8>>, &'static str> {
+    let mut add = std::mem::take(&mut scratch.add);
+    add.clear();
+    let (ctrl, extra) = if old.len() < 2 {
         let mut ctrl = Vec::new();
         if !new.is_empty() {
             put_uvarint(&mut ctrl, 0);
             put_uvarint(&mut ctrl, new.len() as u64);
             put_uvarint(&mut ctrl, 0);
         }
-        (ctrl, Vec::new(), new.to_vec())
+        (ctrl, new.to_vec())
     } else {
         if old.len() > i32::MAX as usize {
             return Err("window too large for the match finder");
         }
         match finder {
             MatchFinder::SuffixArray => {
-                let sa: Vec<i32> = libsais::SuffixArrayConstruction::for_text(old)
-                    .in_owned_buffer32()
+                // Grown, never shrunk nor cleared: the construction writes every entry.
+                if scratch.sa.len() < old.len() {
+                    scratch.sa.resize(old.len(), 0);
+                }
+                let sa = &mut scratch.sa[..old.len()];
+                libsais::SuffixArrayConstruction::for_text(old)
+                    .in_borrowed_buffer(&mut *sa)
                     .single_threaded()
                     .run()
-                    .map_err(|_| "suffix array construction failed")?
-                    .into_vec();
-                diff(&SuffixArray { sa, old }, old, new)
+                    .map_err(|_| "suffix array construction failed")?;
+                diff(&SuffixArray { sa, old }, old, new, &mut add)
             }
-            MatchFinder::HashChain => diff(&HashChain::build(old), old, new),
+            MatchFinder::HashChain => {
+                let finder = HashChain::build(old, &mut scratch.head, &mut scratch.chain);
+                diff(&finder, old, new, &mut add)
+            }
         }
     };
-    if ctrl.len() > max_control_len(new.len()) {
-        return Ok(None);
+    let mut blob = std::mem::take(&mut scratch.blob);
+    blob.clear();
+    let fits = ctrl.len() <= max_control_len(new.len());
+    if fits {
+        for n in [ctrl.len(), add.len(), extra.len()] {
+            blob.extend_from_slice(&(n as u32).to_le_bytes());
+        }
+        blob.extend_from_slice(&ctrl);
+        blob.extend_from_slice(&add);
+        blob.extend_from_slice(&extra);
     }
-    let mut blob = Vec::with_capacity(HEADER + ctrl.len() + add.len() + extra.len());
-    for n in [ctrl.len(), add.len(), extra.len()] {
-        blob.extend_from_slice(&(n as u32).to_le_bytes());
-    }
-    blob.extend_from_slice(&ctrl);
-    blob.extend_from_slice(&add);
-    blob.extend_from_slice(&extra);
-    zstd::encode(&[], &blob, zstd).map(Some)
+    scratch.add = add;
+    let out = if fits {
+        let cctx = scratch.cctx.get_or_insert_with(zstd_safe::CCtx::create);
+        zstd::encode_in(cctx, &[], &blob, zstd).map(Some)
+    } else {
+        Ok(None)
+    };
+    scratch.blob = blob;
+    out
 }
 
 /// How far ahead the scan looks for the current alignment to resume before searching.
@@ -254,13 +313,14 @@ const MIN_USEFUL: i64 = 8;
 const MAX_SKIP: i64 = 15;
 
 /// The bsdiff scan: returns (controls, add bytes, extra bytes).
-fn diff(finder: &dyn Finder, old: &[u8], new: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+/// The add bytes go to `add`, which the caller has emptied.
+fn diff(finder: &dyn Finder, old: &[u8], new: &[u8], add: &mut Vec<u8>) -> (Vec<u8>, Vec<u8>) {
     let (oldsize, newsize) = (old.len() as i64, new.len() as i64);
     let min_gain = finder.min_gain();
     let at_old = |i: i64| old[i as usize];
     let at_new = |i: i64| new[i as usize];
     let mut ctrl = Vec::new();
-    let mut add = Vec::with_capacity(new.len());
+    add.reserve(new.len());
     let mut extra = Vec::new();
     let (mut scan, mut len, mut pos) = (0i64, 0i64, 0i64);
     let (mut lastscan, mut lastpos, mut lastoffset) = (0i64, 0i64, 0i64);
@@ -415,7 +475,7 @@ fn diff(finder: &dyn Finder, old: &[u8], new: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u
             lastoffset = pos - scan;
         }
     }
-    (ctrl, add, extra)
+    (ctrl, extra)
 }
 
 /// Decodes a payload made by [`encode`] against `old` into `out` (exactly the
@@ -513,6 +573,47 @@ mod tests {
         level: 3,
         long_distance: false,
     };
+
+    /// Buffers kept from earlier frames (longer, shorter, of the other finder)
+    /// change nothing in what a frame encodes to.
+    #[test]
+    fn kept_buffers_encode_as_fresh_ones() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut bytes = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|i| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    if i % 3 == 0 {
+                        (state >> 56) as u8
+                    } else {
+                        (i / 7) as u8
+                    }
+                })
+                .collect()
+        };
+        let mut scratch = Scratch::default();
+        for (len, finder) in [
+            (300_000, MatchFinder::SuffixArray),
+            (40_000, MatchFinder::SuffixArray),
+            (200_000, MatchFinder::HashChain),
+            (5_000, MatchFinder::HashChain),
+            (120_000, MatchFinder::SuffixArray),
+        ] {
+            let old = bytes(len);
+            let mut new = old.clone();
+            new[len / 3..len / 3 + 100].copy_from_slice(&bytes(100));
+            new.rotate_left(len / 5);
+            let kept = encode_with(&mut scratch, &old, &new, finder, Z).expect("kept");
+            let fresh = encode(&old, &new, finder, Z).expect("fresh");
+            assert_eq!(kept, fresh, "{len} bytes, {finder:?}");
+            let blob = kept.expect("fits");
+            let mut out = vec![0; new.len()];
+            decode(&old, &blob, &mut out, &mut scratch_for(new.len())).expect("decode");
+            assert_eq!(out, new);
+        }
+    }
 
     fn round_trip(old: &[u8], new: &[u8]) -> usize {
         let mut sizes = [0; 2];

@@ -30,7 +30,19 @@ fn code_name(code: usize) -> &'static str {
 
 /// Compresses `data` with `window` as zstd reference prefix.
 pub fn encode(window: &[u8], data: &[u8], s: ZstdSettings) -> Result<Vec<u8>, &'static str> {
-    let mut cctx = CCtx::create();
+    encode_in(&mut CCtx::create(), window, data, s)
+}
+
+/// [`encode`] in a context that may have compressed before: its parameters are
+/// reset, and its tables, already in memory, are reused.
+pub fn encode_in<'a>(
+    cctx: &mut CCtx<'a>,
+    window: &'a [u8],
+    data: &[u8],
+    s: ZstdSettings,
+) -> Result<Vec<u8>, &'static str> {
+    cctx.reset(zstd_safe::ResetDirective::SessionAndParameters)
+        .map_err(code_name)?;
     let wlog = window_log(window.len() as u64, data.len() as u64);
     cctx.set_parameter(CParameter::CompressionLevel(s.level))
         .map_err(code_name)?;
