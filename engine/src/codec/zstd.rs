@@ -125,6 +125,40 @@ fn check_frame(payload: &[u8], window_log: u32) -> Result<(), &'static str> {
 mod tests {
     use super::*;
 
+    /// A context that compressed before (other windows, levels, long-distance
+    /// matching on or off) makes the same frame as a fresh one.
+    #[test]
+    fn kept_context_encodes_as_a_fresh_one() {
+        let text = |n: usize, k: usize| -> Vec<u8> {
+            (0..n)
+                .map(|i| ((i * k) ^ (i >> 9) ^ (i / 13)) as u8)
+                .collect()
+        };
+        let windows: Vec<Vec<u8>> = vec![
+            text(900_000, 7),
+            text(20_000, 3),
+            Vec::new(),
+            text(300_000, 5),
+        ];
+        let mut cctx = CCtx::create();
+        for (i, window) in windows.iter().enumerate() {
+            let mut data = window.clone();
+            data.extend_from_slice(&text(50_000 + i * 10_000, 11));
+            let third = data.len() / 3;
+            data.rotate_left(third);
+            let s = ZstdSettings {
+                level: [3, 19, 6, 1][i],
+                long_distance: i % 2 == 0,
+            };
+            let kept = encode_in(&mut cctx, window, &data, s).expect("kept");
+            let fresh = encode(window, &data, s).expect("fresh");
+            assert_eq!(kept, fresh, "window {i}");
+            let mut out = vec![0; data.len()];
+            decode(window, &kept, &mut out).expect("decode");
+            assert_eq!(out, data);
+        }
+    }
+
     #[test]
     fn window_log_covers_window_and_output() {
         assert_eq!(window_log(0, 1), MIN_WINDOW_LOG);
