@@ -14,6 +14,9 @@ use crate::{
 pub struct Patch {
     pub(crate) manifest: Manifest,
     pub(crate) payloads: Vec<Vec<u8>>,
+    /// The manifest's source transform in its stored form, made while the frames
+    /// were encoded (the manifest cannot change after the build).
+    pub(crate) stored_transform: Option<Vec<u8>>,
 }
 
 impl Patch {
@@ -24,7 +27,9 @@ impl Patch {
 
     /// Signs the manifest.
     pub fn sign(self, key: &sign::SecretKey) -> Result<SignedPatch> {
-        let manifest_bytes = self.manifest.to_bytes();
+        let manifest_bytes = self
+            .manifest
+            .to_bytes_with(self.stored_transform.as_deref());
         let signature = key.sign(&manifest_bytes, &self.manifest.trusted_comment())?;
         Ok(SignedPatch {
             patch: self,

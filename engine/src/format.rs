@@ -432,6 +432,12 @@ pub struct Manifest {
 impl Manifest {
     /// Encodes the manifest (the bytes that are signed).
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.to_bytes_with(None)
+    }
+
+    /// [`to_bytes`](Self::to_bytes) with the source transform's stored form, if
+    /// already made from this manifest's transform.
+    pub(crate) fn to_bytes_with(&self, stored_transform: Option<&[u8]>) -> Vec<u8> {
         let mut b = Vec::with_capacity(
             MANIFEST_FIXED_LEN
                 + self.tool.len()
@@ -479,7 +485,17 @@ impl Manifest {
             b.extend_from_slice(f.output_hash.as_bytes());
         }
         if let Some(t) = &self.transform {
-            let stored = t.to_bytes();
+            let stored = match stored_transform {
+                Some(s) => {
+                    debug_assert_eq!(
+                        SourceTransform::parse(s, self.source_size).as_ref(),
+                        Ok(t),
+                        "the stored form is of another transform"
+                    );
+                    s.into()
+                }
+                None => std::borrow::Cow::Owned(t.to_bytes()),
+            };
             b.extend_from_slice(&(stored.len() as u32).to_le_bytes());
             b.extend_from_slice(&stored);
         }

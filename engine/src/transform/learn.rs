@@ -24,7 +24,7 @@ const MAX_LEARN_BTF: u64 = 256 << 20;
 /// Most sections an ELF file may have to be taken for a module.
 const MAX_SECTIONS: u64 = 4096;
 /// Pieces of an image searched in parallel.
-const SEARCH_PIECE: u64 = 16 << 20;
+const SEARCH_PIECE: u64 = 4 << 20;
 /// A piece stops probing once the probes have claimed this many times its length
 /// (a probe walks at most what it claims): hostile data full of headers costs a
 /// bounded multiple of a search, not a walk per header.
