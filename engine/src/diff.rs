@@ -273,7 +273,13 @@ fn build(
                 encode_all(&view, new, &anchors, &planned, opts, progress)
             })
         },
-        || transform.as_ref().map(SourceTransform::to_bytes),
+        // Empty only if zstd failed (out of memory): then signing tries again.
+        || {
+            transform
+                .as_ref()
+                .map(SourceTransform::to_bytes)
+                .filter(|s| !s.is_empty())
+        },
     );
     let results = results?;
     drop(anchors);
@@ -336,13 +342,20 @@ fn encode_all(
                 PlanKind::Delta => {
                     let mut permit = permits.acquire();
                     let scratch = &mut permit.scratch;
-                    encode_delta(old, new, anchors, p, &params, k as u32, scratch).map(Some)
+                    let r = encode_delta(old, new, anchors, p, &params, k as u32, scratch);
+                    if !params.keep_zstd_contexts() {
+                        scratch.release_zstd();
+                    }
+                    r.map(Some)
                 }
                 PlanKind::Copy(_) | PlanKind::Zero => Ok(None),
             };
             progress(p.len);
             r
         })
+        .collect::<Vec<_>>()
+        // The first failing frame in frame order, whatever the scheduling.
+        .into_iter()
         .collect()
 }
 
@@ -366,6 +379,14 @@ struct PermitState<'v> {
 struct Scratch<'v> {
     bsdiff: bsdiff::Scratch,
     zstd: Option<zstd_safe::CCtx<'v>>,
+}
+
+impl Scratch<'_> {
+    /// Frees the zstd contexts (the bsdiff coder's and the delta coder's).
+    fn release_zstd(&mut self) {
+        self.zstd = None;
+        self.bsdiff.release_zstd();
+    }
 }
 
 /// One permit and its buffers, given back when dropped.

@@ -189,6 +189,14 @@ pub(crate) struct LevelParams {
 }
 
 impl LevelParams {
+    /// Whether frame encoders keep their zstd contexts from one frame to the next.
+    /// Not at zstd levels of 16 and above: there a context's tables (about 80 MiB at
+    /// level 19 with a 4 MiB frame) are more than the faults they save, and a
+    /// permit would hold two of them between frames.
+    pub(crate) fn keep_zstd_contexts(&self) -> bool {
+        self.zstd_level < 16 && (!self.bsdiff || self.bsdiff_zstd_level < 16)
+    }
+
     /// The longest reference window a frame of this level gets.
     pub(crate) fn frame_window(&self) -> u64 {
         crate::plan::window_cap(self.max_window, self.frame_len)

@@ -218,6 +218,13 @@ pub struct Scratch {
     cctx: Option<zstd_safe::CCtx<'static>>,
 }
 
+impl Scratch {
+    /// Frees the kept zstd context (at level 19 its tables are about 80 MiB).
+    pub fn release_zstd(&mut self) {
+        self.cctx = None;
+    }
+}
+
 impl std::fmt::Debug for Scratch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Scratch")
