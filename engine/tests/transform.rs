@@ -117,6 +117,26 @@ fn every_level_applies_and_file_and_memory_builds_agree() {
         let memory = Patch::build(&old, &new, &opts).expect("build");
         let files = Patch::build_images(&old_img, &new_img, &opts, &|_| {}).expect("build");
         assert_eq!(memory.manifest(), files.manifest(), "{level:?}");
+        // Neither depends on the threads, nor on how many frames encode at once
+        // (one permit, so every frame reuses one encoder's buffers).
+        for (threads, memory_limit) in [(1, 2 << 30), (4, 1)] {
+            let opts = BuildOptions::default()
+                .level(level)
+                .memory_limit(memory_limit);
+            let (m, f) = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool")
+                .install(|| {
+                    (
+                        Patch::build(&old, &new, &opts),
+                        Patch::build_images(&old_img, &new_img, &opts, &|_| {}),
+                    )
+                });
+            let what = format!("{level:?}, {threads} threads, memory {memory_limit}");
+            assert_eq!(m.expect("build").manifest(), memory.manifest(), "{what}");
+            assert_eq!(f.expect("build").manifest(), memory.manifest(), "{what}");
+        }
         let mut bytes = Vec::new();
         files
             .sign(&keys.secret)
