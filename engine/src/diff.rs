@@ -107,10 +107,10 @@ fn encode_delta<'v>(
         .map_err(enc_err)?
         {
             best = Some(Encoded {
-                kind: FrameKind::Bsdiff,
+                kind: b.kind,
                 source_offset: ws,
                 source_len: wl,
-                payload: b,
+                payload: b.bytes,
             });
         }
     }

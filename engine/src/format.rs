@@ -266,6 +266,9 @@ pub enum FrameKind {
     Zstd = 2,
     /// A bsdiff-style add/extra stream against the source window, zstd-compressed.
     Bsdiff = 3,
+    /// As [`Bsdiff`](Self::Bsdiff), with the add bytes as runs of zero and nonzero
+    /// bytes, and each stream its own zstd frame.
+    BsdiffRuns = 4,
 }
 
 impl FrameKind {
@@ -276,6 +279,7 @@ impl FrameKind {
             1 => Some(Self::Zero),
             2 => Some(Self::Zstd),
             3 => Some(Self::Bsdiff),
+            4 => Some(Self::BsdiffRuns),
             _ => None,
         }
     }
@@ -287,12 +291,13 @@ impl FrameKind {
             Self::Zero => "zero",
             Self::Zstd => "zstd",
             Self::Bsdiff => "bsdiff",
+            Self::BsdiffRuns => "bsdiff-runs",
         }
     }
 
     /// Whether the frame carries payload bytes.
     pub fn has_payload(self) -> bool {
-        matches!(self, Self::Zstd | Self::Bsdiff)
+        matches!(self, Self::Zstd | Self::Bsdiff | Self::BsdiffRuns)
     }
 }
 
@@ -326,7 +331,7 @@ impl Frame {
         match self.kind {
             FrameKind::Copy | FrameKind::Zero => COPY_CHUNK,
             FrameKind::Zstd => self.source_len + self.payload_len + self.target_len,
-            FrameKind::Bsdiff => {
+            FrameKind::Bsdiff | FrameKind::BsdiffRuns => {
                 self.source_len
                     + self.payload_len
                     + self.target_len
@@ -677,7 +682,7 @@ impl Tiling {
                     return Err(bad("zero frame names a source range"));
                 }
             }
-            FrameKind::Zstd | FrameKind::Bsdiff => {
+            FrameKind::Zstd | FrameKind::Bsdiff | FrameKind::BsdiffRuns => {
                 if f.source_len > self.max_window {
                     return Err(bad("window is larger than the declared maximum"));
                 }

@@ -113,7 +113,11 @@ impl BuildOptions {
                 zstd_level: 6,
                 long_distance: true,
                 bsdiff: true,
-                bsdiff_zstd_level: 3,
+                // The bsdiff streams are a tenth of the frame once the add bytes are
+                // runs: zstd 5 on them costs no measurable time over 3 (kernel-ext4,
+                // kernel-tar, 3 alternating rounds) for 3.4 % smaller patches on
+                // qemu-x86, 0.55 % on kernel-ext4, 0.14 % on kernel-tar.
+                bsdiff_zstd_level: 5,
                 match_finder: MatchFinder::HashChain,
                 zstd_retry_ratio: 12,
                 own_maps: true,

@@ -148,27 +148,39 @@ pub mod fuzzing {
     pub use crate::codec::bsdiff::MatchFinder;
     pub use crate::codec::zstd::ZstdSettings;
 
-    /// Decodes a bsdiff payload against `window` into `out` (the frame's length),
-    /// with the scratch memory the applier would give it.
+    pub use crate::format::FrameKind;
+
+    /// Decodes a payload of a bsdiff kind (`bsdiff` or `bsdiff-runs`) against
+    /// `window` into `out` (the frame's length), with the scratch memory the applier
+    /// would give it.
     pub fn bsdiff_decode(
+        kind: FrameKind,
         window: &[u8],
         payload: &[u8],
         out: &mut [u8],
     ) -> Result<(), &'static str> {
         let mut scratch =
             vec![0u8; crate::format::bsdiff_max_decoded_len(out.len() as u64) as usize];
-        crate::codec::bsdiff::decode(window, payload, out, &mut scratch)
+        match kind {
+            FrameKind::Bsdiff => crate::codec::bsdiff::decode(window, payload, out, &mut scratch),
+            FrameKind::BsdiffRuns => {
+                crate::codec::bsdiff::decode_runs(window, payload, out, &mut scratch)
+            }
+            _ => Err("not a bsdiff frame kind"),
+        }
     }
 
-    /// Encodes `data` against `window` with the bsdiff coder (`None`: over the
-    /// control-stream bound, the builder would use zstd).
+    /// Encodes `data` against `window` with the bsdiff coder, returning the frame
+    /// kind and payload (`None`: over the control-stream bound, the builder would
+    /// use zstd).
     pub fn bsdiff_encode(
         window: &[u8],
         data: &[u8],
         finder: MatchFinder,
         zstd: ZstdSettings,
-    ) -> Result<Option<Vec<u8>>, &'static str> {
+    ) -> Result<Option<(FrameKind, Vec<u8>)>, &'static str> {
         crate::codec::bsdiff::encode(window, data, finder, zstd)
+            .map(|p| p.map(|p| (p.kind, p.bytes)))
     }
 
     /// Decodes a zstd payload with `window` as prefix into `out` (the frame's length).

@@ -1,7 +1,8 @@
 //! The fuzz targets' seed corpora, `fuzz/corpus/<target>/`, derived from the test
 //! vectors so that each target starts from inputs that reach its code:
 //!
-//! - `bsdiff_decode`, `zstd_decode`: the first frame of that kind in `patch.dwp`, as
+//! - `bsdiff_decode`, `zstd_decode`: the first frame of each of their kinds in
+//!   `patch.dwp` (bsdiff, zstd) and `runs.dwp` (bsdiff-runs), as
 //!   `[target_len: u32][source_len: u32][flags: u8][window][payload]`
 //!   (`fuzz/fuzz_targets/frame_input.rs`), the window cut from `old.bin`;
 //! - `parse_manifest`: each distinct manifest among the format cases;
@@ -56,26 +57,32 @@ fn targets() -> Vec<String> {
 /// Every seed, by target and file name.
 fn seeds() -> BTreeMap<(&'static str, String), Vec<u8>> {
     let mut out = BTreeMap::new();
-    let patch = read(&vectors().join("patch.dwp"));
     let old = read(&vectors().join("old.bin"));
-    let s = kit::sections(&patch);
-    let m = kit::manifest(&patch);
-    for (i, f) in m.frames.iter().enumerate() {
-        let target = match f.kind {
-            FrameKind::Bsdiff => "bsdiff_decode",
-            FrameKind::Zstd => "zstd_decode",
-            FrameKind::Copy | FrameKind::Zero => continue,
-        };
-        if out.keys().any(|(t, _)| *t == target) {
-            continue; // one frame of each kind: the windows are 64 KiB
+    let mut seeded = Vec::new();
+    for (file, prefix) in [("patch.dwp", ""), ("runs.dwp", "runs-")] {
+        let patch = read(&vectors().join(file));
+        let s = kit::sections(&patch);
+        let m = kit::manifest(&patch);
+        for (i, f) in m.frames.iter().enumerate() {
+            let target = match f.kind {
+                FrameKind::Bsdiff | FrameKind::BsdiffRuns => "bsdiff_decode",
+                FrameKind::Zstd => "zstd_decode",
+                FrameKind::Copy | FrameKind::Zero => continue,
+            };
+            if seeded.contains(&f.kind) {
+                continue; // one frame of each kind: the windows are 64 KiB
+            }
+            seeded.push(f.kind);
+            let mut seed = Vec::new();
+            seed.extend_from_slice(&(f.target_len as u32).to_le_bytes());
+            seed.extend_from_slice(&(f.source_len as u32).to_le_bytes());
+            seed.push(0);
+            seed.extend_from_slice(&old[f.source_offset as usize..][..f.source_len as usize]);
+            seed.extend_from_slice(
+                &s.payloads[f.payload_offset as usize..][..f.payload_len as usize],
+            );
+            out.insert((target, format!("{prefix}frame-{i}")), seed);
         }
-        let mut seed = Vec::new();
-        seed.extend_from_slice(&(f.target_len as u32).to_le_bytes());
-        seed.extend_from_slice(&(f.source_len as u32).to_le_bytes());
-        seed.push(0);
-        seed.extend_from_slice(&old[f.source_offset as usize..][..f.source_len as usize]);
-        seed.extend_from_slice(&s.payloads[f.payload_offset as usize..][..f.payload_len as usize]);
-        out.insert((target, format!("frame-{i}")), seed);
     }
     let (mods_old, mods_new) = (
         read(&vectors().join("modules-old.bin")),

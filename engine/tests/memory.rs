@@ -69,7 +69,7 @@ fn apply_allocates_within_the_declared_memory() {
     let m = kit::manifest(&patch);
     let kinds: Vec<_> = m.frames.iter().map(|f| f.kind).collect();
     assert!(
-        kinds.contains(&FrameKind::Bsdiff) && kinds.contains(&FrameKind::Zstd),
+        kinds.contains(&FrameKind::BsdiffRuns) && kinds.contains(&FrameKind::Zstd),
         "{kinds:?}"
     );
     let declared = m.apply_memory() + manifest_memory(kit::sections(&patch).header.manifest_len);
@@ -81,7 +81,7 @@ fn apply_allocates_within_the_declared_memory() {
         + max(|f| f.payload_len)
         + max(|f| f.target_len)
         + max(|f| {
-            if f.kind == FrameKind::Bsdiff {
+            if matches!(f.kind, FrameKind::Bsdiff | FrameKind::BsdiffRuns) {
                 deltaward_engine::format::bsdiff_max_decoded_len(f.target_len)
             } else {
                 0

@@ -7,7 +7,8 @@ use deltaward_engine::{
     Limit, Manifest, SignatureError,
 };
 
-/// An old/new pair whose patch has all four frame kinds.
+/// An old/new pair whose patch has the four frame kinds the encoder makes (copy,
+/// zero, zstd, bsdiff-runs).
 fn pair() -> (Vec<u8>, Vec<u8>) {
     // Old: 256 KiB of table-like words (bsdiff's ground), then 256 KiB of noise.
     let mut old: Vec<u8> = (0..65_536u32)
@@ -59,7 +60,7 @@ fn a_flipped_byte_anywhere_is_rejected() {
         FrameKind::Copy,
         FrameKind::Zero,
         FrameKind::Zstd,
-        FrameKind::Bsdiff,
+        FrameKind::BsdiffRuns,
     ] {
         assert!(
             kinds.contains(&k),

@@ -5,7 +5,7 @@
 #![allow(clippy::disallowed_methods)] // reason: tests write their fixtures directly
 
 use deltaward_engine::{
-    BuildOptions, Error, ErrorClass, FrameKind, Image, Level, Patch, RegionKind, SourceTransform,
+    BuildOptions, Error, ErrorClass, Image, Level, Patch, RegionKind, SourceTransform,
 };
 use deltaward_testkit::{
     self as kit,
@@ -176,7 +176,7 @@ fn a_transform_region_that_is_not_btf_is_refused() {
     let window = m
         .frames
         .iter()
-        .find(|f| matches!(f.kind, FrameKind::Bsdiff | FrameKind::Zstd) && f.source_len > 0)
+        .find(|f| f.kind.has_payload() && f.source_len > 0)
         .map(|f| f.source_offset)
         .expect("a delta frame with a window");
     // The first 64 bytes of that window are filler, not BTF.

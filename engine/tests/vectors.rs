@@ -8,7 +8,9 @@
 //! `patch.dwp`, a valid version 1 patch from `old.bin` to `new.bin` signed by
 //! `key.key`, with every frame kind; and for the source transform, `modules-old.bin`
 //! and `modules-new.bin` (synthetic kernel modules built against two kernels) with
-//! `modules.dwp` between them. They are never regenerated.
+//! `modules.dwp` between them; and `runs.dwp`, from `old.bin` to `new.bin` with
+//! bsdiff-runs frames (kind 4, added to version 1 later). They are never
+//! regenerated.
 //!
 //! The table, `cases.txt`, has one case per line: its name, the old image it is
 //! applied to, and the expected outcome (`ok`, the output then being `new.bin`, or an
@@ -328,7 +330,7 @@ fn generate() -> Vec<Case> {
             {
                 // Not expressible as a Manifest: edit the bytes, sign them as they are.
                 let mut mb = s.manifest.to_vec();
-                mb[entry_at(0)] = 4;
+                mb[entry_at(0)] = 0xff;
                 signed(&mb, &m.trusted_comment(), &key)
             },
         ),
@@ -361,6 +363,20 @@ fn generate() -> Vec<Case> {
             resigned(&|m| m.frames[bsdiff].kind = FrameKind::Zstd),
         ),
         case(
+            "bsdiff_frame_relabelled_runs",
+            "old.bin",
+            "Decode",
+            Key,
+            resigned(&|m| m.frames[bsdiff].kind = FrameKind::BsdiffRuns),
+        ),
+        case(
+            "zstd_frame_relabelled_runs",
+            "old.bin",
+            "Decode",
+            Key,
+            resigned(&|m| m.frames[zstd].kind = FrameKind::BsdiffRuns),
+        ),
+        case(
             "payload_lengths_do_not_add_up",
             "old.bin",
             "Format::Inconsistent",
@@ -384,7 +400,54 @@ fn generate() -> Vec<Case> {
     ]
     .into_iter()
     .chain(transform_cases())
+    .chain(runs_cases())
     .collect()
+}
+
+/// Cases derived from `runs.dwp`, a patch from `old.bin` to `new.bin` with
+/// bsdiff-runs frames (kind 4, added to version 1 after `patch.dwp` was frozen).
+fn runs_cases() -> Vec<Case> {
+    let patch = read("runs.dwp");
+    let m = kit::manifest(&patch);
+    let key = secret("key.key");
+    let runs = m
+        .frames
+        .iter()
+        .position(|f| f.kind == FrameKind::BsdiffRuns)
+        .expect("runs.dwp has a bsdiff-runs frame");
+    let resigned = |f: &dyn Fn(&mut Manifest)| {
+        let mut m = m.clone();
+        f(&mut m);
+        kit::resign(&patch, &m, &key)
+    };
+    let case = |name, outcome, signer, bytes| Case {
+        name,
+        old: "old.bin",
+        outcome,
+        signer,
+        bytes,
+    };
+    vec![
+        case("runs_valid", "ok", Signer::Original, patch.clone()),
+        case(
+            "runs_frame_relabelled_bsdiff",
+            "Decode",
+            Signer::Key,
+            resigned(&|m| m.frames[runs].kind = FrameKind::Bsdiff),
+        ),
+        case(
+            "runs_frame_relabelled_zstd",
+            "Decode",
+            Signer::Key,
+            resigned(&|m| m.frames[runs].kind = FrameKind::Zstd),
+        ),
+        case(
+            "runs_frame_output_hash_wrong",
+            "FrameHash::Output",
+            Signer::Key,
+            resigned(&|m| m.frames[runs].output_hash.0[0] ^= 1),
+        ),
+    ]
 }
 
 /// Cases derived from `modules.dwp`, a patch with a source transform (BTF and
@@ -479,7 +542,8 @@ fn render_table(cases: &[Case]) -> String {
          # cases/NAME.dwp applied to OLD with key.pub trusted gives OUTCOME: `ok` (the\n\
          # output is new.bin, or modules-new.bin for modules-old.bin) or the kind of error\n\
          # (see `kind` in engine/tests/vectors.rs). Made by `generate` in\n\
-         # engine/tests/vectors.rs from patch.dwp and modules.dwp; do not edit by hand.\n",
+         # engine/tests/vectors.rs from patch.dwp, modules.dwp and runs.dwp; do not edit\n\
+         # by hand.\n",
     );
     for c in cases {
         t.push_str(&format!("{:<32} {:<8} {}\n", c.name, c.old, c.outcome));
@@ -590,6 +654,15 @@ fn blessed() {
         }
         if !d.join("modules.dwp").exists() {
             freeze_modules(&d);
+        }
+        if !d.join("runs.dwp").exists() {
+            let patch = kit::build(
+                &read("old.bin"),
+                &read("new.bin"),
+                &secret("key.key"),
+                &deltaward_engine::BuildOptions::default(),
+            );
+            std::fs::write(d.join("runs.dwp"), &patch).expect("write runs.dwp");
         }
         let cases = generate();
         let cd = d.join("cases");
@@ -735,17 +808,24 @@ fn table_is_current() {
     );
 }
 
-/// The frozen patch is the one the table's valid case pins, and it covers every
-/// frame kind.
+/// The frozen patches are the ones the table's valid cases pin, and between them
+/// they cover every frame kind (`patch.dwp` the first four, `runs.dwp` kind 4).
 #[test]
 fn valid_case_is_the_frozen_patch() {
     blessed();
-    let patch = read("patch.dwp");
-    assert_eq!(read(&case_file("valid")), patch);
-    let kinds: BTreeSet<u8> = kit::manifest(&patch)
-        .frames
-        .iter()
-        .map(|f| f.kind as u8)
-        .collect();
-    assert_eq!(kinds.len(), 4, "patch.dwp must cover every frame kind");
+    let mut kinds = BTreeSet::new();
+    for (file, case) in [("patch.dwp", "valid"), ("runs.dwp", "runs_valid")] {
+        let patch = read(file);
+        assert_eq!(read(&case_file(case)), patch, "{case}");
+        kinds.extend(kit::manifest(&patch).frames.iter().map(|f| f.kind as u8));
+    }
+    assert_eq!(
+        kinds,
+        (0..=4).collect::<BTreeSet<u8>>(),
+        "the frozen patches must cover every frame kind"
+    );
+    assert!(
+        FrameKind::from_byte(5).is_none(),
+        "a new kind needs a vector"
+    );
 }

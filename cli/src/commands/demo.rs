@@ -103,7 +103,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
         kinds(FrameKind::Copy),
         kinds(FrameKind::Zero),
         kinds(FrameKind::Zstd),
-        kinds(FrameKind::Bsdiff),
+        kinds(FrameKind::Bsdiff) + kinds(FrameKind::BsdiffRuns),
         d.seconds
     );
 

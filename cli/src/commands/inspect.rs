@@ -184,7 +184,7 @@ fn print_text(
     for (kind, (n, out_len, payload)) in kinds {
         writeln!(
             out,
-            "  {kind:<8} {n:>7} frames {out_len:>14} bytes out {payload:>12} bytes payload"
+            "  {kind:<11} {n:>7} frames {out_len:>14} bytes out {payload:>12} bytes payload"
         )?;
     }
     Ok(())

@@ -139,7 +139,7 @@ pub(super) fn apply_frames<S: Source, R: Read>(
                 let [chunk_buf] = arena.split([f.target_len.min(COPY_CHUNK)])?;
                 copy_through(source, f, i, chunk_buf, sink)?;
             }
-            FrameKind::Zstd | FrameKind::Bsdiff => {
+            FrameKind::Zstd | FrameKind::Bsdiff | FrameKind::BsdiffRuns => {
                 let scratch = f.apply_memory() - f.source_len - f.payload_len - f.target_len;
                 // The region scratch comes first, at the same place for every
                 // delta frame, so that a region rewritten there serves the next

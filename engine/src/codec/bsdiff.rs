@@ -3,10 +3,21 @@
 //! The window is indexed with a suffix array (libsais); the new data is scanned for
 //! long approximate matches, and each match becomes an *add* run (new minus old,
 //! byte-wise, mostly zeros on relocated code) followed by an *extra* run (literal
-//! bytes). The three streams (controls, add bytes, extra bytes) are laid out one
-//! after another and compressed with zstd.
+//! bytes). Two payload layouts, each its own frame kind:
 //!
-//! Decoded payload layout (all integers little-endian, varints LEB128):
+//! - **`bsdiff-runs`** (kind 4, what the encoder makes): the add bytes, mostly zero,
+//!   are split into a stream of zero-run and nonzero-run lengths and a stream of the
+//!   nonzero bytes; the controls, the runs, the nonzero add bytes and the extra bytes
+//!   are four zstd frames back to back. On qemu-system-x86 at `best` that is 1.5 %
+//!   smaller than one zstd 19 frame of the three plain streams and eight times
+//!   faster to compress (zstd reads a tenth of the bytes); at zstd 3 (the default
+//!   level's) about 29 % smaller.
+//! - **`bsdiff`** (kind 3): the three streams laid out one after another in one zstd
+//!   frame. The encoder falls back to it where the runs would take more room than the
+//!   add bytes (add bytes that are rarely zero), which keeps kind 4's decoded streams
+//!   within the same bound.
+//!
+//! Kind 3's decoded payload (all integers little-endian, varints LEB128):
 //!
 //! | field | size |
 //! |---|---|
@@ -18,9 +29,15 @@
 //! | extra bytes | E |
 //!
 //! A + E equals the frame's output length, C is at most output length + 64.
+//!
+//! Kind 4's payload is four zstd frames, each declaring its content size, with
+//! nothing before, between or after them: controls (C bytes, as above), runs (R
+//! bytes: pairs of uvarints, a count of zero add bytes then a count of nonzero add
+//! bytes, never both zero), nonzero add bytes (L bytes, in order), extra bytes (E).
+//! C is at most output length + 64 and R + L + E at most the output length.
 
 use super::zstd::{self, ZstdSettings};
-use crate::format::{bsdiff_max_control_len, bsdiff_max_decoded_len, BSDIFF_HEADER_LEN};
+use crate::format::{bsdiff_max_control_len, bsdiff_max_decoded_len, FrameKind, BSDIFF_HEADER_LEN};
 
 const HEADER: usize = BSDIFF_HEADER_LEN as usize;
 
@@ -214,6 +231,8 @@ pub struct Scratch {
     head: Vec<u32>,
     chain: Vec<u32>,
     add: Vec<u8>,
+    runs: Vec<u8>,
+    lits: Vec<u8>,
     blob: Vec<u8>,
     cctx: Option<zstd_safe::CCtx<'static>>,
 }
@@ -232,9 +251,20 @@ impl std::fmt::Debug for Scratch {
             .field("head", &self.head.capacity())
             .field("chain", &self.chain.capacity())
             .field("add", &self.add.capacity())
+            .field("runs", &self.runs.capacity())
+            .field("lits", &self.lits.capacity())
             .field("blob", &self.blob.capacity())
             .finish_non_exhaustive()
     }
+}
+
+/// An encoded frame payload and the kind of frame that decodes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    /// [`FrameKind::BsdiffRuns`], or [`FrameKind::Bsdiff`] where runs would not pay.
+    pub kind: FrameKind,
+    /// The payload bytes.
+    pub bytes: Vec<u8>,
 }
 
 /// Encodes `new` against `old`. Returns `None` when the control stream would exceed
@@ -244,7 +274,7 @@ pub fn encode(
     new: &[u8],
     finder: MatchFinder,
     zstd: ZstdSettings,
-) -> Result<Option<Vec<u8>>, &'static str> {
+) -> Result<Option<Payload>, &'static str> {
     encode_with(&mut Scratch::default(), old, new, finder, zstd)
 }
 
@@ -255,7 +285,7 @@ pub fn encode_with(
     new: &[u8],
     finder: MatchFinder,
     zstd: ZstdSettings,
-) -> Result<Option<Vec<u8>>, &'static str> {
+) -> Result<Option<Payload>, &'static str> {
     let mut add = std::mem::take(&mut scratch.add);
     add.clear();
     let (ctrl, extra) = if old.len() < 2 {
@@ -290,26 +320,100 @@ pub fn encode_with(
             }
         }
     };
-    let mut blob = std::mem::take(&mut scratch.blob);
-    blob.clear();
-    let fits = ctrl.len() <= max_control_len(new.len());
-    if fits {
-        for n in [ctrl.len(), add.len(), extra.len()] {
-            blob.extend_from_slice(&(n as u32).to_le_bytes());
-        }
-        blob.extend_from_slice(&ctrl);
-        blob.extend_from_slice(&add);
-        blob.extend_from_slice(&extra);
-    }
-    scratch.add = add;
-    let out = if fits {
-        let cctx = scratch.cctx.get_or_insert_with(zstd_safe::CCtx::create);
-        zstd::encode_in(cctx, &[], &blob, zstd).map(Some)
+    let out = if ctrl.len() <= max_control_len(new.len()) {
+        compress_streams(scratch, &ctrl, &add, &extra, zstd).map(Some)
     } else {
         Ok(None)
     };
-    scratch.blob = blob;
+    scratch.add = add;
     out
+}
+
+/// Lays out and compresses the three streams: as kind 4 where the add bytes' runs
+/// take less room than the add bytes, else as kind 3.
+fn compress_streams(
+    scratch: &mut Scratch,
+    ctrl: &[u8],
+    add: &[u8],
+    extra: &[u8],
+    zstd: ZstdSettings,
+) -> Result<Payload, &'static str> {
+    let cctx = scratch.cctx.get_or_insert_with(zstd_safe::CCtx::create);
+    let (runs, lits) = (&mut scratch.runs, &mut scratch.lits);
+    if split_runs(add, runs, lits) {
+        let mut bytes = Vec::new();
+        for stream in [ctrl, runs, lits, extra] {
+            bytes.extend_from_slice(&zstd::encode_in(cctx, &[], stream, zstd)?);
+        }
+        return Ok(Payload {
+            kind: FrameKind::BsdiffRuns,
+            bytes,
+        });
+    }
+    let blob = &mut scratch.blob;
+    blob.clear();
+    for n in [ctrl.len(), add.len(), extra.len()] {
+        blob.extend_from_slice(&(n as u32).to_le_bytes());
+    }
+    blob.extend_from_slice(ctrl);
+    blob.extend_from_slice(add);
+    blob.extend_from_slice(extra);
+    Ok(Payload {
+        kind: FrameKind::Bsdiff,
+        bytes: zstd::encode_in(cctx, &[], blob, zstd)?,
+    })
+}
+
+/// Count of leading zero bytes of `b`, eight at a time.
+fn zero_prefix(b: &[u8]) -> usize {
+    let mut i = 0;
+    for c in b.chunks_exact(8) {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        if w != 0 {
+            return i + (w.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i + b[i..].iter().take_while(|&&x| x == 0).count()
+}
+
+/// Count of leading nonzero bytes of `b`, eight at a time.
+fn nonzero_prefix(b: &[u8]) -> usize {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    for c in b.chunks_exact(8) {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        // The lowest flagged byte is the first zero byte (a borrow can only flag
+        // bytes above a zero one).
+        let zero = w.wrapping_sub(LOW) & !w & HIGH;
+        if zero != 0 {
+            return i + (zero.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i + b[i..].iter().take_while(|&&x| x != 0).count()
+}
+
+/// Splits the add bytes into kind 4's runs and nonzero bytes (`runs` and `lits`,
+/// emptied first). Returns false, leaving them unfinished, once they take more
+/// room than `add`.
+fn split_runs(add: &[u8], runs: &mut Vec<u8>, lits: &mut Vec<u8>) -> bool {
+    runs.clear();
+    lits.clear();
+    let mut rest = add;
+    while !rest.is_empty() {
+        let zeros = zero_prefix(rest);
+        let nonzero = nonzero_prefix(&rest[zeros..]);
+        put_uvarint(runs, zeros as u64);
+        put_uvarint(runs, nonzero as u64);
+        lits.extend_from_slice(&rest[zeros..zeros + nonzero]);
+        rest = &rest[zeros + nonzero..];
+        if runs.len() + lits.len() > add.len() {
+            return false;
+        }
+    }
+    true
 }
 
 /// How far ahead the scan looks for the current alignment to resume before searching.
@@ -485,10 +589,9 @@ fn diff(finder: &dyn Finder, old: &[u8], new: &[u8], add: &mut Vec<u8>) -> (Vec<
     (ctrl, extra)
 }
 
-/// Decodes a payload made by [`encode`] against `old` into `out` (exactly the
-/// frame's output length), using `scratch` (at least
-/// `bsdiff_max_decoded_len(out.len())` bytes) for the decoded streams. Every
-/// length and position is checked.
+/// Decodes a kind 3 payload (`bsdiff`) against `old` into `out` (exactly the frame's
+/// output length), using `scratch` (at least `bsdiff_max_decoded_len(out.len())`
+/// bytes) for the decoded streams. Every length and position is checked.
 pub fn decode(
     old: &[u8],
     payload: &[u8],
@@ -522,7 +625,159 @@ pub fn decode(
     let ctrl = &blob[HEADER..HEADER + clen];
     let add = &blob[HEADER + clen..HEADER + clen + alen];
     let extra = &blob[HEADER + clen + alen..];
-    let (mut cpos, mut apos, mut epos, mut npos) = (0usize, 0usize, 0usize, 0usize);
+    run_controls(old, ctrl, extra, out, &mut PlainAdd { add, pos: 0 })
+}
+
+/// Decodes a kind 4 payload (`bsdiff-runs`), as [`decode`] does kind 3, with the
+/// same scratch memory.
+pub fn decode_runs(
+    old: &[u8],
+    payload: &[u8],
+    out: &mut [u8],
+    scratch: &mut [u8],
+) -> Result<(), &'static str> {
+    const STREAMS: usize = 4;
+    let mut frames: [&[u8]; STREAMS] = [&[]; STREAMS];
+    let mut lens = [0u64; STREAMS];
+    let mut rest = payload;
+    for (frame, len) in frames.iter_mut().zip(&mut lens) {
+        let n = zstd_safe::find_frame_compressed_size(rest)
+            .map_err(|_| "a stream's zstd frame is missing or unreadable")?;
+        let (head, tail) = rest
+            .split_at_checked(n)
+            .ok_or("a stream's zstd frame is truncated")?;
+        *len = match zstd_safe::get_frame_content_size(head) {
+            Ok(Some(n)) => n,
+            _ => return Err("a stream's zstd frame does not declare its length"),
+        };
+        (*frame, rest) = (head, tail);
+    }
+    if !rest.is_empty() {
+        return Err("bytes follow the last stream");
+    }
+    let [clen, rlen, llen, elen] = lens;
+    let t = out.len() as u64;
+    let add_and_extra = rlen.checked_add(llen).and_then(|n| n.checked_add(elen));
+    if clen > bsdiff_max_control_len(t) || add_and_extra.is_none_or(|n| n > t) {
+        return Err("stream lengths disagree with the frame");
+    }
+    // Both at most the frame's bounds: within the scratch, which is at least
+    // `bsdiff_max_decoded_len(t)` = the control bound + 2t + the header.
+    let mut free: &mut [u8] = scratch;
+    let mut streams: [&[u8]; STREAMS] = [&[]; STREAMS];
+    for ((stream, frame), len) in streams.iter_mut().zip(frames).zip(lens) {
+        let (buf, tail) = std::mem::take(&mut free)
+            .split_at_mut_checked(len as usize)
+            .ok_or("decoder scratch memory is smaller than the frame allows")?;
+        zstd::decode(&[], frame, buf)?;
+        *stream = buf;
+        free = tail;
+    }
+    let [ctrl, runs, lits, extra] = streams;
+    let mut add = RunAdd {
+        runs,
+        lits,
+        zeros: 0,
+        nonzero: 0,
+    };
+    run_controls(old, ctrl, extra, out, &mut add)
+}
+
+/// Where an add run's differences come from.
+trait AddBytes {
+    /// Writes `src` plus the next `dst.len()` add bytes into `dst` (as long as `src`).
+    fn add(&mut self, dst: &mut [u8], src: &[u8]) -> Result<(), &'static str>;
+    /// Whether every add byte was used.
+    fn used_up(&self) -> bool;
+}
+
+/// Kind 3: the add bytes as they are.
+struct PlainAdd<'a> {
+    add: &'a [u8],
+    pos: usize,
+}
+
+impl AddBytes for PlainAdd<'_> {
+    fn add(&mut self, dst: &mut [u8], src: &[u8]) -> Result<(), &'static str> {
+        let diff = self
+            .pos
+            .checked_add(dst.len())
+            .and_then(|end| self.add.get(self.pos..end))
+            .ok_or("add stream exhausted")?;
+        for ((d, s), x) in dst.iter_mut().zip(src).zip(diff) {
+            *d = s.wrapping_add(*x);
+        }
+        self.pos += dst.len();
+        Ok(())
+    }
+    fn used_up(&self) -> bool {
+        self.pos == self.add.len()
+    }
+}
+
+/// Kind 4: runs of zero add bytes (a copy) and of nonzero ones.
+struct RunAdd<'a> {
+    /// Run lengths not yet read.
+    runs: &'a [u8],
+    /// Nonzero add bytes not yet used.
+    lits: &'a [u8],
+    /// What is left of the current zero run, then of the current nonzero run.
+    zeros: u64,
+    nonzero: u64,
+}
+
+impl AddBytes for RunAdd<'_> {
+    fn add(&mut self, mut dst: &mut [u8], mut src: &[u8]) -> Result<(), &'static str> {
+        while !dst.is_empty() {
+            if self.zeros == 0 && self.nonzero == 0 {
+                let mut pos = 0;
+                let zeros = get_uvarint(self.runs, &mut pos).ok_or("run stream exhausted")?;
+                let nonzero = get_uvarint(self.runs, &mut pos).ok_or("run stream exhausted")?;
+                if zeros == 0 && nonzero == 0 {
+                    return Err("empty run in the run stream");
+                }
+                (self.runs, self.zeros, self.nonzero) = (&self.runs[pos..], zeros, nonzero);
+            }
+            let (n, zero) = if self.zeros > 0 {
+                (self.zeros.min(dst.len() as u64) as usize, true)
+            } else {
+                (self.nonzero.min(dst.len() as u64) as usize, false)
+            };
+            let (d, dst_rest) = std::mem::take(&mut dst).split_at_mut(n);
+            let (s, src_rest) = src.split_at_checked(n).ok_or("add run leaves the window")?;
+            if zero {
+                d.copy_from_slice(s);
+                self.zeros -= n as u64;
+            } else {
+                let (lit, lits_rest) = self
+                    .lits
+                    .split_at_checked(n)
+                    .ok_or("nonzero add stream exhausted")?;
+                for ((d, s), x) in d.iter_mut().zip(s).zip(lit) {
+                    *d = s.wrapping_add(*x);
+                }
+                self.lits = lits_rest;
+                self.nonzero -= n as u64;
+            }
+            (dst, src) = (dst_rest, src_rest);
+        }
+        Ok(())
+    }
+    fn used_up(&self) -> bool {
+        self.runs.is_empty() && self.lits.is_empty() && self.zeros == 0 && self.nonzero == 0
+    }
+}
+
+/// Runs the control stream: each control's add run (from the window at the current
+/// position, plus `add`'s bytes), then its extra run, then the seek.
+fn run_controls(
+    old: &[u8],
+    ctrl: &[u8],
+    extra: &[u8],
+    out: &mut [u8],
+    add: &mut dyn AddBytes,
+) -> Result<(), &'static str> {
+    let (mut cpos, mut epos, mut npos) = (0usize, 0usize, 0usize);
     let mut opos: i64 = 0;
     while cpos < ctrl.len() {
         let a = get_uvarint(ctrl, &mut cpos).ok_or("control truncated")?;
@@ -535,17 +790,10 @@ pub fn decode(
         let src = old
             .get(o..o.checked_add(a).ok_or("add run overflows")?)
             .ok_or("add run leaves the window")?;
-        let diff = apos
-            .checked_add(a)
-            .and_then(|end| add.get(apos..end))
-            .ok_or("add stream exhausted")?;
         let dst = out
             .get_mut(npos..npos.checked_add(a).ok_or("add run overflows")?)
             .ok_or("add run past the frame end")?;
-        for ((d, s), x) in dst.iter_mut().zip(src).zip(diff) {
-            *d = s.wrapping_add(*x);
-        }
-        apos += a;
+        add.add(dst, src)?;
         npos += a;
         let lit = epos
             .checked_add(e)
@@ -562,7 +810,7 @@ pub fn decode(
             .and_then(|p| p.checked_add(seek))
             .ok_or("seek overflows")?;
     }
-    if npos != out.len() || apos != add.len() || epos != extra.len() {
+    if npos != out.len() || !add.used_up() || epos != extra.len() {
         return Err("streams do not fill the frame exactly");
     }
     Ok(())
@@ -574,6 +822,12 @@ mod tests {
 
     fn scratch_for(len: usize) -> Vec<u8> {
         vec![0; bsdiff_max_decoded_len(len as u64) as usize]
+    }
+
+    /// Decodes `p` with its kind's decoder and the applier's scratch size.
+    fn decode_as(p: &Payload, old: &[u8], out: &mut [u8]) -> Result<(), &'static str> {
+        let mut scratch = scratch_for(out.len());
+        crate::codec::decode(p.kind, old, &p.bytes, out, &mut scratch)
     }
 
     const Z: ZstdSettings = ZstdSettings {
@@ -615,9 +869,9 @@ mod tests {
             let kept = encode_with(&mut scratch, &old, &new, finder, Z).expect("kept");
             let fresh = encode(&old, &new, finder, Z).expect("fresh");
             assert_eq!(kept, fresh, "{len} bytes, {finder:?}");
-            let blob = kept.expect("fits");
+            let p = kept.expect("fits");
             let mut out = vec![0; new.len()];
-            decode(&old, &blob, &mut out, &mut scratch_for(new.len())).expect("decode");
+            decode_as(&p, &old, &mut out).expect("decode");
             assert_eq!(out, new);
         }
     }
@@ -632,10 +886,9 @@ mod tests {
                 .expect("encode")
                 .expect("within bounds");
             let mut out = vec![0u8; new.len()];
-            let mut scratch = scratch_for(out.len());
-            decode(old, &payload, &mut out, &mut scratch).expect("decode");
+            decode_as(&payload, old, &mut out).expect("decode");
             assert_eq!(out, new, "{finder:?}");
-            sizes[i] = payload.len();
+            sizes[i] = payload.bytes.len();
         }
         sizes[0].max(sizes[1])
     }
@@ -666,6 +919,152 @@ mod tests {
         round_trip(b"hello world, hello world", b"hello there world");
     }
 
+    /// The word-at-a-time run finders agree with a byte loop, at every alignment.
+    #[test]
+    fn runs_split_as_a_byte_loop_would() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for len in [0, 1, 7, 8, 9, 63, 64, 65, 1000] {
+            for density in [0u64, 1, 8, 64, 200, 256] {
+                let add: Vec<u8> = (0..len)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        if state % 256 < density {
+                            (state >> 40) as u8 | 1
+                        } else {
+                            0
+                        }
+                    })
+                    .collect();
+                let (mut runs, mut lits) = (Vec::new(), Vec::new());
+                let fits = split_runs(&add, &mut runs, &mut lits);
+                // The same split by a byte loop.
+                let (mut want_runs, mut want_lits, mut i) = (Vec::new(), Vec::new(), 0);
+                while i < add.len() {
+                    let z = add[i..].iter().take_while(|&&b| b == 0).count();
+                    let n = add[i + z..].iter().take_while(|&&b| b != 0).count();
+                    put_uvarint(&mut want_runs, z as u64);
+                    put_uvarint(&mut want_runs, n as u64);
+                    want_lits.extend_from_slice(&add[i + z..i + z + n]);
+                    i += z + n;
+                }
+                assert_eq!(fits, want_runs.len() + want_lits.len() <= add.len());
+                if fits {
+                    assert_eq!((runs, lits), (want_runs, want_lits), "{len} {density}");
+                }
+            }
+        }
+    }
+
+    /// Add bytes whose zero runs are short keep the plain layout (kind 3), so that
+    /// kind 4's decoded streams stay within the frame's bound; mostly zero ones get
+    /// runs. (The scan's add runs are mostly zero: kind 3 is made by hand here.)
+    #[test]
+    fn dense_add_bytes_keep_the_plain_layout() {
+        let old = [10u8; 100];
+        let ctrl = [100, 0, 0];
+        let mut sparse = [0u8; 100];
+        sparse[40] = 1;
+        for (add, kind) in [
+            ([1u8; 100], FrameKind::Bsdiff),
+            (sparse, FrameKind::BsdiffRuns),
+        ] {
+            let p = compress_streams(&mut Scratch::default(), &ctrl, &add, &[], Z).expect("zstd");
+            assert_eq!(p.kind, kind);
+            let mut out = vec![0u8; 100];
+            decode_as(&p, &old, &mut out).expect("decode");
+            let want: Vec<u8> = add.iter().map(|a| a + 10).collect();
+            assert_eq!(out, want);
+        }
+    }
+
+    /// Kind 4 payloads made by hand: one that decodes, and each way of breaking it
+    /// refused with an error (never a panic, never a partly written success).
+    #[test]
+    fn broken_run_payloads_are_refused() {
+        let frame = |s: &[u8]| zstd::encode(&[], s, Z).expect("zstd");
+        let payload =
+            |streams: &[&[u8]]| -> Vec<u8> { streams.iter().flat_map(|s| frame(s)).collect() };
+        let old = vec![10u8; 100];
+        let mut want = old.clone();
+        want[50] = 11;
+        want[51] = 12;
+        // One control: add 100 bytes, no extra, no seek; runs: 50 zeros then 2
+        // nonzero, 48 zeros then none.
+        let ctrl = [100, 0, 0];
+        let runs = [50, 2, 48, 0];
+        let good = payload(&[&ctrl, &runs, &[1, 2], &[]]);
+        let decode = |p: &[u8], len: usize| {
+            let mut out = vec![0u8; len];
+            decode_runs(&old, p, &mut out, &mut scratch_for(len)).map(|()| out)
+        };
+        assert_eq!(decode(&good, 100), Ok(want));
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let skippable = {
+            let mut p = payload(&[&ctrl, &runs, &[1, 2]]);
+            p.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18, 0, 0, 0, 0]);
+            p
+        };
+        let bad: [(&str, Vec<u8>, usize); 12] = [
+            (
+                "runs past the add run",
+                payload(&[&ctrl, &[50, 2, 49, 0], &[1, 2], &[]]),
+                100,
+            ),
+            (
+                "runs short of the add run",
+                payload(&[&ctrl, &[50, 2, 47, 0], &[1, 2], &[]]),
+                100,
+            ),
+            (
+                "an empty run",
+                payload(&[&ctrl, &[50, 2, 0, 0, 48, 0], &[1, 2], &[]]),
+                100,
+            ),
+            (
+                "nonzero bytes left over",
+                payload(&[&ctrl, &runs, &[1, 2, 3], &[]]),
+                100,
+            ),
+            (
+                "nonzero bytes missing",
+                payload(&[&ctrl, &runs, &[1], &[]]),
+                100,
+            ),
+            (
+                "extra bytes left over",
+                payload(&[&ctrl, &runs, &[1, 2], &[9]]),
+                100,
+            ),
+            ("three streams", payload(&[&ctrl, &runs, &[1, 2]]), 100),
+            ("a skippable frame as the fourth", skippable, 100),
+            ("trailing byte", trailing, 100),
+            ("output longer", good.clone(), 101),
+            (
+                "streams over the frame",
+                payload(&[&ctrl, &runs, &[1, 2], &[0; 97]]),
+                100,
+            ),
+            (
+                "a truncated varint",
+                payload(&[&ctrl, &[50, 2, 0x80], &[1, 2], &[]]),
+                100,
+            ),
+        ];
+        for (what, p, len) in bad {
+            assert!(decode(&p, len).is_err(), "{what} was accepted");
+        }
+        // Each layout's payload fails in the other's decoder.
+        let mut out = vec![0u8; 100];
+        let kind3 =
+            compress_streams(&mut Scratch::default(), &ctrl, &[1; 100], &[], Z).expect("zstd");
+        assert_eq!(kind3.kind, FrameKind::Bsdiff);
+        assert!(decode_runs(&old, &kind3.bytes, &mut out, &mut scratch_for(100)).is_err());
+        assert!(super::decode(&old, &good, &mut out, &mut scratch_for(100)).is_err());
+    }
+
     #[test]
     fn corrupt_control_is_rejected_not_panicking() {
         let old = vec![7u8; 1000];
@@ -673,7 +1072,6 @@ mod tests {
             .expect("encode")
             .expect("bounds");
         let mut out = vec![0u8; 901];
-        let mut scratch = scratch_for(out.len());
-        assert!(decode(&old, &payload, &mut out, &mut scratch).is_err());
+        assert!(decode_as(&payload, &old, &mut out).is_err());
     }
 }

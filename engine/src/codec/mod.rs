@@ -27,6 +27,7 @@ pub(crate) fn decode(
     match kind {
         FrameKind::Zstd => zstd::decode(window, payload, out),
         FrameKind::Bsdiff => bsdiff::decode(window, payload, out, scratch),
+        FrameKind::BsdiffRuns => bsdiff::decode_runs(window, payload, out, scratch),
         FrameKind::Copy | FrameKind::Zero => Err("copy and zero frames have no payload to decode"),
     }
 }

@@ -2,6 +2,9 @@
 
 use zstd_safe::{CCtx, CParameter, DCtx, DParameter};
 
+/// The magic number that starts a zstd frame (RFC 8878, 3.1.1), little-endian.
+const ZSTD_MAGIC: [u8; 4] = 0xFD2F_B528u32.to_le_bytes();
+
 /// zstd's smallest and largest window logs we use.
 const MIN_WINDOW_LOG: u32 = 10;
 const MAX_WINDOW_LOG: u32 = 31;
@@ -93,6 +96,10 @@ pub fn decode(window: &[u8], payload: &[u8], out: &mut [u8]) -> Result<(), &'sta
 /// skippable frame), without a dictionary id, declaring a window no larger than
 /// `1 << window_log` (the format derives the window log from the manifest).
 fn check_frame(payload: &[u8], window_log: u32) -> Result<(), &'static str> {
+    // A skippable frame would pass for an empty one.
+    if payload.get(..4) != Some(&ZSTD_MAGIC[..]) {
+        return Err("zstd frame header is missing or unreadable");
+    }
     match zstd_safe::find_frame_compressed_size(payload) {
         Ok(n) if n == payload.len() => {}
         Ok(_) => return Err("bytes follow the zstd frame"),
