@@ -40,9 +40,10 @@ pub fn manifest_memory(manifest_len: u32) -> u64 {
 }
 
 /// Memory the applier uses besides the manifest and the frames' working memory: its
-/// 64 KiB patch read buffer, the BLAKE3 hashers and small bookkeeping. Counted in
-/// the memory limit.
-pub const APPLY_OVERHEAD: u64 = 128 << 10;
+/// 64 KiB patch read buffer, the 64 KiB buffer of the old image's check (which runs
+/// beside the frames), the BLAKE3 hashers and small bookkeeping. Counted in the
+/// memory limit.
+pub const APPLY_OVERHEAD: u64 = 256 << 10;
 
 /// Length of the stream-length header at the start of a decoded bsdiff payload.
 pub const BSDIFF_HEADER_LEN: u64 = 12;

@@ -18,7 +18,7 @@ use std::{
 use crate::error::{Error, Result};
 
 /// Random read access to an old image.
-pub trait Source {
+pub trait Source: Sync {
     /// Length in bytes.
     fn size(&self) -> u64;
     /// Fills `buf` from `offset`; fails if the range passes the end.

@@ -244,3 +244,62 @@ fn a_checkpoint_linked_to_dev_zero_or_a_fifo_is_ignored() {
     apply_to_file(&old_path, &patch_path, &out, &keys.trusted, &opts, &|_| {}).expect("apply");
     assert_eq!(std::fs::read(&out).expect("out"), new);
 }
+
+/// The old image is checked beside the frames when no earlier progress is at
+/// stake, and first, under the lock, when a checkpoint is: either way a wrong old
+/// image is reported as such (not as the frame it breaks), nothing appears at OUT,
+/// and an interrupted run's partial output and checkpoint survive it, byte for
+/// byte, for a later resume with the right image.
+#[test]
+fn a_wrong_old_image_is_reported_and_loses_no_progress() {
+    let (keys, dir, new, old_path, patch_path) = setup();
+    let out = dir.path().join("new.img");
+    let paths = PartialPaths::of(&out);
+    let wrong = dir.path().join("wrong.img");
+    let mut bytes = std::fs::read(&old_path).expect("old");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1; // the last byte: every frame before it still decodes
+    std::fs::write(&wrong, &bytes).expect("wrong");
+    let opts = ApplyOptions::default().checkpoint_bytes(1).resume(true);
+    let is_mismatch = |e: &Error| {
+        matches!(
+            e,
+            Error::SourceMismatch {
+                found_hash: Some(_),
+                ..
+            }
+        )
+    };
+
+    // No earlier run: checked beside the frames, and the partial output goes.
+    let err = apply_to_file(&wrong, &patch_path, &out, &keys.trusted, &opts, &|_| {})
+        .expect_err("applied to a wrong old image");
+    assert!(is_mismatch(&err), "{err:?}");
+    assert!(!out.exists() && !paths.partial.exists() && !paths.resume.exists());
+
+    // An interrupted run's progress is at stake: checked first, nothing changes.
+    let patch = std::fs::read(&patch_path).expect("patch");
+    let cut = dir.path().join("cut.dwp");
+    std::fs::write(&cut, &patch[..patch.len() - 10]).expect("cut");
+    apply_to_file(&old_path, &cut, &out, &keys.trusted, &opts, &|_| {}).expect_err("cut applied");
+    let kept = (
+        std::fs::read(&paths.partial).expect("partial"),
+        std::fs::read(&paths.resume).expect("checkpoint"),
+    );
+    for resume in [true, false] {
+        let opts = opts.clone().resume(resume);
+        let err = apply_to_file(&wrong, &patch_path, &out, &keys.trusted, &opts, &|_| {})
+            .expect_err("applied to a wrong old image");
+        assert!(is_mismatch(&err), "resume {resume}: {err:?}");
+        let now = (
+            std::fs::read(&paths.partial).expect("partial"),
+            std::fs::read(&paths.resume).expect("checkpoint"),
+        );
+        assert!(now == kept, "resume {resume}: the earlier progress changed");
+        assert!(!out.exists());
+    }
+    let report =
+        apply_to_file(&old_path, &patch_path, &out, &keys.trusted, &opts, &|_| {}).expect("apply");
+    assert!(report.resumed_frames > 0, "nothing was resumed");
+    assert_eq!(std::fs::read(&out).expect("out"), new);
+}

@@ -6,7 +6,9 @@
 //! 1. header bounds, then the minisign signature over the manifest bytes, against the
 //!    trusted keys; only then is the manifest parsed, and its trusted comment matched;
 //! 2. the patch's memory and size needs against [`ApplyOptions`];
-//! 3. the old image's size and BLAKE3;
+//! 3. the old image's size and BLAKE3, on a thread of its own beside step 4 (see
+//!    `beside_source_check`), or first where a checkpoint's progress is at stake;
+//!    its mismatch is the error reported, and nothing is kept until it passed;
 //! 4. per frame: the payload's BLAKE3 before decoding, the output's BLAKE3 after;
 //! 5. the BLAKE3 of the whole output; for a file, of the bytes read back through
 //!    its descriptor after fsync, and its length, then the rename (see
@@ -142,6 +144,45 @@ pub(crate) fn source_err(source: io::Error) -> Error {
 
 /// Checks the old image's size and BLAKE3 against the manifest.
 pub fn check_source<S: Source>(source: &S, m: &Manifest) -> Result<()> {
+    check_source_in(source, m, &mut vec![0u8; COPY_CHUNK as usize], true)
+}
+
+/// Chunk in which the check beside the frames reads the old image.
+const SIDE_CHECK_CHUNK: usize = 64 << 10;
+
+/// Runs `decode` while a thread of its own checks the old image, and gives the
+/// check's error first: with a wrong old image the frames fail their own checks
+/// too, and the mismatch is what explains them. Hashing the old image costs about
+/// as much as decoding the frames of a kernel image, and the two need not wait for
+/// each other: the frames are checked against their own hashes, and nothing is
+/// kept until both have passed. Where no thread can be started, checks first.
+fn beside_source_check<S: Source, T>(
+    source: &S,
+    m: &Manifest,
+    decode: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    std::thread::scope(|scope| {
+        let checker = std::thread::Builder::new()
+            .name("source check".into())
+            .spawn_scoped(scope, || {
+                // One thread, not the rayon pool: the frames keep the other cores.
+                check_source_in(source, m, &mut vec![0u8; SIDE_CHECK_CHUNK], false)
+            });
+        match checker {
+            Ok(handle) => {
+                let decoded = decode();
+                let checked = handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                checked.and(decoded)
+            }
+            Err(_) => check_source(source, m).and_then(|()| decode()),
+        }
+    })
+}
+
+/// [`check_source`] reading through `buf`, hashing on the rayon pool or not.
+fn check_source_in<S: Source>(source: &S, m: &Manifest, buf: &mut [u8], pool: bool) -> Result<()> {
     let mismatch = |found_hash| Error::SourceMismatch {
         expected_size: m.source_size,
         expected_hash: m.source_hash,
@@ -152,14 +193,16 @@ pub fn check_source<S: Source>(source: &S, m: &Manifest) -> Result<()> {
         return Err(mismatch(None));
     }
     let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; COPY_CHUNK as usize];
-    crate::sparse::hash_sparse(
-        &mut h,
-        m.source_size,
-        &source.holes(),
-        &mut buf,
-        |off, b| source.read_exact_at(b, off).map_err(source_err),
-    )?;
+    let feed = |b: &[u8]| {
+        if pool {
+            h.update_rayon(b);
+        } else {
+            h.update(b);
+        }
+    };
+    crate::sparse::hash_sparse(feed, m.source_size, &source.holes(), buf, |off, b| {
+        source.read_exact_at(b, off).map_err(source_err)
+    })?;
     let found = Digest::from(h.finalize());
     if found != m.source_hash {
         return Err(mismatch(Some(found)));
@@ -196,21 +239,22 @@ fn decode_to<S: Source, R: Read, W: Write>(
     sink: &mut W,
     progress: &dyn Fn(u64),
 ) -> Result<()> {
-    check_source(source, &head.manifest)?;
-    let mut s = HashingSink {
-        hasher: blake3::Hasher::new(),
-        out: sink,
-    };
-    apply_frames(
-        source,
-        &head.manifest,
-        patch,
-        0,
-        payload_start(&head.header),
-        &mut s,
-        progress,
-    )?;
-    check_target(&head.manifest, &s.hasher)
+    beside_source_check(source, &head.manifest, || {
+        let mut s = HashingSink {
+            hasher: blake3::Hasher::new(),
+            out: sink,
+        };
+        apply_frames(
+            source,
+            &head.manifest,
+            patch,
+            0,
+            payload_start(&head.header),
+            &mut s,
+            progress,
+        )?;
+        check_target(&head.manifest, &s.hasher)
+    })
 }
 
 /// Verifies a patch without an old image: signature, manifest, every payload hash,
@@ -257,11 +301,17 @@ pub fn apply_to_file(
     let head = read_head(&mut reader, keys, opts.memory_limit)?;
     check_limits(&head, opts)?;
     let source = FileSource::open(old)?;
-    check_source(&source, &head.manifest)?;
-
-    let (target, done) = open_partial(out, &head, opts)?;
-    let result = skip_payloads(&mut reader, &head, done.frames)
-        .and_then(|()| write_verified(&source, &head, &mut reader, &target, &done, opts, progress));
+    let (target, done, checked) = open_partial(out, &head, &source, opts)?;
+    let mut write = || {
+        skip_payloads(&mut reader, &head, done.frames).and_then(|()| {
+            write_verified(&source, &head, &mut reader, &target, &done, opts, progress)
+        })
+    };
+    let result = if checked {
+        write()
+    } else {
+        beside_source_check(&source, &head.manifest, write)
+    };
     match result {
         Ok(()) => {
             target.commit(OUTPUT_MODE)?;
@@ -293,22 +343,32 @@ struct Done {
 /// Takes the lock for `out` and opens its partial file, resuming the frames a
 /// checkpoint claims only when resume is asked for, the checkpoint names this
 /// manifest, the partial file is trustworthy and its frames re-verify.
+///
+/// Where a checkpoint exists, an earlier run's progress is at stake: the old image
+/// is checked first, under the lock, and a wrong one changes nothing on disk.
+/// Returns whether it was (else the caller checks it beside the frames).
 fn open_partial(
     out: &Path,
     head: &VerifiedHead,
+    source: &FileSource,
     opts: &ApplyOptions,
-) -> Result<(PartialFile, Done)> {
+) -> Result<(PartialFile, Done, bool)> {
     let manifest_id = Digest::of(&head.manifest_bytes);
     // The lock is taken before the checkpoint is read or anything is removed; the
     // checkpoint names the manifest, and the manifest names the old image, which
     // was verified: a checkpoint counts only for this patch and this image.
     let mut previous = None;
+    let mut checked = false;
     let (target, reused) = PartialFile::open(out, |text| {
+        if text.is_some() {
+            check_source(source, &head.manifest)?;
+            checked = true;
+        }
         previous = text
             .filter(|_| opts.resume)
             .and_then(Checkpoint::parse)
             .filter(|cp| cp.manifest == manifest_id);
-        previous.is_some()
+        Ok(previous.is_some())
     })?;
     let done = previous
         .filter(|_| reused)
@@ -330,7 +390,7 @@ fn open_partial(
             path: target.paths().partial.clone(),
             source,
         })?;
-    Ok((target, done))
+    Ok((target, done, checked))
 }
 
 /// Skips the payloads of the first `frames` frames (done by an earlier run).

@@ -64,7 +64,10 @@ pub(super) fn hash_file(file: &File, len: u64) -> io::Result<Digest> {
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; COPY_CHUNK as usize];
     let holes = crate::image::find_holes(file, len);
-    crate::sparse::hash_sparse(&mut h, len, &holes, &mut buf, |off, b| {
+    let feed = |b: &[u8]| {
+        h.update_rayon(b);
+    };
+    crate::sparse::hash_sparse(feed, len, &holes, &mut buf, |off, b| {
         file.read_exact_at(b, off)
     })?;
     Ok(h.finalize().into())

@@ -121,11 +121,12 @@ impl PartialFile {
     /// Takes the lock for `dest` in its private directory, then opens the partial
     /// image: the existing one when `before_open` (run under the lock, with the
     /// checkpoint's text if there is a usable one) says to resume and it is
-    /// trustworthy, a new empty one otherwise. Returns the file and whether an
-    /// existing image was kept.
+    /// trustworthy, a new empty one otherwise. An error from `before_open` is
+    /// returned before anything in the directory changes. Returns the file and
+    /// whether an existing image was kept.
     pub fn open(
         dest: &Path,
-        before_open: impl FnOnce(Option<&str>) -> bool,
+        before_open: impl FnOnce(Option<&str>) -> Result<bool>,
     ) -> Result<(Self, bool)> {
         super::existing_parent(dest)?;
         let paths = PartialPaths::of(dest);
@@ -141,7 +142,7 @@ impl PartialFile {
         let (parent, dir) = open_private_dir(super::parent_dir(dest), &dir_name, &paths)?;
         let lock = take_lock(&parent, &dir, &dir_name, &paths, dest)?;
         let checkpoint = read_checkpoint(&dir);
-        let reuse = before_open(checkpoint.as_deref());
+        let reuse = before_open(checkpoint.as_deref())?;
         let existing = reuse
             .then(|| fs::openat(&dir, PARTIAL, private_file_flags(), Mode::empty()).ok())
             .flatten()
@@ -368,7 +369,7 @@ mod tests {
     use super::*;
 
     fn open(dest: &Path, reuse: bool) -> Result<(PartialFile, bool)> {
-        PartialFile::open(dest, |_| reuse)
+        PartialFile::open(dest, |_| Ok(reuse))
     }
 
     fn busy(r: Result<(PartialFile, bool)>) -> bool {
@@ -482,7 +483,7 @@ mod tests {
         let mut seen = None;
         let (f, _) = PartialFile::open(&dest, |cp| {
             seen = cp.map(str::to_owned);
-            false
+            Ok(false)
         })
         .expect("reopen");
         assert_eq!(seen.as_deref(), Some("deltaward-resume 1\n"));
