@@ -99,7 +99,8 @@ impl TrustedKeyFiles {
 /// Diff effort.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LevelArg {
-    /// zstd coder only, small windows: the fastest diff.
+    /// zstd coder first, bsdiff-style only where zstd did poorly, small windows: the
+    /// fastest diff.
     Fast,
     /// bsdiff-style and zstd coders, hash-chain matching.
     Default,
@@ -120,8 +121,9 @@ impl From<LevelArg> for Level {
 /// How hard the diff works and on how many threads.
 #[derive(Args, Debug)]
 pub struct Effort {
-    /// Effort: fast (zstd coder only), default (bsdiff-style and zstd coders, hash-chain
-    /// matching) or best (suffix-array matching, zstd 19, larger windows).
+    /// Effort: fast (zstd coder, bsdiff-style only where zstd did poorly), default
+    /// (bsdiff-style and zstd coders, hash-chain matching) or best (suffix-array
+    /// matching, zstd 19, larger windows).
     #[arg(long, value_enum, default_value = "default")]
     pub level: LevelArg,
     /// Worker threads (default: all cores). Patch manifests are identical whatever

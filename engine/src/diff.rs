@@ -89,56 +89,74 @@ fn encode_delta<'v>(
         long_distance: params.long_distance,
     };
     let enc_err = |reason| Error::Encode { frame, reason };
-    // bsdiff first: on changed executables and file systems it usually wins. zstd with
-    // the window as prefix runs when bsdiff is off or did poorly (new content).
-    let mut best: Option<Encoded> = None;
-    if params.bsdiff && !window.is_empty() {
-        let bs_settings = ZstdSettings {
-            level: params.bsdiff_zstd_level,
-            long_distance: false,
-        };
-        if let Some(b) = bsdiff::encode_with(
-            &mut scratch.bsdiff,
-            window,
-            data,
-            params.match_finder,
-            bs_settings,
-        )
-        .map_err(enc_err)?
-        {
-            best = Some(Encoded {
-                kind: b.kind,
-                source_offset: ws,
-                source_len: wl,
-                payload: b.bytes,
-            });
-        }
-    }
-    let good_enough = best.as_ref().is_some_and(|b| {
-        (b.payload.len() as u64).saturating_mul(params.zstd_retry_ratio) < data.len() as u64
-    });
-    if !good_enough {
+    let coded = |kind, payload| Encoded {
+        kind,
+        source_offset: ws,
+        source_len: wl,
+        payload,
+    };
+    let zstd_coder = |scratch: &mut Scratch<'v>| -> Result<Encoded> {
         // A window borrowed from the image can be the prefix of a kept context; a
         // transformed copy lives only as long as this frame.
-        let zstd = match cow {
+        match cow {
             std::borrow::Cow::Borrowed(w) => {
                 let cctx = scratch.zstd.get_or_insert_with(zstd_safe::CCtx::create);
                 zstd::encode_in(cctx, w, data, settings)
             }
             std::borrow::Cow::Owned(ref w) => zstd::encode(w, data, settings),
         }
-        .map_err(enc_err)?;
-        if best.as_ref().is_none_or(|b| zstd.len() < b.payload.len()) {
-            best = Some(Encoded {
-                kind: FrameKind::Zstd,
-                source_offset: ws,
-                source_len: wl,
-                payload: zstd,
-            });
+        .map(|p| coded(FrameKind::Zstd, p))
+        .map_err(enc_err)
+    };
+    let bsdiff_coder = |scratch: &mut Scratch<'v>| -> Result<Option<Encoded>> {
+        if !params.bsdiff || window.is_empty() {
+            return Ok(None);
         }
-    }
-    let Some(mut best) = best else {
-        unreachable!("the zstd coder always runs when bsdiff gave nothing")
+        let bs_settings = ZstdSettings {
+            level: params.bsdiff_zstd_level,
+            long_distance: false,
+        };
+        let b = bsdiff::encode_with(
+            &mut scratch.bsdiff,
+            window,
+            data,
+            params.match_finder,
+            bs_settings,
+        )
+        .map_err(enc_err)?;
+        Ok(b.map(|b| coded(b.kind, b.bytes)))
+    };
+    // bsdiff first where it usually wins (changed executables and file systems),
+    // zstd with the window as prefix where bsdiff is off or did poorly (new
+    // content); at `fast`, zstd first (it is cheaper) and bsdiff where zstd did
+    // poorly (relocated code). The smaller payload is kept.
+    let poor = |e: &Encoded| {
+        (e.payload.len() as u64).saturating_mul(params.retry_ratio) >= data.len() as u64
+    };
+    // The first coder's payload unless the second's is strictly smaller.
+    let smaller = |first: Encoded, second: Encoded| {
+        if second.payload.len() < first.payload.len() {
+            second
+        } else {
+            first
+        }
+    };
+    let mut best = if params.zstd_first {
+        let z = zstd_coder(scratch)?;
+        if !poor(&z) {
+            z
+        } else {
+            match bsdiff_coder(scratch)? {
+                Some(b) => smaller(z, b),
+                None => z,
+            }
+        }
+    } else {
+        match bsdiff_coder(scratch)? {
+            Some(b) if !poor(&b) => b,
+            Some(b) => smaller(b, zstd_coder(scratch)?),
+            None => zstd_coder(scratch)?,
+        }
     };
     if best.source_len == 0 {
         best.source_offset = 0;

@@ -172,8 +172,10 @@ impl HashChain<'_> {
         let bits = (usize::BITS - slots.leading_zeros()).clamp(10, MAX_HEAD_BITS);
         head.clear();
         head.resize(1 << bits, 0);
-        chain.clear();
-        chain.resize(slots + 1, 0);
+        // Grown, never cleared: every entry a walk can reach is written below.
+        if chain.len() < slots + 1 {
+            chain.resize(slots + 1, 0);
+        }
         // Entry k stands for window position k * STEP; 0 means none, so store k + 1.
         for k in 0..old.len().saturating_sub(GRAM - 1).div_ceil(STEP) {
             let h = gram_hash(&old[k * STEP..], bits);
