@@ -131,7 +131,11 @@ fn encode_delta<'v>(
     // content); at `fast`, zstd first (it is cheaper) and bsdiff where zstd did
     // poorly (relocated code). The smaller payload is kept.
     let poor = |e: &Encoded| {
-        (e.payload.len() as u64).saturating_mul(params.retry_ratio) >= data.len() as u64
+        let len = e.payload.len() as u64;
+        len.saturating_mul(params.retry_ratio) >= data.len() as u64
+            && params
+                .retry_ceiling
+                .is_none_or(|c| len.saturating_mul(c) <= data.len() as u64)
     };
     // The first coder's payload unless the second's is strictly smaller.
     let smaller = |first: Encoded, second: Encoded| {

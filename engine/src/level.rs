@@ -102,15 +102,18 @@ impl BuildOptions {
                 zstd_level: 3,
                 long_distance: true,
                 // bsdiff only where zstd leaves more than a sixteenth of the frame
-                // (relocated code, mostly): on qemu-x86 the patch is half as large
-                // (1,580,709 -> 794,764 bytes, 0.67 x zstd -19's, was 1.33 x), on
-                // kernel-ext4 2 % smaller, for 10 to 15 % more CPU time on the
-                // kernel pairs (bsdiff on every frame: 45 to 70 % more).
+                // and at most a quarter (relocated code, mostly): on qemu-x86 the
+                // patch is half as large (1,580,709 -> 798,357 bytes, 0.67 x zstd
+                // -19's, was 1.33 x), on kernel-ext4 2 % smaller; bsdiff on every
+                // frame cost 45 to 70 % more CPU time on the kernel pairs. Above a
+                // quarter (the compressed kernel, new files) bsdiff saved nothing
+                // in the traces and doubled the time on vmlinuz.
                 bsdiff: true,
                 bsdiff_zstd_level: 3,
                 match_finder: MatchFinder::HashChain,
                 zstd_first: true,
                 retry_ratio: 16,
+                retry_ceiling: Some(4),
                 // Own maps: on kernel-ext4, 0.15 s more diff for 4 % smaller patches.
                 own_maps: false,
                 max_window: 16 << 20,
@@ -128,6 +131,7 @@ impl BuildOptions {
                 match_finder: MatchFinder::HashChain,
                 zstd_first: false,
                 retry_ratio: 12,
+                retry_ceiling: None,
                 own_maps: true,
                 max_window: 32 << 20,
                 frame_len: 4 << 20,
@@ -143,6 +147,7 @@ impl BuildOptions {
                 // running it on every frame, for +0.05 % patch size.
                 zstd_first: false,
                 retry_ratio: 12,
+                retry_ceiling: None,
                 own_maps: true,
                 max_window: 64 << 20,
                 frame_len: 4 << 20,
@@ -198,6 +203,9 @@ pub(crate) struct LevelParams {
     /// The other coder also runs when the first one's payload is above 1/ratio of
     /// the frame; the smaller payload is kept.
     pub(crate) retry_ratio: u64,
+    /// And only when it is at most 1/ceiling of the frame, where set: above that the
+    /// data is new or incompressible, and neither coder does better.
+    pub(crate) retry_ceiling: Option<u64>,
     /// Whether the source transform learns maps of their own for modules whose
     /// BTF the new build reordered.
     pub(crate) own_maps: bool,
