@@ -10,7 +10,8 @@ pub enum Level {
     /// zstd first, the bsdiff-style coder only where zstd did poorly, small
     /// windows: the fastest diff.
     Fast,
-    /// zstd and the bsdiff-style coder, whichever is smaller per frame.
+    /// The bsdiff-style coder, and zstd where bsdiff leaves at least a twelfth of
+    /// the frame; the smaller payload per frame.
     #[default]
     Default,
     /// Both coders at high effort and larger windows: the smallest patch.
@@ -101,7 +102,7 @@ impl BuildOptions {
             Level::Fast => LevelParams {
                 zstd_level: 3,
                 long_distance: true,
-                // bsdiff only where zstd leaves more than a sixteenth of the frame
+                // bsdiff only where zstd leaves at least a sixteenth of the frame
                 // and at most a quarter (relocated code, mostly): on qemu-x86 the
                 // patch is half as large (1,580,709 -> 798,357 bytes, 0.67 x zstd
                 // -19's, was 1.33 x), on kernel-ext4 2 % smaller; bsdiff on every
@@ -200,8 +201,8 @@ pub(crate) struct LevelParams {
     /// Which coder runs first, when bsdiff is on: zstd at `fast` (cheaper), bsdiff
     /// at the other levels (usually smaller).
     pub(crate) zstd_first: bool,
-    /// The other coder also runs when the first one's payload is above 1/ratio of
-    /// the frame; the smaller payload is kept.
+    /// The other coder also runs when the first one's payload is at least 1/ratio
+    /// of the frame; the smaller payload is kept (the first one's on a tie).
     pub(crate) retry_ratio: u64,
     /// And only when it is at most 1/ceiling of the frame, where set: above that the
     /// data is new or incompressible, and neither coder does better.

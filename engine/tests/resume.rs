@@ -297,6 +297,10 @@ fn a_wrong_old_image_is_reported_and_loses_no_progress() {
         );
         assert!(now == kept, "resume {resume}: the earlier progress changed");
         assert!(!out.exists());
+        assert!(
+            !paths.dir.join("lock").exists(),
+            "resume {resume}: the lock file was left behind"
+        );
     }
     let report =
         apply_to_file(&old_path, &patch_path, &out, &keys.trusted, &opts, &|_| {}).expect("apply");

@@ -6,9 +6,11 @@
 //! 1. header bounds, then the minisign signature over the manifest bytes, against the
 //!    trusted keys; only then is the manifest parsed, and its trusted comment matched;
 //! 2. the patch's memory and size needs against [`ApplyOptions`];
-//! 3. the old image's size and BLAKE3, on a thread of its own beside step 4 (see
-//!    `beside_source_check`), or first where a checkpoint's progress is at stake;
-//!    its mismatch is the error reported, and nothing is kept until it passed;
+//! 3. the old image's size and BLAKE3: first in [`apply`] (its sink sees bytes as
+//!    frames verify); on a thread of its own beside step 4 (`beside_source_check`)
+//!    in [`verify_patch`] and in [`apply_to_file`], except there where a
+//!    checkpoint's progress is at stake. Its mismatch is the error reported, and
+//!    nothing is kept until it passed;
 //! 4. per frame: the payload's BLAKE3 before decoding, the output's BLAKE3 after;
 //! 5. the BLAKE3 of the whole output; for a file, of the bytes read back through
 //!    its descriptor after fsync, and its length, then the rename (see
@@ -174,7 +176,15 @@ fn beside_source_check<S: Source, T>(
                 let checked = handle
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                checked.and(decoded)
+                // A wrong old image first; then what the frames found (a bad patch
+                // outranks an I/O error of the check, which would keep the partial
+                // output for a resume); then the check's own failure.
+                match (checked, decoded) {
+                    (Err(e @ Error::SourceMismatch { .. }), _) | (_, Err(e)) | (Err(e), _) => {
+                        Err(e)
+                    }
+                    (Ok(()), Ok(t)) => Ok(t),
+                }
             }
             Err(_) => check_source(source, m).and_then(|()| decode()),
         }
@@ -226,12 +236,15 @@ pub fn apply<S: Source, R: Read, W: Write>(
 ) -> Result<Manifest> {
     let head = read_head(patch, keys, opts.memory_limit)?;
     check_limits(&head, opts)?;
+    // The caller's sink sees bytes as frames verify: the old image first, so that
+    // a wrong one gives no output at all.
+    check_source(source, &head.manifest)?;
     decode_to(source, &head, patch, sink, progress)?;
     Ok(head.manifest)
 }
 
-/// Checks the old image, then decodes every frame into `sink`, verifying each
-/// frame and the whole output.
+/// Decodes every frame into `sink`, verifying each frame and the whole output.
+/// The caller checks the old image (before, or beside it).
 fn decode_to<S: Source, R: Read, W: Write>(
     source: &S,
     head: &VerifiedHead,
@@ -239,22 +252,20 @@ fn decode_to<S: Source, R: Read, W: Write>(
     sink: &mut W,
     progress: &dyn Fn(u64),
 ) -> Result<()> {
-    beside_source_check(source, &head.manifest, || {
-        let mut s = HashingSink {
-            hasher: blake3::Hasher::new(),
-            out: sink,
-        };
-        apply_frames(
-            source,
-            &head.manifest,
-            patch,
-            0,
-            payload_start(&head.header),
-            &mut s,
-            progress,
-        )?;
-        check_target(&head.manifest, &s.hasher)
-    })
+    let mut s = HashingSink {
+        hasher: blake3::Hasher::new(),
+        out: sink,
+    };
+    apply_frames(
+        source,
+        &head.manifest,
+        patch,
+        0,
+        payload_start(&head.header),
+        &mut s,
+        progress,
+    )?;
+    check_target(&head.manifest, &s.hasher)
 }
 
 /// Verifies a patch without an old image: signature, manifest, every payload hash,
@@ -269,7 +280,10 @@ pub fn verify_patch<S: Source, R: Read>(
     let head = read_head(patch, keys, opts.memory_limit)?;
     check_limits(&head, opts)?;
     if let Some(source) = source {
-        decode_to(source, &head, patch, &mut io::sink(), &|_| {})?;
+        // Nothing is written: the old image can be checked beside the frames.
+        beside_source_check(source, &head.manifest, || {
+            decode_to(source, &head, patch, &mut io::sink(), &|_| {})
+        })?;
         return Ok(head);
     }
     decode::check_payloads(patch, &head.manifest, payload_start(&head.header))?;

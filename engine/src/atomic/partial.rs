@@ -142,7 +142,15 @@ impl PartialFile {
         let (parent, dir) = open_private_dir(super::parent_dir(dest), &dir_name, &paths)?;
         let lock = take_lock(&parent, &dir, &dir_name, &paths, dest)?;
         let checkpoint = read_checkpoint(&dir);
-        let reuse = before_open(checkpoint.as_deref())?;
+        let reuse = match before_open(checkpoint.as_deref()) {
+            Ok(reuse) => reuse,
+            Err(e) => {
+                // Still holding the lock: leave the directory as it was found.
+                let _ = fs::unlinkat(&dir, LOCK, AtFlags::empty());
+                let _ = fs::unlinkat(&parent, &dir_name, AtFlags::REMOVEDIR);
+                return Err(e);
+            }
+        };
         let existing = reuse
             .then(|| fs::openat(&dir, PARTIAL, private_file_flags(), Mode::empty()).ok())
             .flatten()
