@@ -162,9 +162,8 @@ pub mod fuzzing {
         let mut scratch =
             vec![0u8; crate::format::bsdiff_max_decoded_len(out.len() as u64) as usize];
         match kind {
-            FrameKind::Bsdiff => crate::codec::bsdiff::decode(window, payload, out, &mut scratch),
-            FrameKind::BsdiffRuns => {
-                crate::codec::bsdiff::decode_runs(window, payload, out, &mut scratch)
+            FrameKind::Bsdiff | FrameKind::BsdiffRuns => {
+                crate::codec::decode(kind, window, payload, out, &mut scratch)
             }
             _ => Err("not a bsdiff frame kind"),
         }

@@ -307,3 +307,44 @@ fn a_wrong_old_image_is_reported_and_loses_no_progress() {
     assert!(report.resumed_frames > 0, "nothing was resumed");
     assert_eq!(std::fs::read(&out).expect("out"), new);
 }
+
+/// The old image is hashed beside the frames, so a change to it while the apply
+/// runs may land before or after the check reads that part: either way what is
+/// renamed into place is the new image, or nothing is.
+#[cfg(unix)]
+#[test]
+fn an_old_image_changed_during_the_apply_never_gives_a_wrong_output() {
+    use std::os::unix::fs::FileExt;
+    let (keys, dir, new, old_path, patch_path) = setup();
+    let out = dir.path().join("new.img");
+    let len = std::fs::metadata(&old_path).expect("old").len();
+    for at in [0, len / 2, len - 1] {
+        let _ = std::fs::remove_file(&out);
+        let original = std::fs::read(&old_path).expect("old");
+        let changed = std::cell::Cell::new(false);
+        let meddle = |_: u64| {
+            if !changed.replace(true) {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&old_path)
+                    .expect("open old");
+                f.write_all_at(&[original[at as usize] ^ 0xff], at)
+                    .expect("change old");
+            }
+        };
+        let r = apply_to_file(
+            &old_path,
+            &patch_path,
+            &out,
+            &keys.trusted,
+            &ApplyOptions::default(),
+            &meddle,
+        );
+        assert!(changed.get(), "the old image was not changed");
+        match r {
+            Ok(_) => assert_eq!(std::fs::read(&out).expect("out"), new, "at {at}"),
+            Err(e) => assert!(!out.exists(), "at {at}: {e} yet OUT exists"),
+        }
+        std::fs::write(&old_path, &original).expect("restore old");
+    }
+}
