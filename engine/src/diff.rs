@@ -81,11 +81,12 @@ fn encode_delta<'v>(
     let started = Instant::now();
     let (t0, t1) = (p.start as usize, (p.start + p.len) as usize);
     let data = &new[t0..t1];
+    let order = CoderOrder::of(params, data);
     let (ws, wl) = select_window(anchors, old.len(), new, t0, t1, params.max_window);
     let cow = old.window(ws..ws + wl);
     let window: &[u8] = &cow;
     let settings = ZstdSettings {
-        level: params.zstd_level,
+        level: order.zstd_level,
         long_distance: params.long_distance,
     };
     let enc_err = |reason| Error::Encode { frame, reason };
@@ -133,7 +134,7 @@ fn encode_delta<'v>(
     let poor = |e: &Encoded| {
         let len = e.payload.len() as u64;
         len.saturating_mul(params.retry_ratio) >= data.len() as u64
-            && params
+            && order
                 .retry_ceiling
                 .is_none_or(|c| len.saturating_mul(c) <= data.len() as u64)
     };
@@ -145,7 +146,7 @@ fn encode_delta<'v>(
             first
         }
     };
-    let mut best = if params.zstd_first {
+    let mut best = if order.zstd_first {
         let z = zstd_coder(scratch)?;
         if !poor(&z) {
             z
@@ -170,11 +171,79 @@ fn encode_delta<'v>(
         len = data.len(),
         window = wl,
         kind = ?best.kind,
+        dense = order.dense,
         payload = best.payload.len(),
         ms = started.elapsed().as_millis() as u64,
         "frame encoded"
     );
     Ok(best)
+}
+
+/// How one frame's coders run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CoderOrder {
+    /// Whether the frame's bytes look incompressible, and the level takes note.
+    dense: bool,
+    zstd_first: bool,
+    zstd_level: i32,
+    retry_ceiling: Option<u64>,
+}
+
+impl CoderOrder {
+    /// The level's order, or for bytes that look incompressible where the level
+    /// says so, zstd first at most at its `dense_zstd_level`, and bsdiff only where
+    /// zstd left between 1/ratio and a quarter of the frame: approximate matches,
+    /// which bsdiff is for, do not occur in compressed data, and above a quarter
+    /// zstd found little of the frame in the window.
+    fn of(params: &LevelParams, data: &[u8]) -> Self {
+        match params.dense_zstd_level {
+            Some(level) if looks_incompressible(data) => Self {
+                dense: true,
+                zstd_first: true,
+                zstd_level: params.zstd_level.min(level),
+                retry_ceiling: Some(4),
+            },
+            _ => Self {
+                dense: false,
+                zstd_first: params.zstd_first,
+                zstd_level: params.zstd_level,
+                retry_ceiling: params.retry_ceiling,
+            },
+        }
+    }
+}
+
+/// Whether `data`'s byte frequencies are close to uniform, as in compressed or
+/// encrypted data: the chi-square statistic of its byte histogram against the
+/// uniform one is at most an eighth of its length, which is a relative entropy of
+/// about 0.09 bits per byte (an order-0 entropy above about 7.9 bits per byte).
+/// Integer arithmetic, so that every machine chooses alike. Frames shorter than
+/// 64 KiB are never taken as incompressible: their histograms say too little.
+fn looks_incompressible(data: &[u8]) -> bool {
+    let n = data.len() as u128;
+    if n < 64 << 10 {
+        return false;
+    }
+    // Four tables, so that runs of one byte do not stall on one counter.
+    let mut counts = [[0u32; 256]; 4];
+    let mut quads = data.chunks_exact(4);
+    for q in &mut quads {
+        for (table, &b) in counts.iter_mut().zip(q) {
+            table[b as usize] += 1;
+        }
+    }
+    for &b in quads.remainder() {
+        counts[0][b as usize] += 1;
+    }
+    // chi2 = sum((c - n/256)^2 / (n/256)) = sum((256c - n)^2) / (256 n) <= n / 8
+    let sum: u128 = (0..256)
+        .map(|v| {
+            let c: u128 = counts.iter().map(|t| u128::from(t[v])).sum();
+            let d = (256 * c).abs_diff(n);
+            d * d
+        })
+        .sum();
+    sum <= 32 * n * n
 }
 
 /// The old image as delta frames see it: plain, or through a source transform
@@ -518,4 +587,81 @@ fn assemble(
         frames.push(f);
     }
     (frames, payloads, payload_off)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::level::Level;
+    use deltaward_testkit::{noise, table};
+
+    /// Random bytes with two in five of them zero, as in machine code.
+    fn code_like(n: usize, seed: u64) -> Vec<u8> {
+        noise(n, seed)
+            .into_iter()
+            .map(|b| if b < 100 { 0 } else { b })
+            .collect()
+    }
+
+    #[test]
+    fn compressed_bytes_look_incompressible_and_others_do_not() {
+        let random = noise(1 << 20, 5);
+        assert!(looks_incompressible(&random));
+        // zstd's own output: what a compressed kernel or firmware blob holds.
+        let settings = ZstdSettings {
+            level: 3,
+            long_distance: false,
+        };
+        let compressed = zstd::encode(&[], &code_like(1 << 20, 3), settings).expect("compress");
+        assert!(compressed.len() >= 64 << 10, "{}", compressed.len());
+        assert!(looks_incompressible(&compressed));
+        // Too short to judge.
+        assert!(!looks_incompressible(&random[..(64 << 10) - 1]));
+        assert!(looks_incompressible(&random[..64 << 10]));
+        // Structured data, and random data with one byte value in eight overweight.
+        assert!(!looks_incompressible(&code_like(1 << 20, 4)));
+        assert!(!looks_incompressible(
+            b"kernel module ".repeat(1 << 16).as_slice()
+        ));
+        assert!(!looks_incompressible(&table(1 << 18, 3)));
+        assert!(!looks_incompressible(&vec![0u8; 1 << 20]));
+        let mut skewed = random.clone();
+        skewed.iter_mut().step_by(8).for_each(|b| *b = 0);
+        assert!(!looks_incompressible(&skewed));
+    }
+
+    #[test]
+    fn incompressible_frames_go_to_zstd_first_where_the_level_says_so() {
+        let params = |level| BuildOptions::default().level(level).params();
+        let random = noise(1 << 20, 9);
+        let code = code_like(1 << 20, 11);
+        let default = params(Level::Default);
+        assert_eq!(
+            CoderOrder::of(&default, &random),
+            CoderOrder {
+                dense: true,
+                zstd_first: true,
+                zstd_level: 3,
+                retry_ceiling: Some(4),
+            }
+        );
+        assert_eq!(
+            CoderOrder::of(&default, &code),
+            CoderOrder {
+                dense: false,
+                zstd_first: false,
+                zstd_level: default.zstd_level,
+                retry_ceiling: None,
+            }
+        );
+        // Best keeps its order (bsdiff first, zstd 19) for the smallest patch, and
+        // fast runs zstd first on every frame anyway.
+        for level in [Level::Best, Level::Fast] {
+            let p = params(level);
+            let order = CoderOrder::of(&p, &random);
+            assert!(!order.dense, "{level:?}");
+            assert_eq!(order.zstd_first, p.zstd_first);
+            assert_eq!(order.zstd_level, p.zstd_level);
+        }
+    }
 }
