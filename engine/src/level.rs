@@ -11,7 +11,8 @@ pub enum Level {
     /// windows: the fastest diff.
     Fast,
     /// The bsdiff-style coder, and zstd where bsdiff leaves at least a twelfth of
-    /// the frame; the smaller payload per frame.
+    /// the frame; the smaller payload per frame. Frames whose bytes look
+    /// incompressible (compressed data) go to zstd first, as at `Fast`.
     #[default]
     Default,
     /// Both coders at high effort and larger windows: the smallest patch.
