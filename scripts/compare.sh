@@ -20,8 +20,8 @@
 #   COMPARE_MD=1     print only the markdown table (for benches/compare-all.sh)
 #   APPLY_ROUNDS     applies per tool (default 3): the median wall time is reported
 #                    (an apply takes seconds, and one round on a noisy machine
-#                    varies by up to 2x); a diff runs once, or 3 times where it
-#                    took under 2 s (the median wall time is reported)
+#                    varies by up to 2x); a diff runs once, or where it took
+#                    under 2 s, 3 more times (their median wall time is reported)
 #
 # Each diff and apply runs under GNU time (wall, peak RSS); the anonymous part of
 # the peak (RssAnon, without mapped file pages) is sampled from /proc every 50 ms.
@@ -77,6 +77,23 @@ run() {
   echo "$(cat "$out.time") $anon" >"$out"
 }
 
+# rounds OUT N FILE CHECK CMD...: runs CMD N times (removing FILE before each, then
+# running CHECK); writes "median_wall_s max_peak_rss_kib max_peak_anon_kib" to OUT.
+rounds() {
+  local result=$1 n=$2 file=$3 check=$4 r walls=() rss=0 anon=0 w m a
+  shift 4
+  for ((r = 0; r < n; r++)); do
+    rm -f "$file"
+    run "$result.run" "$@"
+    "$check"
+    read -r w m a <"$result.run"
+    walls+=("$w")
+    (( m > rss )) && rss=$m
+    (( a > anon )) && anon=$a
+  done
+  echo "$(printf '%s\n' "${walls[@]}" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}') $rss $anon" >"$result"
+}
+
 # measure NAME PATCH OUT -- DIFF_CMD... -- APPLY_CMD...
 measure() {
   local name=$1 patch=$2 out=$3
@@ -85,33 +102,18 @@ measure() {
   while [ "$1" != -- ]; do diff+=("$1"); shift; done
   shift
   apply=("$@")
-  run "$work/d" "${diff[@]}"
+  rounds "$work/d" 1 "$patch" : "${diff[@]}"
   read -r dt drss danon <"$work/d"
-  # A diff under 2 s runs 3 times, and its median wall time is reported: at a
-  # tenth of a second, one run on a noisy machine varies by 2x.
+  # A diff under 2 s runs 3 more times, and their median wall time is reported:
+  # at a tenth of a second, one run on a noisy machine varies by 2x.
   if awk -v t="$dt" 'BEGIN { exit !(t < 2) }'; then
-    local dwalls=("$dt") dw2 drss2 danon2
-    for r in 2 3; do
-      rm -f "$patch"
-      run "$work/d" "${diff[@]}"
-      read -r dw2 drss2 danon2 <"$work/d"
-      dwalls+=("$dw2")
-      (( drss2 > drss )) && drss=$drss2
-      (( danon2 > danon )) && danon=$danon2
-    done
-    dt=$(printf '%s\n' "${dwalls[@]}" | sort -g | awk 'NR == 2')
+    rounds "$work/d" 3 "$patch" : "${diff[@]}"
+    read -r dt drss danon <"$work/d"
   fi
-  local r walls=() arss=0 aanon=0 w rss anon
-  for ((r = 0; r < ${APPLY_ROUNDS:-3}; r++)); do
-    rm -f "$out"
-    run "$work/a" "${apply[@]}"
-    cmp -s "$out" "$new" || { echo "compare: $name: rebuilt image differs" >&2; exit 1; }
-    read -r w rss anon <"$work/a"
-    walls+=("$w")
-    (( rss > arss )) && arss=$rss
-    (( anon > aanon )) && aanon=$anon
-  done
-  at=$(printf '%s\n' "${walls[@]}" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}')
+  # shellcheck disable=SC2317 # called by rounds
+  rebuilt() { cmp -s "$out" "$new" || { echo "compare: $name: rebuilt image differs" >&2; exit 1; }; }
+  rounds "$work/a" "${APPLY_ROUNDS:-3}" "$out" rebuilt "${apply[@]}"
+  read -r at arss aanon <"$work/a"
   echo "$name $(stat -c %s "$patch") $dt $drss $danon $at $arss $aanon" >>"$work/results"
   rm -f "$out" "$patch"
 }
