@@ -2,7 +2,7 @@
 # The comparison runner: every pair from scripts/make-pairs.sh through deltaward at
 # each level and the other delta tools, side by side in one run, written into
 # docs/BENCHMARKS.md (between its "compare-all" markers) with the machine and the
-# commands. Each diff runs once (3 times where it took under 2 s) and each apply
+# commands. Each diff runs once (3 more where it took under 2 s) and each apply
 # three times, and the median wall time is given: read the ratios, not the seconds. About 45 minutes on 2 cores, most of it zstd -19 on the
 # three large pairs.
 #
@@ -62,7 +62,7 @@ trap 'rm -f "$section" "$out.partial"' EXIT
   echo
   echo "Peak RSS is GNU time's (it counts mapped file pages: deltaward's diff and zstd map"
   echo "the images); the anonymous part, in brackets, is sampled from /proc every 50 ms."
-  echo "Each diff runs once, or 3 times where it took under 2 s (median); each apply runs ${APPLY_ROUNDS:-3} times and its median wall time is given."
+  echo "Each diff runs once, or where it took under 2 s 3 more times (median of those); each apply runs ${APPLY_ROUNDS:-3} times and its median wall time is given."
   echo "\"apply / zstd\" is the apply wall time over zstd -3's \`--patch-from\` apply."
   echo
 } >"$section"
