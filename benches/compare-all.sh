@@ -3,8 +3,9 @@
 # each level and the other delta tools, side by side in one run, written into
 # docs/BENCHMARKS.md (between its "compare-all" markers) with the machine and the
 # commands. Each diff runs once (3 more where it took under 2 s) and each apply
-# three times, and the median wall time is given: read the ratios, not the seconds. About 45 minutes on 2 cores, most of it zstd -19 on the
-# three large pairs.
+# three times, and the median wall time is given: read the ratios, not the
+# seconds. About 30 to 45 minutes on 2 cores, most of it zstd -19 on the three
+# large pairs.
 #
 #   benches/compare-all.sh [DELTAWARD_BIN]
 #     default: builds target/release/deltaward
