@@ -456,6 +456,17 @@ const MAX_SKIP: i64 = 15;
 /// The bsdiff scan: returns (controls, add bytes, extra bytes).
 /// The add bytes go to `add`, which the caller has emptied.
 fn diff(finder: &dyn Finder, old: &[u8], new: &[u8], add: &mut Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+    scan::<false>(finder, old, new, add)
+}
+
+/// [`diff`], or with `BYTEWISE` the same scan without the eight-byte skips, byte
+/// by byte: the tests hold the two to the same output.
+fn scan<const BYTEWISE: bool>(
+    finder: &dyn Finder,
+    old: &[u8],
+    new: &[u8],
+    add: &mut Vec<u8>,
+) -> (Vec<u8>, Vec<u8>) {
     let (oldsize, newsize) = (old.len() as i64, new.len() as i64);
     let min_gain = finder.min_gain();
     let at_old = |i: i64| old[i as usize];
@@ -499,7 +510,7 @@ fn diff(finder: &dyn Finder, old: &[u8], new: &[u8], add: &mut Vec<u8>) -> (Vec<
                 oldscore += (scan + len - scsc).max(0);
                 scsc = scsc.max(scan + len);
             }
-            if scsc < scan + len {
+            if !BYTEWISE && scsc < scan + len {
                 // The bytes equal on the current alignment, where it lies in the
                 // window, counted in one vectorised pass.
                 let (lo, hi) = (
@@ -513,6 +524,12 @@ fn diff(finder: &dyn Finder, old: &[u8], new: &[u8], add: &mut Vec<u8>) -> (Vec<
                     );
                 }
                 scsc = scan + len;
+            }
+            while scsc < scan + len {
+                if scsc + lastoffset < oldsize && at_old(scsc + lastoffset) == at_new(scsc) {
+                    oldscore += 1;
+                }
+                scsc += 1;
             }
             if (len == oldscore && len != 0) || len > oldscore + min_gain {
                 break;
@@ -548,7 +565,7 @@ fn diff(finder: &dyn Finder, old: &[u8], new: &[u8], add: &mut Vec<u8>) -> (Vec<
             while lastscan + i < scan && lastpos + i < oldsize {
                 // Eight equal bytes at once: the score rises at every one of them, so
                 // only the last can be a new best (same result as byte by byte).
-                if lastscan + i + 8 <= scan && lastpos + i + 8 <= oldsize {
+                if !BYTEWISE && lastscan + i + 8 <= scan && lastpos + i + 8 <= oldsize {
                     let (o, n) = ((lastpos + i) as usize, (lastscan + i) as usize);
                     let (a, b) = (word(old, o), word(new, n));
                     if a == b {
@@ -584,7 +601,7 @@ fn diff(finder: &dyn Finder, old: &[u8], new: &[u8], add: &mut Vec<u8>) -> (Vec<
                 let mut i = 1i64;
                 while scan >= lastscan + i && pos >= i {
                     // Eight equal bytes at once, as in the forward extension.
-                    if scan >= lastscan + i + 7 && pos >= i + 7 {
+                    if !BYTEWISE && scan >= lastscan + i + 7 && pos >= i + 7 {
                         let (o, n) = ((pos - i - 7) as usize, (scan - i - 7) as usize);
                         let (a, b) = (word(old, o), word(new, n));
                         if a == b {
@@ -959,6 +976,91 @@ mod tests {
             sizes[i] = payload.bytes.len();
         }
         sizes[0].max(sizes[1])
+    }
+
+    /// The scan with its eight-byte skips gives what it gives byte by byte, on
+    /// data where the skips are taken often: relocated tables, sparse edits,
+    /// unrelated bytes, runs, and rotated images.
+    #[test]
+    fn the_scan_skips_change_nothing() {
+        let mut state = 0x0123_4567_89ab_cdefu64;
+        let mut rand = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut cases = 0;
+        for round in 0..24 {
+            let len = 2_000 + (rand() % 60_000) as usize;
+            let old: Vec<u8> = match round % 3 {
+                0 => (0..len).map(|_| rand() as u8).collect(),
+                1 => (0..len as u32 / 4)
+                    .flat_map(|i| (i * 40 + 0x1000).to_le_bytes())
+                    .collect(),
+                _ => (0..len)
+                    .map(|i| if i % 64 < 40 { 0 } else { rand() as u8 })
+                    .collect(),
+            };
+            let mut new = old.clone();
+            // Edits: changed bytes, inserted and deleted runs, relocations, bursts.
+            for _ in 0..(1 + rand() % 40) {
+                let at = (rand() as usize) % new.len();
+                match rand() % 5 {
+                    0 => new[at] = rand() as u8,
+                    // Bursts of two to five changed bytes a few bytes apart: the
+                    // extensions' best positions fall inside eight-byte blocks.
+                    4 => {
+                        let mut k = at;
+                        while k < (at + 3000).min(new.len()) {
+                            let burst = 2 + (rand() % 4) as usize;
+                            for b in new.iter_mut().skip(k).take(burst) {
+                                *b = b.wrapping_add(1);
+                            }
+                            k += burst + 1 + (rand() % 24) as usize;
+                        }
+                    }
+                    1 => {
+                        let n = (rand() % 300) as usize;
+                        let junk: Vec<u8> = (0..n).map(|_| rand() as u8).collect();
+                        new.splice(at..at, junk);
+                    }
+                    2 => {
+                        let end = (at + (rand() % 300) as usize).min(new.len());
+                        new.drain(at..end);
+                    }
+                    _ => {
+                        let end = (at + 400).min(new.len());
+                        new[at..end]
+                            .iter_mut()
+                            .step_by(4)
+                            .for_each(|b| *b = b.wrapping_add(3));
+                    }
+                }
+            }
+            if round % 5 == 4 {
+                let third = new.len() / 3;
+                new.rotate_left(third);
+            }
+            let (mut head, mut chain) = (Vec::new(), Vec::new());
+            let chains = HashChain::build(&old, &mut head, &mut chain);
+            let mut sa = vec![0i32; old.len()];
+            libsais::SuffixArrayConstruction::for_text(&old)
+                .in_borrowed_buffer(&mut sa)
+                .single_threaded()
+                .run()
+                .expect("suffix array");
+            let suffixes = SuffixArray { sa: &sa, old: &old };
+            for finder in [&chains as &dyn Finder, &suffixes] {
+                let (mut add_fast, mut add_slow) = (Vec::new(), Vec::new());
+                let fast = scan::<false>(finder, &old, &new, &mut add_fast);
+                let slow = scan::<true>(finder, &old, &new, &mut add_slow);
+                assert_eq!(fast, slow, "round {round}");
+                assert_eq!(add_fast, add_slow, "round {round}");
+                cases += 1;
+            }
+        }
+        assert_eq!(cases, 48);
     }
 
     #[test]
