@@ -18,17 +18,22 @@ use deltaward_engine::{
     TrustedKeys,
 };
 
+/// A deterministic pseudo-random word generator (xorshift64), the same sequence
+/// for the same seed.
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
 /// Deterministic pseudo-random bytes (xorshift), the same for the same seed.
 pub fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    let mut next = xorshift(seed);
+    (0..n).map(|_| (next() >> 24) as u8).collect()
 }
 
 /// A little-endian table of `count` u32 words, `i * 40 + 0x1000`, with every 64th

@@ -983,13 +983,7 @@ mod tests {
     /// unrelated bytes, runs, and rotated images.
     #[test]
     fn the_scan_skips_change_nothing() {
-        let mut state = 0x0123_4567_89ab_cdefu64;
-        let mut rand = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rand = deltaward_testkit::xorshift(0x0123_4567_89ab_cdef);
         let mut cases = 0;
         for round in 0..24 {
             let len = 2_000 + (rand() % 60_000) as usize;

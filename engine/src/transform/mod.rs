@@ -654,13 +654,7 @@ mod tests {
 
     #[test]
     fn bucketed_lookup_agrees_with_a_plain_search() {
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = deltaward_testkit::xorshift(0x2545_f491_4f6c_dd1d);
         for n in [1usize, 2, 3, 17, 1000, 40_000] {
             let spread = [100u64, 1 << 20, 1 << 32];
             for max in spread {
