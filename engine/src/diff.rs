@@ -13,7 +13,7 @@ use crate::{
     format::{empty_hash, Digest, Frame, FrameKind, Manifest, SourceTransform},
     image::Image,
     index::{AnchorIndex, BlockIndex},
-    level::{BuildOptions, LevelParams},
+    level::{BuildOptions, LevelParams, NEW_DATA_CEILING},
     plan::{classify, plan, select_window, PlanKind, Planned},
     sparse::{zeros_hash, Input},
     transform::{self, Overlay},
@@ -129,8 +129,9 @@ fn encode_delta<'v>(
     };
     // bsdiff first where it usually wins (changed executables and file systems),
     // zstd with the window as prefix where bsdiff is off or did poorly (new
-    // content); at `fast`, zstd first (it is cheaper) and bsdiff where zstd did
-    // poorly (relocated code). The smaller payload is kept.
+    // content); at `fast`, and at the default level on frames that look
+    // incompressible (see `CoderOrder`), zstd first (it is cheaper) and bsdiff
+    // where zstd did poorly (relocated code). The smaller payload is kept.
     let poor = |e: &Encoded| {
         let len = e.payload.len() as u64;
         len.saturating_mul(params.retry_ratio) >= data.len() as u64
@@ -201,7 +202,7 @@ impl CoderOrder {
                 dense: true,
                 zstd_first: true,
                 zstd_level: params.zstd_level.min(level),
-                retry_ceiling: Some(4),
+                retry_ceiling: Some(NEW_DATA_CEILING),
             },
             _ => Self {
                 dense: false,
@@ -649,7 +650,7 @@ mod tests {
                 dense: true,
                 zstd_first: true,
                 zstd_level: 3,
-                retry_ceiling: Some(4),
+                retry_ceiling: Some(NEW_DATA_CEILING),
             }
         );
         assert_eq!(

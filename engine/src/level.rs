@@ -117,7 +117,7 @@ impl BuildOptions {
                 // zstd runs first on every frame here already.
                 dense_zstd_level: None,
                 retry_ratio: 16,
-                retry_ceiling: Some(4),
+                retry_ceiling: Some(NEW_DATA_CEILING),
                 // Own maps: on kernel-ext4, 0.15 s more diff for 4 % smaller patches.
                 own_maps: false,
                 max_window: 16 << 20,
@@ -198,6 +198,11 @@ impl BuildOptions {
         s
     }
 }
+
+/// Where the first coder's payload is more than 1/this of the frame, the data is
+/// new or incompressible and the other coder did no better in the traces: the
+/// retry ceiling of `fast`, and of frames that look incompressible.
+pub(crate) const NEW_DATA_CEILING: u64 = 4;
 
 /// Concrete parameters behind a [`Level`].
 #[derive(Debug, Clone, Copy)]

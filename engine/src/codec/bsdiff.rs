@@ -71,8 +71,7 @@ fn matchlen(a: &[u8], b: &[u8]) -> usize {
     let (a, b) = (&a[..n], &b[..n]);
     let mut i = 0;
     for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        let d = u64::from_le_bytes([x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]])
-            ^ u64::from_le_bytes([y[0], y[1], y[2], y[3], y[4], y[5], y[6], y[7]]);
+        let d = word(x, 0) ^ word(y, 0);
         if d != 0 {
             return i + (d.trailing_zeros() / 8) as usize;
         }
@@ -176,9 +175,7 @@ struct HashChain<'s> {
 
 /// The `bits`-bit hash of the gram that `g` starts with.
 fn gram_hash(g: &[u8], bits: u32) -> usize {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&g[..GRAM]);
-    (u64::from_le_bytes(w).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
+    (word(g, 0).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
 }
 
 impl HashChain<'_> {
@@ -398,7 +395,7 @@ fn compress_streams(
 fn zero_prefix(b: &[u8]) -> usize {
     let mut i = 0;
     for c in b.chunks_exact(8) {
-        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let w = word(c, 0);
         if w != 0 {
             return i + (w.trailing_zeros() / 8) as usize;
         }
@@ -413,7 +410,7 @@ fn nonzero_prefix(b: &[u8]) -> usize {
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut i = 0;
     for c in b.chunks_exact(8) {
-        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let w = word(c, 0);
         // The lowest flagged byte is the first zero byte (a borrow can only flag
         // bytes above a zero one).
         let zero = w.wrapping_sub(LOW) & !w & HIGH;
@@ -535,11 +532,11 @@ fn scan<const BYTEWISE: bool>(
                 break;
             }
             // Where the alignment resumes, step to it: it is no miss. Counted as
-            // one (before 2026-11-30), waits sped the steps up until they jumped
-            // over the resume points, and the scan stayed on a poor alignment
-            // without searching (a relocation table in qemu-x86); stepping to them
+            // misses, waits would speed the steps up until they jumped over the
+            // resume points, and the scan would stay on a poor alignment without
+            // searching (measured on qemu-x86's relocation table; stepping to them
             // made the default level's patches 0.3 to 0.7 % smaller on the kernel
-            // pairs and its CPU time 3 to 5 % lower.
+            // pairs, and its CPU time 3 to 5 % lower).
             // Where nothing matches, search less often the longer the drought lasts
             // (as LZ4's acceleration does); a match found late is extended backwards.
             let step = match resume {
