@@ -482,6 +482,29 @@ fn a_mib_flag_that_overflows_is_refused() {
     assert!(!out.exists());
 }
 
+/// An image that is a character device (here /dev/zero, directly and through a
+/// link) fails at once with a clear error, instead of being read until memory runs
+/// out; nothing is written.
+#[cfg(unix)]
+#[test]
+fn an_image_that_is_dev_zero_is_refused_at_once() {
+    let fx = fixture(1);
+    let link = fx.path("zero.img");
+    std::os::unix::fs::symlink("/dev/zero", &link).expect("symlink");
+    for (old, new) in [
+        (std::path::Path::new("/dev/zero"), fx.new.as_path()),
+        (fx.old.as_path(), link.as_path()),
+    ] {
+        let out = fx.path("p.dwp");
+        let err = fails_with(
+            &deltaward(&["diff", s(old), s(new), "-o", s(&out), "-s", s(&fx.key)]),
+            FAILURE,
+        );
+        assert!(err.contains("character device"), "{err}");
+        assert!(!out.exists());
+    }
+}
+
 /// Key and password files are read only when they are regular files of a sane
 /// size: a secret key linked to /dev/zero, or a named pipe, fails at once with a
 /// clear error instead of exhausting memory or waiting for a writer.

@@ -180,15 +180,29 @@ impl Image {
 
     /// Maps an open file (`path` names it in errors), falling back to reading it:
     /// for callers that opened the file with their own checks (no link, regular).
+    ///
+    /// A character device (/dev/zero, /dev/urandom, a terminal) is refused: read
+    /// to its end, it would never end. Block devices and pipes are read.
     pub fn from_file(file: &File, path: &Path) -> Result<Self> {
-        let len = file
-            .metadata()
-            .map_err(|source| Error::Io {
-                action: "reading metadata of",
+        let io_err = |action| {
+            move |source| Error::Io {
+                action,
                 path: path.to_path_buf(),
                 source,
-            })?
-            .len();
+            }
+        };
+        let meta = file.metadata().map_err(io_err("reading metadata of"))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if meta.file_type().is_char_device() {
+                return Err(io_err("reading")(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a character device never ends: give an image file, a block device or a pipe",
+                )));
+            }
+        }
+        let len = meta.len();
         if len > 0 {
             // SAFETY: the map is read-only and lives no longer than this value. The
             // images deltaward maps are finished files named by the caller; if one is
@@ -203,11 +217,7 @@ impl Image {
             }
         }
         let mut buf = Vec::new();
-        io::Read::read_to_end(&mut &*file, &mut buf).map_err(|source| Error::Io {
-            action: "reading",
-            path: path.to_path_buf(),
-            source,
-        })?;
+        io::Read::read_to_end(&mut &*file, &mut buf).map_err(io_err("reading"))?;
         Ok(Self {
             data: Data::Read(buf),
             holes: Vec::new(),
