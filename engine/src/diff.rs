@@ -260,7 +260,7 @@ fn looks_incompressible(data: &[u8]) -> bool {
 enum View<'a> {
     Plain(&'a [u8]),
     Mapped(memmap2::MmapMut),
-    Overlay(&'a [u8], Overlay),
+    Overlay(&'a [u8], Box<Overlay>),
 }
 
 impl View<'_> {
@@ -358,7 +358,7 @@ fn build(
             None => match transform::overlay(old, t) {
                 Some(o) => {
                     let t = o.transform.clone();
-                    (View::Overlay(old, o), Some(t))
+                    (View::Overlay(old, Box::new(o)), Some(t))
                 }
                 None => (View::Plain(old), None),
             },

@@ -918,6 +918,7 @@ mod tests {
             types: Remap::new(vec![(5, 1)]).expect("sorted"),
             strings: Remap::default(),
             crcs: ExactMap::new(vec![(1, 2)]).expect("sorted"),
+            spaces: Vec::new(),
         });
         m
     }

@@ -79,7 +79,7 @@ fn renumbered_modules_cost_little_and_apply_exactly() {
         .iter()
         .filter_map(|(_, k)| match k {
             RegionKind::Btf { types, .. } => Some(!types.entries().is_empty()),
-            RegionKind::ModVersions => None,
+            _ => None,
         })
         .collect();
     assert!(local[0], "module 0 has its own type map");

@@ -95,6 +95,10 @@ fn print_json(out: &mut impl Write, m: &Manifest, manifest_len: u32, comment: &s
                 "type_map_entries": t.types.entries().len(),
                 "string_map_entries": t.strings.entries().len(),
                 "crc_map_entries": t.crcs.entries().len(),
+                "code_regions": s.code,
+                "relocation_regions": s.rela,
+                "address_maps": t.spaces.len(),
+                "address_map_entries": s.addresses,
             })
         }),
     });
@@ -178,6 +182,16 @@ fn print_text(
                 t.strings.entries().len(),
                 t.crcs.entries().len()
             )?;
+            if !t.spaces.is_empty() {
+                writeln!(
+                    out,
+                    "            {} x86-64 code and {} relocation regions; {} address maps, {} entries",
+                    s.code,
+                    s.rela,
+                    t.spaces.len(),
+                    s.addresses
+                )?;
+            }
         }
     }
     writeln!(out, "frames      {}", m.frames.len())?;
@@ -195,6 +209,9 @@ struct TransformSummary {
     btf: usize,
     own: usize,
     versions: usize,
+    code: usize,
+    rela: usize,
+    addresses: usize,
 }
 
 impl TransformSummary {
@@ -203,6 +220,9 @@ impl TransformSummary {
             btf: 0,
             own: 0,
             versions: 0,
+            code: 0,
+            rela: 0,
+            addresses: t.spaces.iter().map(|m| m.entries().len()).sum(),
         };
         for (_, kind) in &t.regions {
             match kind {
@@ -213,6 +233,8 @@ impl TransformSummary {
                     }
                 }
                 RegionKind::ModVersions => s.versions += 1,
+                RegionKind::X86Code { .. } => s.code += 1,
+                RegionKind::X86Rela { .. } => s.rela += 1,
             }
         }
         s

@@ -11,12 +11,13 @@ use object::{
 use rayon::prelude::*;
 
 use super::{
-    btf, ExactMap, Overlay, RegionKind, Remap, SourceTransform, MAX_REGION_LEN, MODVERSION_LEN,
+    btf, ExactMap, Overlay, RegionKind, Regions, Remap, SourceTransform, MAX_REGION_LEN,
+    MODVERSION_LEN,
 };
 use crate::{diff::timed, sparse::Input};
 
 /// `\x7fELF`, 64-bit, little-endian, ELF version 1.
-const ELF64_LE: [u8; 7] = *b"\x7fELF\x02\x01\x01";
+pub(super) const ELF64_LE: [u8; 7] = *b"\x7fELF\x02\x01\x01";
 /// Most BTF bytes (old and new together) that module pairs may bring to
 /// learning (its votes take about as much again): the kernel image's pairs bring
 /// 120 MB.
@@ -31,9 +32,9 @@ const SEARCH_PIECE: u64 = 4 << 20;
 const PROBE_BUDGET: u64 = 4;
 
 /// What a probe at one offset found, and how many bytes it may have walked.
-struct Probe<T> {
-    found: Option<(T, u64)>,
-    cost: u64,
+pub(super) struct Probe<T> {
+    pub(super) found: Option<(T, u64)>,
+    pub(super) cost: u64,
 }
 
 /// Searches the data of `img` (its holes left out) for `pattern` and probes each
@@ -42,7 +43,7 @@ struct Probe<T> {
 /// Occurrences are found at any offset: a tar archive keeps files at 512-byte
 /// boundaries, a file system at block boundaries, a cpio archive at 4 bytes, and an
 /// image may be shifted by any amount.
-fn search<T: Send>(
+pub(super) fn search<T: Send>(
     img: Input<'_>,
     pattern: &[u8],
     probe: impl Fn(u64) -> Probe<T> + Sync,
@@ -501,9 +502,44 @@ fn local_maps(
     (types, strings)
 }
 
-/// Learns the BTF transform from the modules that both images hold. `None` when
-/// there is nothing to renumber.
+/// Learns the source transform: the kernel modules' renumbering from the modules
+/// that both images hold, and the programs' address maps from the x86-64 programs
+/// both hold. `None` when there is nothing to rewrite.
 pub(crate) fn learn(old: Input<'_>, new: Input<'_>, own_maps: bool) -> Option<SourceTransform> {
+    let (modules, programs) = rayon::join(
+        || learn_modules(old, new, own_maps),
+        || super::x86::learn(old, new),
+    );
+    let mut transform = match (modules, programs) {
+        (None, None) => return None,
+        (modules, programs) => {
+            let mut t = modules.unwrap_or_default();
+            if let Some((regions, spaces)) = programs {
+                t.regions.extend(regions);
+                t.spaces = spaces;
+            }
+            t
+        }
+    };
+    transform.regions = disjoint(std::mem::take(&mut transform.regions));
+    Some(transform)
+}
+
+/// The regions sorted by start, each that overlaps one before it left out.
+fn disjoint(mut regions: Regions) -> Regions {
+    regions.sort_by_key(|(r, _)| r.start);
+    let mut out: Regions = Vec::with_capacity(regions.len());
+    for r in regions {
+        if out.last().is_none_or(|prev| prev.0.end <= r.0.start) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// Learns the kernel modules' renumbering. `None` when there is nothing to
+/// renumber.
+fn learn_modules(old: Input<'_>, new: Input<'_>, own_maps: bool) -> Option<SourceTransform> {
     let (old_mods, new_mods) = timed("learn: find modules", || {
         rayon::join(|| modules(old), || modules(new))
     });
@@ -593,18 +629,12 @@ pub(crate) fn learn(old: Input<'_>, new: Input<'_>, own_maps: bool) -> Option<So
             .iter()
             .filter_map(|m| Some((m.versions.clone()?, RegionKind::ModVersions))),
     );
-    regions.sort_unstable_by_key(|(r, _)| r.start);
-    let mut disjoint: Vec<(Range<u64>, RegionKind)> = Vec::with_capacity(regions.len());
-    for r in regions {
-        if disjoint.last().is_none_or(|prev| prev.0.end <= r.0.start) {
-            disjoint.push(r);
-        }
-    }
     let transform = SourceTransform {
-        regions: disjoint,
+        regions: disjoint(regions),
         types,
         strings,
         crcs: ExactMap(timed("learn: CRC majority", || majority(crc_votes))),
+        spaces: Vec::new(),
     };
     let own_maps = transform
         .regions

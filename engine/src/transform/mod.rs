@@ -19,6 +19,7 @@
 
 pub(crate) mod btf;
 mod learn;
+mod x86;
 
 use std::ops::Range;
 
@@ -27,6 +28,7 @@ use rayon::prelude::*;
 use crate::format::{FormatError, Limit, Region};
 
 pub(crate) use learn::{learn, overlay, rewrite_copy};
+pub use x86::AddressMap;
 
 /// Largest stored (compressed) source transform section.
 pub const MAX_TRANSFORM_LEN: u32 = 4 << 20;
@@ -203,6 +205,21 @@ pub enum RegionKind {
     /// symbol's CRC as a little-endian u64, which goes through the CRC map when it
     /// is below 2^32.
     ModVersions,
+    /// x86-64 machine code whose first byte is at virtual address `base`: each rel32
+    /// displacement is recomputed between the mapped addresses of its field's end
+    /// and of its target, through address map `space`.
+    X86Code {
+        /// The address map, an index into [`SourceTransform::spaces`].
+        space: u32,
+        /// The virtual address of the region's first byte.
+        base: u64,
+    },
+    /// An x86-64 relocation table of 24-byte RELA entries: each entry's address, and
+    /// the addend of relative relocations, go through address map `space`.
+    X86Rela {
+        /// The address map, an index into [`SourceTransform::spaces`].
+        space: u32,
+    },
 }
 
 impl RegionKind {
@@ -218,6 +235,9 @@ impl RegionKind {
 /// Length of one `__versions` entry.
 const MODVERSION_LEN: usize = 64;
 
+/// Regions of an old image and how each is rewritten.
+pub(crate) type Regions = Vec<(Range<u64>, RegionKind)>;
+
 /// A source transform: regions of the old image and the maps that rewrite them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceTransform {
@@ -230,6 +250,9 @@ pub struct SourceTransform {
     pub strings: Remap,
     /// Old symbol CRC to new.
     pub crcs: ExactMap,
+    /// Address maps, old virtual address to new, of the programs whose code and
+    /// relocation regions are listed.
+    pub spaces: Vec<AddressMap>,
 }
 
 impl SourceTransform {
@@ -257,12 +280,22 @@ impl SourceTransform {
             b.push(match kind {
                 RegionKind::Btf { .. } => 0,
                 RegionKind::ModVersions => 1,
+                RegionKind::X86Code { .. } => 2,
+                RegionKind::X86Rela { .. } => 3,
             });
             varint(&mut b, r.start.wrapping_sub(end));
             varint(&mut b, r.end.wrapping_sub(r.start));
-            if let RegionKind::Btf { types, strings } = kind {
-                types.put(&mut b);
-                strings.put(&mut b);
+            match kind {
+                RegionKind::Btf { types, strings } => {
+                    types.put(&mut b);
+                    strings.put(&mut b);
+                }
+                RegionKind::ModVersions => {}
+                RegionKind::X86Code { space, base } => {
+                    varint(&mut b, u64::from(*space));
+                    varint(&mut b, *base);
+                }
+                RegionKind::X86Rela { space } => varint(&mut b, u64::from(*space)),
             }
             end = r.end;
         }
@@ -274,6 +307,20 @@ impl SourceTransform {
             varint(&mut b, u64::from(f.wrapping_sub(from)));
             b.extend_from_slice(&to.to_le_bytes());
             from = f;
+        }
+        // Only transforms with programs carry address maps, so that the rest keep
+        // the encoding that readers before them accept.
+        if !self.spaces.is_empty() {
+            varint(&mut b, self.spaces.len() as u64);
+            for map in &self.spaces {
+                varint(&mut b, map.0.len() as u64);
+                let (mut from, mut add) = (0u64, 0u64);
+                for &(f, a) in &map.0 {
+                    varint(&mut b, f.wrapping_sub(from));
+                    varint(&mut b, zigzag64(a.wrapping_sub(add) as i64));
+                    (from, add) = (f, a);
+                }
+            }
         }
         b
     }
@@ -354,6 +401,12 @@ impl SourceTransform {
                 },
                 1 if len % MODVERSION_LEN as u64 == 0 => RegionKind::ModVersions,
                 1 => return Err(bad("__versions region is not whole entries")),
+                2 => RegionKind::X86Code {
+                    space: r.space()?,
+                    base: r.next()?,
+                },
+                3 if len % x86::RELA_LEN as u64 == 0 => RegionKind::X86Rela { space: r.space()? },
+                3 => return Err(bad("relocation region is not whole entries")),
                 _ => return Err(bad("source transform region of an unknown kind")),
             };
             regions.push((start..end, kind));
@@ -367,6 +420,38 @@ impl SourceTransform {
             let to = [r.byte()?, r.byte()?, r.byte()?, r.byte()?];
             crcs.push((from, u32::from_le_bytes(to)));
         }
+        let mut spaces = Vec::new();
+        if r.pos != b.len() {
+            let count = r.count(1)?;
+            if count == 0 {
+                return Err(bad("source transform lists no address maps"));
+            }
+            spaces.reserve(count);
+            for _ in 0..count {
+                let n = r.entries(2)?;
+                let mut map = Vec::with_capacity(n);
+                let (mut from, mut add) = (0u64, 0u64);
+                for k in 0..n {
+                    let step = r.next()?;
+                    from = from
+                        .checked_add(step)
+                        .filter(|_| step > 0 || k == 0)
+                        .ok_or(bad("source transform address map is not increasing"))?;
+                    add = add.wrapping_add(unzigzag64(r.next()?) as u64);
+                    map.push((from, add));
+                }
+                spaces.push(AddressMap(map));
+            }
+        }
+        let unmapped = regions.iter().any(|(_, k)| match k {
+            RegionKind::X86Code { space, .. } | RegionKind::X86Rela { space } => {
+                *space as usize >= spaces.len()
+            }
+            _ => false,
+        });
+        if unmapped {
+            return Err(bad("source transform region names a missing address map"));
+        }
         if r.pos != b.len() {
             return Err(bad("bytes after the source transform"));
         }
@@ -376,6 +461,7 @@ impl SourceTransform {
             types,
             strings,
             crcs: ExactMap(crcs),
+            spaces,
         })
     }
 
@@ -386,12 +472,15 @@ impl SourceTransform {
             .iter()
             .map(|(_, k)| match k {
                 RegionKind::Btf { types, strings } => types.0.len() + strings.0.len(),
-                RegionKind::ModVersions => 0,
+                _ => 0,
             })
             .sum();
+        let addresses: usize = self.spaces.iter().map(|m| m.0.len()).sum();
         (self.regions.len() * REGION_MEMORY
             + (local + self.types.0.len() + self.strings.0.len()) * 24
-            + self.crcs.0.len() * 8) as u64
+            + self.crcs.0.len() * 8
+            + self.spaces.len() * REGION_MEMORY
+            + addresses * 16) as u64
     }
 
     /// Scratch memory the applier needs for windows that cut a region: the longest
@@ -422,7 +511,23 @@ impl SourceTransform {
                 }
                 Ok(())
             }
+            RegionKind::X86Code { space, base } => {
+                let map = self.space(*space)?;
+                x86::rewrite_code(region, *base, map);
+                Ok(())
+            }
+            RegionKind::X86Rela { space } => {
+                let map = self.space(*space)?;
+                x86::rewrite_rela(region, map);
+                Ok(())
+            }
         }
+    }
+
+    fn space(&self, space: u32) -> Result<&AddressMap, &'static str> {
+        self.spaces
+            .get(space as usize)
+            .ok_or("region names a missing address map")
     }
 
     /// The regions that overlap `range`.
@@ -539,6 +644,14 @@ fn unzigzag(z: u32) -> i32 {
     ((z >> 1) as i32) ^ -((z & 1) as i32)
 }
 
+fn zigzag64(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag64(z: u64) -> i64 {
+    ((z >> 1) as i64) ^ -((z & 1) as i64)
+}
+
 /// Reads the decoded transform.
 struct Varints<'a> {
     b: &'a [u8],
@@ -606,6 +719,13 @@ impl Varints<'_> {
             ))
     }
 
+    /// An address map's index (checked against the maps once they are read).
+    fn space(&mut self) -> Result<u32, FormatError> {
+        u32::try_from(self.next()?).map_err(|_| {
+            FormatError::Inconsistent("source transform address map index is too large")
+        })
+    }
+
     /// A count of map entries, within what is left of [`MAX_MAP_ENTRIES`].
     fn entries(&mut self, min_bytes: usize) -> Result<usize, FormatError> {
         let n = self.count(min_bytes)?;
@@ -630,6 +750,14 @@ mod tests {
             regions: vec![
                 (100..400, RegionKind::btf()),
                 (4096..4160, RegionKind::ModVersions),
+                (
+                    4160..4200,
+                    RegionKind::X86Code {
+                        space: 1,
+                        base: u64::MAX - 3,
+                    },
+                ),
+                (4200..4248, RegionKind::X86Rela { space: 0 }),
                 (9000..9500, RegionKind::btf()),
             ],
             types: Remap::new(vec![(0, 0), (10, u32::MAX - 2), (100_000, 5)])
@@ -637,6 +765,11 @@ mod tests {
             strings: Remap::new(vec![(7, 15), (1 << 31, 0)]).expect("sample is valid"),
             crcs: ExactMap::new(vec![(0, 1), (0xdead_beef, 0x1234_5678), (u32::MAX, 0)])
                 .expect("sample is valid"),
+            spaces: vec![
+                AddressMap::new(vec![(0, 1), (1 << 40, u64::MAX), (u64::MAX, 7)])
+                    .expect("sample is valid"),
+                AddressMap::default(),
+            ],
         }
     }
 
@@ -704,10 +837,34 @@ mod tests {
 
     #[test]
     fn malformed_transforms_are_refused() {
-        let cases: [(&str, &[u8]); 11] = [
+        let cases: [(&str, &[u8]); 17] = [
             ("unknown version", &[2, 0, 0, 0, 0]),
             ("empty region", &[1, 1, 0, 5, 0, 0, 0, 0]),
-            ("unknown region kind", &[1, 1, 2, 5, 1, 0, 0, 0]),
+            ("unknown region kind", &[1, 1, 4, 5, 1, 0, 0, 0]),
+            (
+                "code region without address maps",
+                &[1, 1, 2, 5, 1, 0, 0, 0, 0, 0],
+            ),
+            (
+                "code region naming a missing map",
+                &[1, 1, 2, 5, 1, 1, 0, 0, 0, 0, 1, 0],
+            ),
+            (
+                "partial relocation entry",
+                &[1, 1, 3, 0, 23, 0, 0, 0, 0, 1, 0],
+            ),
+            ("no address maps after the CRC map", &[1, 0, 0, 0, 0, 0]),
+            (
+                "address map not increasing",
+                &[1, 0, 0, 0, 0, 1, 2, 5, 0, 0, 0],
+            ),
+            (
+                "address map past 2^64",
+                &[
+                    1, 0, 0, 0, 0, 1, 2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                    0x01, 0, 1, 0,
+                ],
+            ),
             ("partial __versions entry", &[1, 1, 1, 0, 63, 0, 0, 0]),
             ("map not increasing", &[1, 0, 2, 5, 0, 0, 0, 0, 0]),
             (
@@ -738,6 +895,26 @@ mod tests {
         );
         assert_eq!(t.crcs.map(7), 0x0403_0201);
         assert_eq!(t.crcs.map(8), 8);
+        // Program regions and their address maps: a code region at 10 (base 0x80),
+        // a relocation region after it, and one map of two entries.
+        let good = [
+            1, 2, 2, 10, 5, 0, 0x80, 0x01, 3, 0, 48, 0, 0, 0, 0, 1, 2, 16, 4, 1, 3,
+        ];
+        let t = SourceTransform::parse(&stored(&good), 100).expect("well formed");
+        assert_eq!(
+            t.regions,
+            [
+                (
+                    10..15,
+                    RegionKind::X86Code {
+                        space: 0,
+                        base: 128
+                    }
+                ),
+                (15..63, RegionKind::X86Rela { space: 0 }),
+            ]
+        );
+        assert_eq!(t.spaces[0].entries(), [(16, 2), (17, 0)]);
         // Not zstd at all, and a frame that declares too much.
         assert!(SourceTransform::parse(b"plain", 100).is_err());
         let big = stored(&vec![0u8; MAX_TRANSFORM_DECODED as usize + 1]);
@@ -757,11 +934,38 @@ mod tests {
         versions[..8].copy_from_slice(&7u64.to_le_bytes());
         versions[64..72].copy_from_slice(&9u64.to_le_bytes());
         versions[8..14].copy_from_slice(b"printk");
-        let regions = [btf(100), (2000..2128, RegionKind::ModVersions), btf(5000)];
+        // Code: calls every 7 bytes, each to the start of the region; and two
+        // relative relocations.
+        let code: Vec<u8> = (0..100u32)
+            .flat_map(|i| {
+                let disp = -(i as i32 * 7 + 5);
+                [[0xe8u8].as_slice(), &disp.to_le_bytes(), &[0x90, 0x90]].concat()
+            })
+            .collect();
+        let rela: Vec<u8> = [0x9000u64, 8, 0x4000, 0x9008, 8, 0x5000]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let code_at = 7000..7000 + code.len() as u64;
+        let regions = [
+            btf(100),
+            (2000..2128, RegionKind::ModVersions),
+            btf(5000),
+            (
+                code_at.clone(),
+                RegionKind::X86Code {
+                    space: 0,
+                    base: 0x4000,
+                },
+            ),
+            (8000..8048, RegionKind::X86Rela { space: 0 }),
+        ];
         for (r, kind) in &regions {
             let bytes = match kind {
                 RegionKind::Btf { .. } => &blob[..],
                 RegionKind::ModVersions => &versions[..],
+                RegionKind::X86Code { .. } => &code[..],
+                RegionKind::X86Rela { .. } => &rela[..],
             };
             old[r.start as usize..r.end as usize].copy_from_slice(bytes);
         }
@@ -770,6 +974,8 @@ mod tests {
             crcs: ExactMap::new(vec![(7, 0xfeed)]).expect("sample is valid"),
             types: Remap::new(vec![(100_000, 1000)]).expect("sample is valid"),
             strings: Remap::new(vec![(5, 2)]).expect("sample is valid"),
+            // Code from 0x4100 on moves up 16 bytes.
+            spaces: vec![AddressMap::new(vec![(0x4100, 16)]).expect("sample is valid")],
         };
         let mut want = old.clone();
         for (r, kind) in &regions {
@@ -779,6 +985,11 @@ mod tests {
         assert_ne!(want, old);
         assert_eq!(want[2000..2008], 0xfeedu64.to_le_bytes());
         assert_eq!(want[2064..2072], 9u64.to_le_bytes());
+        // The 40th call (field end 0x4000 + 285, past 0x4100) reaches back 16 more.
+        let call = (code_at.start + 7 * 40 + 1) as usize;
+        assert_eq!(want[call..call + 4], (-(7 * 40 + 5 + 16i32)).to_le_bytes());
+        assert_eq!(want[8000..8008], 0x9010u64.to_le_bytes());
+        assert_eq!(want[8040..8048], 0x5010u64.to_le_bytes());
         let overlay = learn::overlay(&old, t.clone()).expect("sample is valid");
         let mut scratch = vec![0u8; t.scratch_len() as usize];
         // Every window that starts and ends on a 4-byte boundary (cutting regions

@@ -1,0 +1,508 @@
+//! The executable half of the source transform: x86-64 code and relocation tables
+//! seen with the addresses of the new build.
+//!
+//! When a new build of a program inserts or removes code, everything after the
+//! change moves, and every relative call, jump and RIP-relative load that crosses
+//! the change gets a new 32-bit displacement, although the instruction did not
+//! change: on the qemu-x86 pair of the benchmarks, 159,000 of the old program's
+//! 304,000 displacements. The relocation table (`.rela.dyn`) of a
+//! position-independent program lists every pointer the loader fixes up, by
+//! address, and all of those move too.
+//!
+//! The diff learns an *address map* per program, old virtual address to new, from
+//! the displacements of the two builds (see [`learn`]); the transform then shows
+//! the delta coders the old program with each displacement recomputed between the
+//! mapped addresses of its instruction and its target, and each relocation's
+//! address (and addend, for relative relocations) mapped. Finding displacements
+//! needs no disassembler: [`scan`] takes the opcodes that carry one (as
+//! Courgette's and Zucchini's rel32 finders do), so it also takes some bytes that
+//! are not instructions. That is harmless: the applier finds the same bytes in the
+//! same old image and rewrites them the same way, and each frame's output hash
+//! decides correctness.
+
+use std::ops::Range;
+
+use object::{
+    elf::{self, FileHeader64},
+    read::elf::{FileHeader as _, SectionHeader as _},
+    LittleEndian,
+};
+use rayon::prelude::*;
+
+use super::{RegionKind, Regions};
+use crate::sparse::Input;
+
+/// Length of one ELF64 RELA entry: offset, info, addend.
+pub(crate) const RELA_LEN: usize = 24;
+/// Longest code or relocation region the learner lists: the applier holds one
+/// region in memory when a window cuts it, and each region restarts the scan.
+const PIECE: u64 = 1 << 20;
+/// Bytes of context on each side of a displacement that pair it with its
+/// counterpart in the other build.
+const CONTEXT: usize = 12;
+/// Most code bytes (per image) that learning reads: a site costs 40 bytes of
+/// memory, and a program has one every 20 bytes or so.
+const MAX_LEARN_CODE: u64 = 256 << 20;
+/// Most sections an ELF file may have to be taken for a program.
+const MAX_SECTIONS: u64 = 4096;
+/// Relocation types whose addend is an address: `R_X86_64_RELATIVE`,
+/// `R_X86_64_IRELATIVE`.
+const ADDRESS_ADDENDS: [u32; 2] = [elf::R_X86_64_RELATIVE, elf::R_X86_64_IRELATIVE];
+
+/// A piecewise map of 64-bit addresses: each entry `(from, add)` adds `add`
+/// (modulo 2^64) to every address from `from` up to the next entry's `from`;
+/// addresses below the first entry stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddressMap(pub(crate) Vec<(u64, u64)>);
+
+impl AddressMap {
+    /// Builds a map from `(from, add)` entries in strictly increasing `from` order;
+    /// `None` if they are not.
+    pub fn new(entries: Vec<(u64, u64)>) -> Option<Self> {
+        entries
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0)
+            .then_some(Self(entries))
+    }
+
+    /// The entries.
+    pub fn entries(&self) -> &[(u64, u64)] {
+        &self.0
+    }
+
+    /// The image of `v`.
+    pub fn map(&self, v: u64) -> u64 {
+        match self.0.partition_point(|&(from, _)| from <= v) {
+            0 => v,
+            i => v.wrapping_add(self.0[i - 1].1),
+        }
+    }
+}
+
+/// Walks the rel32 displacements of x86-64 code, left to right, and replaces each
+/// with `f(offset, displacement)`. A displacement follows `E8` (call), `E9` (jmp),
+/// `0F 80`..`0F 8F` (conditional jumps), `FF 15` and `FF 25` (call and jmp through
+/// a RIP-relative pointer), or `48`/`4C` then `89`, `8B` or `8D` with a
+/// RIP-relative ModRM byte (mov and lea of 64-bit registers); it is taken when it
+/// lies inside `code` and is below 2^24 in magnitude, and the walk goes on after
+/// it. The walk reads only bytes at or after the one it is at, so replacing a
+/// displacement never changes what the walk finds later.
+pub(crate) fn scan(code: &mut [u8], mut f: impl FnMut(usize, i32) -> i32) {
+    let mut i = 0;
+    while let Some(&op) = code.get(i) {
+        let next = code.get(i + 1).copied();
+        let at = match (op, next) {
+            (0xe8 | 0xe9, _) => Some(i + 1),
+            (0x0f, Some(0x80..=0x8f)) | (0xff, Some(0x15 | 0x25)) => Some(i + 2),
+            (0x48 | 0x4c, Some(0x89 | 0x8b | 0x8d))
+                if code.get(i + 2).is_some_and(|m| m & 0xc7 == 0x05) =>
+            {
+                Some(i + 3)
+            }
+            _ => None,
+        };
+        let field = at.and_then(|at| Some((at, code.get_mut(at..at + 4)?)));
+        if let Some((at, field)) = field {
+            let disp = i32::from_le_bytes([field[0], field[1], field[2], field[3]]);
+            if (-(1 << 24)..1 << 24).contains(&disp) {
+                field.copy_from_slice(&f(at, disp).to_le_bytes());
+                i = at + 4;
+                continue;
+            }
+        }
+        i += 1;
+    }
+}
+
+/// Rewrites a code region whose first byte is at virtual address `base`: each
+/// displacement becomes the distance between its target and the end of its field,
+/// both mapped, when that fits 32 bits.
+pub(crate) fn rewrite_code(code: &mut [u8], base: u64, map: &AddressMap) {
+    scan(code, |at, disp| {
+        let end = base.wrapping_add(at as u64 + 4);
+        let target = end.wrapping_add(disp as i64 as u64);
+        let moved = map.map(target).wrapping_sub(map.map(end)) as i64;
+        i32::try_from(moved).unwrap_or(disp)
+    });
+}
+
+/// Rewrites a relocation region (whole 24-byte entries): each entry's address is
+/// mapped, and so is the addend of relative relocations.
+pub(crate) fn rewrite_rela(table: &mut [u8], map: &AddressMap) {
+    for entry in table.chunks_exact_mut(RELA_LEN) {
+        let (offset, rest) = entry.split_at_mut(8);
+        let (info, addend) = rest.split_at_mut(8);
+        put(offset, map.map(get(offset)));
+        if ADDRESS_ADDENDS.contains(&(get(info) as u32)) {
+            put(addend, map.map(get(addend)));
+        }
+    }
+}
+
+fn get(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(b);
+    u64::from_le_bytes(w)
+}
+
+fn put(b: &mut [u8], v: u64) {
+    b.copy_from_slice(&v.to_le_bytes());
+}
+
+/// An x86-64 program or shared library (ELF `ET_EXEC` or `ET_DYN`) in an image.
+#[derive(Debug)]
+struct Program {
+    /// Its executable sections: bytes in the image, and the virtual address of the
+    /// first.
+    code: Vec<(Range<u64>, u64)>,
+    /// Its loaded relocation tables (`.rela.dyn`, `.rela.plt`) in the image.
+    rela: Vec<Range<u64>>,
+}
+
+/// The program starting at `at`, and where it ends, if one does with all its
+/// sections inside the image.
+fn program_at(data: &[u8], at: u64) -> super::learn::Probe<Program> {
+    let mut cost = 0;
+    let found = parse_program(data, at, &mut cost);
+    super::learn::Probe { found, cost }
+}
+
+fn parse_program(data: &[u8], at: u64, cost: &mut u64) -> Option<(Program, u64)> {
+    let file = data.get(at as usize..)?;
+    let header = FileHeader64::<LittleEndian>::parse(file).ok()?;
+    let endian = header.endian().ok()?;
+    if header.e_machine(endian) != elf::EM_X86_64
+        || !matches!(header.e_type(endian), elf::ET_EXEC | elf::ET_DYN)
+    {
+        return None;
+    }
+    let count = header.shnum(endian, file).ok()? as u64;
+    if count > MAX_SECTIONS {
+        return None;
+    }
+    *cost = count * 64;
+    let sections = header.sections(endian, file).ok()?;
+    let mut end = at
+        .checked_add(header.e_shoff(endian))?
+        .checked_add(count * 64)?;
+    let (mut code, mut rela) = (Vec::new(), Vec::new());
+    for s in sections.iter() {
+        let Some((offset, size)) = s.file_range(endian) else {
+            continue;
+        };
+        let start = at.checked_add(offset)?;
+        let range = start..start.checked_add(size)?;
+        if range.end > data.len() as u64 {
+            return None;
+        }
+        end = end.max(range.end);
+        let flags = s.sh_flags(endian);
+        let loaded = flags & u64::from(elf::SHF_ALLOC) != 0;
+        let exec = flags & u64::from(elf::SHF_EXECINSTR) != 0;
+        match s.sh_type(endian) {
+            elf::SHT_PROGBITS if loaded && exec && size > 0 => {
+                code.push((range, s.sh_addr(endian)));
+            }
+            elf::SHT_RELA if loaded && s.sh_entsize(endian) == RELA_LEN as u64 && size > 0 => {
+                let whole = size - size % RELA_LEN as u64;
+                rela.push(start..start + whole);
+            }
+            _ => {}
+        }
+    }
+    (!code.is_empty()).then_some((Program { code, rela }, end))
+}
+
+/// The programs of an image, in image order.
+fn programs(img: Input<'_>) -> Vec<Program> {
+    let mut found =
+        super::learn::search(img, &super::learn::ELF64_LE, |at| program_at(img.data, at));
+    found.sort_by_key(|p| p.code.first().map(|c| c.0.start));
+    // Learning reads a bounded amount of code: the programs first in the image.
+    let mut read = 0u64;
+    found
+        .into_iter()
+        .take_while(|p| {
+            read += p.code.iter().map(|c| c.0.end - c.0.start).sum::<u64>();
+            read <= MAX_LEARN_CODE
+        })
+        .collect()
+}
+
+/// A displacement as learning sees it: a hash of the code around it with every
+/// displacement blanked, the program it is in, and the virtual addresses of the
+/// end of its field and of its target.
+#[derive(Debug, Clone, Copy)]
+struct Site {
+    key: u64,
+    program: u32,
+    end: u64,
+    target: u64,
+}
+
+/// The sites of every program's code, sorted by key.
+fn sites(data: &[u8], programs: &[Program]) -> Vec<Site> {
+    let sections: Vec<(u32, &(Range<u64>, u64))> = programs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| p.code.iter().map(move |c| (i as u32, c)))
+        .collect();
+    let mut out: Vec<Site> = sections
+        .par_iter()
+        .flat_map_iter(|&(program, (range, vaddr))| {
+            let mut blank = data[range.start as usize..range.end as usize].to_vec();
+            let mut found = Vec::new();
+            scan(&mut blank, |at, disp| {
+                found.push((at, disp));
+                0
+            });
+            found
+                .into_iter()
+                .filter_map(|(at, disp)| {
+                    let context = blank.get(at.checked_sub(CONTEXT)?..at + 4 + CONTEXT)?;
+                    let end = vaddr.wrapping_add(at as u64 + 4);
+                    Some(Site {
+                        key: xxhash_rust::xxh3::xxh3_64(context),
+                        program,
+                        end,
+                        target: end.wrapping_add(disp as i64 as u64),
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.par_sort_unstable_by_key(|s| (s.key, s.program, s.end));
+    out
+}
+
+/// The sites whose key no other site of the same image has.
+fn unique(sites: &[Site]) -> impl Iterator<Item = &Site> {
+    sites
+        .chunk_by(|a, b| a.key == b.key)
+        .filter_map(|run| match run {
+            [one] => Some(one),
+            _ => None,
+        })
+}
+
+/// Pairs of sites (old, new) with the same key, each key unique in both images.
+fn pairs<'a>(old: &'a [Site], new: &'a [Site]) -> Vec<(&'a Site, &'a Site)> {
+    let mut out = Vec::new();
+    let mut new = unique(new).peekable();
+    for o in unique(old) {
+        while new.next_if(|n| n.key < o.key).is_some() {}
+        if let Some(n) = new.next_if(|n| n.key == o.key) {
+            out.push((o, n));
+        }
+    }
+    out
+}
+
+/// The address map that `(old address, new minus old)` samples elect: each address
+/// takes the difference most of its samples give (the smallest on a tie), and the
+/// map changes difference only where two addresses in a row agree on the new one,
+/// so that one stray sample does not start a piece.
+fn elect(mut samples: Vec<(u64, u64)>) -> AddressMap {
+    samples.sort_unstable();
+    let mut points: Vec<(u64, u64)> = Vec::new();
+    for run in samples.chunk_by(|a, b| a.0 == b.0) {
+        let best = run
+            .chunk_by(|a, b| a.1 == b.1)
+            .max_by_key(|same| (same.len(), std::cmp::Reverse(same[0].1)));
+        points.extend(best.map(|same| same[0]));
+    }
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (i, &(at, add)) in points.iter().enumerate() {
+        let current = out.last().map_or(0, |e| e.1);
+        if add != current && points.get(i + 1).is_none_or(|next| next.1 == add) {
+            out.push((at, add));
+        }
+    }
+    AddressMap(out)
+}
+
+/// Regions of at most [`PIECE`] bytes covering `range`, each a whole number of
+/// `unit` bytes but for the last.
+fn pieces(range: &Range<u64>, unit: u64) -> impl Iterator<Item = Range<u64>> + '_ {
+    let step = PIECE - PIECE % unit;
+    (range.start..range.end)
+        .step_by(step as usize)
+        .map(move |s| s..(s + step).min(range.end))
+}
+
+/// Learns the executable transform: the programs of the old image, each paired
+/// with the program of the new image that most of its displacements pair with, its
+/// address map, and its code and relocation regions. `None` when no program's
+/// addresses moved.
+pub(crate) fn learn(old: Input<'_>, new: Input<'_>) -> Option<(Regions, Vec<AddressMap>)> {
+    let (old_programs, new_programs) = crate::diff::timed("learn: find programs", || {
+        rayon::join(|| programs(old), || programs(new))
+    });
+    if old_programs.is_empty() || new_programs.is_empty() {
+        return None;
+    }
+    let (old_sites, new_sites) = crate::diff::timed("learn: code sites", || {
+        rayon::join(
+            || sites(old.data, &old_programs),
+            || sites(new.data, &new_programs),
+        )
+    });
+    let pairs = pairs(&old_sites, &new_sites);
+    // Each old program goes with the new program most of its pairs are in.
+    let mut partners: Vec<(u32, u32)> = pairs.iter().map(|(o, n)| (o.program, n.program)).collect();
+    partners.sort_unstable();
+    let mut partner: Vec<Option<u32>> = vec![None; old_programs.len()];
+    for run in partners.chunk_by(|a, b| a.0 == b.0) {
+        let best = run
+            .chunk_by(|a, b| a == b)
+            .max_by_key(|same| (same.len(), std::cmp::Reverse(same[0].1)));
+        if let Some(same) = best {
+            partner[same[0].0 as usize] = Some(same[0].1);
+        }
+    }
+    let mut samples: Vec<Vec<(u64, u64)>> = vec![Vec::new(); old_programs.len()];
+    for (o, n) in &pairs {
+        if partner[o.program as usize] == Some(n.program) {
+            let into = &mut samples[o.program as usize];
+            into.push((o.end, n.end.wrapping_sub(o.end)));
+            into.push((o.target, n.target.wrapping_sub(o.target)));
+        }
+    }
+    let maps: Vec<AddressMap> = crate::diff::timed("learn: address maps", || {
+        samples.into_par_iter().map(elect).collect()
+    });
+    let (mut regions, mut spaces) = (Vec::new(), Vec::new());
+    for (program, map) in old_programs.iter().zip(maps) {
+        if map.0.is_empty() {
+            continue;
+        }
+        let space = spaces.len() as u32;
+        for (range, vaddr) in &program.code {
+            regions.extend(pieces(range, 1).map(|r| {
+                let base = vaddr.wrapping_add(r.start - range.start);
+                (r, RegionKind::X86Code { space, base })
+            }));
+        }
+        for range in &program.rela {
+            regions
+                .extend(pieces(range, RELA_LEN as u64).map(|r| (r, RegionKind::X86Rela { space })));
+        }
+        spaces.push(map);
+    }
+    (!spaces.is_empty()).then_some((regions, spaces))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Displacement offsets and values that [`scan`] reports.
+    fn found(code: &[u8]) -> Vec<(usize, i32)> {
+        let mut out = Vec::new();
+        scan(&mut code.to_vec(), |at, disp| {
+            out.push((at, disp));
+            disp
+        });
+        out
+    }
+
+    #[test]
+    fn the_scan_takes_the_opcodes_that_carry_displacements() {
+        let code = [
+            0x90, 0xe8, 0x10, 0, 0, 0, // call +16
+            0xe9, 0xf0, 0xff, 0xff, 0xff, // jmp -16
+            0x0f, 0x85, 1, 2, 0, 0, // jne
+            0xff, 0x15, 8, 0, 0, 0, // call [rip+8]
+            0x48, 0x8d, 0x05, 0, 1, 0, 0, // lea rax, [rip+256]
+            0x4c, 0x8b, 0x3d, 4, 0, 0, 0, // mov r15, [rip+4]
+            0x48, 0x8b, 0x04, 0x24, // mov rax, [rsp]: not RIP-relative
+            0xe8, 0, 0, 0, 0x01, // call with a displacement of 2^24: not taken
+            0x0f, 0x7f, // not a conditional jump
+            0xe8, 1, 2, // cut short by the end
+        ];
+        assert_eq!(
+            found(&code),
+            [
+                (2, 16),
+                (7, -16),
+                (13, 0x201),
+                (19, 8),
+                (26, 256),
+                (33, 4),
+                // The rejected call's field is walked byte by byte: its last byte
+                // is 0x01, then 0x0f 0x7f, then a cut call.
+            ]
+        );
+        // A displacement field hides the opcodes inside it.
+        assert_eq!(
+            found(&[0xe8, 0xe8, 0, 0, 0, 0xe8, 0, 0, 0, 0]),
+            [(1, 0xe8), (6, 0)]
+        );
+    }
+
+    #[test]
+    fn code_is_rewritten_between_mapped_addresses() {
+        // A call at 0x1000 (field end 0x1005) to 0x2000, and one to 0x1800.
+        let mut code = vec![0x90u8; 16];
+        code[0] = 0xe8;
+        code[1..5].copy_from_slice(&(0x2000i32 - 0x1005).to_le_bytes());
+        code[8] = 0xe8;
+        code[9..13].copy_from_slice(&(0x1800i32 - 0x100d).to_le_bytes());
+        // Code from 0x1000 moves up 0x10; from 0x1800 up 0x40; from 0x2000 up 0x100.
+        let map = AddressMap::new(vec![(0x1000, 0x10), (0x1800, 0x40), (0x2000, 0x100)])
+            .expect("increasing");
+        rewrite_code(&mut code, 0x1000, &map);
+        assert_eq!(code[1..5], (0x2100i32 - 0x1015).to_le_bytes());
+        assert_eq!(code[9..13], (0x1840i32 - 0x101d).to_le_bytes());
+        assert_eq!(code[5..8], [0x90; 3]);
+    }
+
+    #[test]
+    fn relocations_map_addresses_and_relative_addends() {
+        let entry = |offset: u64, kind: u64, addend: u64| {
+            [
+                offset.to_le_bytes(),
+                kind.to_le_bytes(),
+                addend.to_le_bytes(),
+            ]
+            .concat()
+        };
+        let mut table = [
+            entry(0x3000, 8, 0x2000),
+            entry(0x3008, 5 << 32 | 6, 0x2000),
+            entry(0x100, 37, 0x50),
+        ]
+        .concat();
+        let map = AddressMap::new(vec![(0x1000, 0x10), (0x3000, 0x20)]).expect("increasing");
+        rewrite_rela(&mut table, &map);
+        let want = [
+            entry(0x3020, 8, 0x2010),
+            // GLOB_DAT: the address moves, the addend is not one.
+            entry(0x3028, 5 << 32 | 6, 0x2000),
+            // Below the first entry: unchanged.
+            entry(0x100, 37, 0x50),
+        ]
+        .concat();
+        assert_eq!(table, want);
+    }
+
+    #[test]
+    fn one_stray_sample_does_not_start_a_piece() {
+        let map = elect(vec![
+            (10, 0),
+            (20, 5),
+            (20, 5),
+            (20, 6),
+            (25, 5),
+            (30, 7), // stray: the next point disagrees
+            (40, 5),
+            (50, 5),
+            (60, 9),
+            (70, 9),
+        ]);
+        assert_eq!(map.entries(), [(20, 5), (60, 9)]);
+        assert_eq!(map.map(15), 15);
+        assert_eq!(map.map(35), 40);
+        assert_eq!(map.map(u64::MAX), 8);
+    }
+}
