@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-pub use crate::transform::{ExactMap, RegionKind, Remap, SourceTransform};
+pub use crate::transform::{AddressMap, ExactMap, RegionKind, Remap, SourceTransform};
 
 /// Magic bytes at the start of every patch file.
 pub const MAGIC: [u8; 8] = *b"DELTAWRD";

@@ -75,8 +75,8 @@ pub use atomic::{
 pub use container::{read_unverified, Patch, Sections, SignedPatch, UnverifiedHead};
 pub use error::{Error, ErrorClass, Hashed, KeyError, KeyKind, Result, SignatureError};
 pub use format::{
-    Digest, ExactMap, FormatError, Frame, FrameKind, Header, Limit, Manifest, Region, RegionKind,
-    Remap, SourceTransform,
+    AddressMap, Digest, ExactMap, FormatError, Frame, FrameKind, Header, Limit, Manifest, Region,
+    RegionKind, Remap, SourceTransform,
 };
 pub use image::{FileSource, Image, Source};
 pub use level::{BuildOptions, Level};

@@ -8,7 +8,8 @@
 //! - `parse_manifest`: each distinct manifest among the format cases;
 //! - `apply_patch`: every format case (`engine/tests/vectors/cases/`);
 //! - `transform_learn`: the kernel-module images `modules-old.bin` and
-//!   `modules-new.bin` as `[old_len: u32][old][new]`.
+//!   `modules-new.bin`, and the program images `programs-old.bin` and
+//!   `programs-new.bin`, each pair as `[old_len: u32][old][new]`.
 //!
 //! Every fuzz target has a corpus directory, and each seed there is what the
 //! vectors give today (other files, such as inputs that once crashed, may sit
@@ -84,14 +85,16 @@ fn seeds() -> BTreeMap<(&'static str, String), Vec<u8>> {
             out.insert((target, format!("{prefix}frame-{i}")), seed);
         }
     }
-    let (mods_old, mods_new) = (
-        read(&vectors().join("modules-old.bin")),
-        read(&vectors().join("modules-new.bin")),
-    );
-    let mut pair = (mods_old.len() as u32).to_le_bytes().to_vec();
-    pair.extend_from_slice(&mods_old);
-    pair.extend_from_slice(&mods_new);
-    out.insert(("transform_learn", "modules".to_owned()), pair);
+    for name in ["modules", "programs"] {
+        let (old, new) = (
+            read(&vectors().join(format!("{name}-old.bin"))),
+            read(&vectors().join(format!("{name}-new.bin"))),
+        );
+        let mut pair = (old.len() as u32).to_le_bytes().to_vec();
+        pair.extend_from_slice(&old);
+        pair.extend_from_slice(&new);
+        out.insert(("transform_learn", name.to_owned()), pair);
+    }
     let cases = String::from_utf8(read(&vectors().join("cases.txt"))).expect("utf8");
     let mut manifests = Vec::new();
     for name in cases

@@ -9,12 +9,14 @@
 //! `key.key`, with every frame kind; and for the source transform, `modules-old.bin`
 //! and `modules-new.bin` (synthetic kernel modules built against two kernels) with
 //! `modules.dwp` between them; and `runs.dwp`, from `old.bin` to `new.bin` with
-//! bsdiff-runs frames (kind 4, added to version 1 later). They are never
-//! regenerated.
+//! bsdiff-runs frames (kind 4, added to version 1 later); and `programs-old.bin`
+//! and `programs-new.bin` (a synthetic x86-64 program and its next build) with
+//! `programs.dwp` between them (transform region kinds 2 and 3 and address maps,
+//! added later). They are never regenerated.
 //!
 //! The table, `cases.txt`, has one case per line: its name, the old image it is
-//! applied to, and the expected outcome (`ok`, the output then being `new.bin`, or an
-//! error kind as [`kind`] spells it). Case `NAME` is the file `cases/NAME.dwp`.
+//! applied to, and the expected outcome (`ok`, the output then being `new.bin`, or
+//! `X-new.bin` for `X-old.bin`, or an error kind as [`kind`] spells it). Case `NAME` is the file `cases/NAME.dwp`.
 //! Every malformed case is derived from `patch.dwp` by a deterministic edit
 //! ([`generate`]); cases whose manifest was edited are re-signed with `key.key`, so
 //! that they get past the signature check and reach the check they are about.
@@ -36,8 +38,9 @@ use deltaward_testkit as kit;
 
 use deltaward_engine::{
     format::{FRAME_ENTRY_LEN, HEADER_LEN, MANIFEST_FIXED_LEN, MAX_WINDOW},
-    generate_keypair, verify_patch, ApplyOptions, Error, FormatError, FrameKind, Hashed, Manifest,
-    RegionKind, Remap, SecretKey, Sections, SignatureError, TrustedKeys,
+    generate_keypair, verify_patch, AddressMap, ApplyOptions, Error, FormatError, FrameKind,
+    Hashed, Manifest, RegionKind, Remap, SecretKey, Sections, SignatureError, SourceTransform,
+    TrustedKeys,
 };
 
 fn dir() -> PathBuf {
@@ -401,6 +404,7 @@ fn generate() -> Vec<Case> {
     .into_iter()
     .chain(transform_cases())
     .chain(runs_cases())
+    .chain(program_cases())
     .collect()
 }
 
@@ -535,15 +539,68 @@ fn transform_cases() -> Vec<Case> {
     ]
 }
 
+/// Cases derived from `programs.dwp`, a patch whose source transform rewrites a
+/// synthetic x86-64 program's code and relocations through an address map.
+fn program_cases() -> Vec<Case> {
+    let patch = read("programs.dwp");
+    let m = kit::manifest(&patch);
+    let key = secret("key.key");
+    let resigned = |f: &dyn Fn(&mut SourceTransform)| {
+        let mut m = m.clone();
+        if let Some(t) = m.transform.as_mut() {
+            f(t);
+        }
+        kit::resign(&patch, &m, &key)
+    };
+    let case = |name, outcome, signer, bytes| Case {
+        name,
+        old: "programs-old.bin",
+        outcome,
+        signer,
+        bytes,
+    };
+    vec![
+        case("program_valid", "ok", Signer::Original, patch.clone()),
+        case(
+            "program_address_map_changed",
+            "FrameHash::Output",
+            Signer::Key,
+            resigned(&|t| {
+                let mut e = t.spaces[0].entries().to_vec();
+                e.iter_mut().for_each(|(_, add)| *add = add.wrapping_add(1));
+                t.spaces[0] = AddressMap::new(e).expect("still sorted");
+            }),
+        ),
+        case(
+            "program_address_map_missing",
+            "Format::Inconsistent",
+            Signer::Key,
+            resigned(&|t| t.spaces.clear()),
+        ),
+        case(
+            "program_relocations_cut",
+            "Format::Inconsistent",
+            Signer::Key,
+            resigned(&|t| {
+                for (r, kind) in &mut t.regions {
+                    if matches!(kind, RegionKind::X86Rela { .. }) {
+                        r.end -= 1;
+                    }
+                }
+            }),
+        ),
+    ]
+}
+
 /// The table as the generator writes it.
 fn render_table(cases: &[Case]) -> String {
     let mut t = String::from(
         "# deltaward format v1 cases: NAME OLD OUTCOME.\n\
          # cases/NAME.dwp applied to OLD with key.pub trusted gives OUTCOME: `ok` (the\n\
-         # output is new.bin, or modules-new.bin for modules-old.bin) or the kind of error\n\
-         # (see `kind` in engine/tests/vectors.rs). Made by `generate` in\n\
-         # engine/tests/vectors.rs from patch.dwp, modules.dwp and runs.dwp; do not edit\n\
-         # by hand.\n",
+         # output is new.bin, or X-new.bin for X-old.bin) or the kind of error (see\n\
+         # `kind` in engine/tests/vectors.rs). Made by `generate` in\n\
+         # engine/tests/vectors.rs from patch.dwp, modules.dwp, runs.dwp and\n\
+         # programs.dwp; do not edit by hand.\n",
     );
     for c in cases {
         t.push_str(&format!("{:<32} {:<8} {}\n", c.name, c.old, c.outcome));
@@ -638,6 +695,30 @@ fn freeze_modules(d: &Path) {
     std::fs::write(d.join("modules.dwp"), &patch).expect("write modules.dwp");
 }
 
+/// Writes the frozen inputs of the program cases, once: a synthetic x86-64 program
+/// (`programs-old.bin`) and its next build, in which every 40th function grew and
+/// the program moved 517 bytes later in the image (`programs-new.bin`), and
+/// `programs.dwp`, signed by `key.key`.
+fn freeze_programs(d: &Path) {
+    use deltaward_testkit::programs::program;
+    let around = kit::noise(2000, 9);
+    let old = [&around[..1001], &program(5, 300, &|_| 0), &around[1001..]].concat();
+    let grown = program(5, 300, &|i| if i % 40 == 7 { 3 + i % 11 } else { 0 });
+    let new = [&around[..1518], &grown, &around[1001..]].concat();
+    let patch = kit::build(
+        &old,
+        &new,
+        &secret("key.key"),
+        &deltaward_engine::BuildOptions::default(),
+    );
+    assert!(kit::manifest(&patch)
+        .transform
+        .is_some_and(|t| t.spaces.len() == 1));
+    std::fs::write(d.join("programs-old.bin"), &old).expect("write programs-old.bin");
+    std::fs::write(d.join("programs-new.bin"), &new).expect("write programs-new.bin");
+    std::fs::write(d.join("programs.dwp"), &patch).expect("write programs.dwp");
+}
+
 /// With `DELTAWARD_BLESS` set, writes the table and the case files (and key2 when
 /// missing) once, before any test reads them.
 fn blessed() {
@@ -654,6 +735,9 @@ fn blessed() {
         }
         if !d.join("modules.dwp").exists() {
             freeze_modules(&d);
+        }
+        if !d.join("programs.dwp").exists() {
+            freeze_programs(&d);
         }
         if !d.join("runs.dwp").exists() {
             let patch = kit::build(
@@ -695,6 +779,7 @@ fn every_case_gives_its_outcome() {
     let keys = trusted("key.pub");
     let new = read("new.bin");
     let modules_new = read("modules-new.bin");
+    let programs_new = read("programs-new.bin");
     let rows = table();
     assert!(
         rows.len() >= 20,
@@ -728,10 +813,10 @@ fn every_case_gives_its_outcome() {
             ));
             continue;
         }
-        let want = if row.old == "modules-old.bin" {
-            &modules_new
-        } else {
-            &new
+        let want = match row.old.as_str() {
+            "modules-old.bin" => &modules_new,
+            "programs-old.bin" => &programs_new,
+            _ => &new,
         };
         if applied == "ok" && out != *want {
             failures.push(format!(

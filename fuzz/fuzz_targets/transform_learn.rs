@@ -2,7 +2,7 @@
 //! tables, `.modinfo`, `__versions` and BTF it parses come from the images, which
 //! the diff does not trust. Never a panic, and what it learns is consistent (see
 //! `deltaward_engine::fuzzing::transform`). Input: `[old_len: u32][old][new]`.
-//! Seeds: the kernel-module images of the format vectors.
+//! Seeds: the kernel-module and program images of the format vectors.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

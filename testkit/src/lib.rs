@@ -9,7 +9,9 @@
 #![allow(clippy::disallowed_methods)] // reason: fixtures write test files directly
 
 pub mod cli;
+pub mod elf;
 pub mod modules;
+pub mod programs;
 
 use std::path::PathBuf;
 

@@ -232,59 +232,13 @@ pub fn versions(symbols: &[(String, u32)]) -> Vec<u8> {
 /// header table.
 pub fn kernel_module(name: &str, sections: &[(&str, Vec<u8>)]) -> Vec<u8> {
     let modinfo = format!("license=GPL\0name={name}\0vermagic=6.1.0 SMP\0").into_bytes();
-    let mut all: Vec<(&str, Vec<u8>)> = vec![(".modinfo", modinfo)];
-    all.extend(sections.iter().cloned());
-    let mut shstrtab = vec![0u8];
-    let mut out = vec![0u8; 64];
-    // (name offset, type, file offset, size)
-    let mut headers: Vec<(u32, u32, u64, u64)> = vec![(0, 0, 0, 0)];
-    for (n, data) in &all {
-        while !out.len().is_multiple_of(8) {
-            out.push(0);
-        }
-        headers.push((
-            shstrtab.len() as u32,
-            1,
-            out.len() as u64,
-            data.len() as u64,
-        ));
-        shstrtab.extend_from_slice(n.as_bytes());
-        shstrtab.push(0);
-        out.extend_from_slice(data);
-    }
-    let shstr_name = shstrtab.len() as u32;
-    shstrtab.extend_from_slice(b".shstrtab\0");
-    headers.push((shstr_name, 3, out.len() as u64, shstrtab.len() as u64));
-    out.extend_from_slice(&shstrtab);
-    while !out.len().is_multiple_of(8) {
-        out.push(0);
-    }
-    let shoff = out.len() as u64;
-    for (name, ty, off, size) in &headers {
-        out.extend_from_slice(&name.to_le_bytes());
-        out.extend_from_slice(&ty.to_le_bytes());
-        out.extend_from_slice(&[0u8; 16]); // flags, addr
-        out.extend_from_slice(&off.to_le_bytes());
-        out.extend_from_slice(&size.to_le_bytes());
-        out.extend_from_slice(&[0u8; 8]); // link, info
-        out.extend_from_slice(&1u64.to_le_bytes()); // addralign
-        out.extend_from_slice(&[0u8; 8]); // entsize
-    }
-    let mut h = Vec::with_capacity(64);
-    h.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
-    h.extend_from_slice(&1u16.to_le_bytes()); // ET_REL
-    h.extend_from_slice(&62u16.to_le_bytes()); // x86-64
-    h.extend_from_slice(&1u32.to_le_bytes());
-    h.extend_from_slice(&[0u8; 16]); // entry, phoff
-    h.extend_from_slice(&shoff.to_le_bytes());
-    h.extend_from_slice(&0u32.to_le_bytes());
-    h.extend_from_slice(&64u16.to_le_bytes()); // ehsize
-    h.extend_from_slice(&[0u8; 4]); // phentsize, phnum
-    h.extend_from_slice(&64u16.to_le_bytes()); // shentsize
-    h.extend_from_slice(&(headers.len() as u16).to_le_bytes());
-    h.extend_from_slice(&((headers.len() - 1) as u16).to_le_bytes());
-    out[..64].copy_from_slice(&h);
-    out
+    let mut all = vec![crate::elf::Section::data(".modinfo", modinfo)];
+    all.extend(
+        sections
+            .iter()
+            .map(|(n, data)| crate::elf::Section::data(n, data.clone())),
+    );
+    crate::elf::file(crate::elf::ET_REL, &all)
 }
 
 /// An image of `count` modules (each padded to 512 bytes, as in a tar archive,

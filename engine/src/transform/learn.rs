@@ -150,9 +150,40 @@ fn parse_module<'a>(data: &'a [u8], at: u64, cost: &mut u64) -> Option<Module<'a
     })
 }
 
-/// The modules of an image, in image order, their BTF regions disjoint.
-fn modules(img: Input<'_>) -> Vec<Module<'_>> {
-    let mut found = search(img, &ELF64_LE, |at| module_at(img.data, at));
+/// What an ELF header found in an image starts.
+enum Elf<'a> {
+    Module(Module<'a>),
+    Program(super::x86::Program),
+}
+
+/// The kernel modules and the x86-64 programs of an image, in one search.
+fn elf_files(img: Input<'_>) -> (Vec<Module<'_>>, Vec<super::x86::Program>) {
+    let found = search(img, &ELF64_LE, |at| {
+        let m = module_at(img.data, at);
+        if m.found.is_some() {
+            return Probe {
+                found: m.found.map(|(m, end)| (Elf::Module(m), end)),
+                cost: m.cost,
+            };
+        }
+        let p = super::x86::program_at(img.data, at);
+        Probe {
+            found: p.found.map(|(p, end)| (Elf::Program(p), end)),
+            cost: m.cost + p.cost,
+        }
+    });
+    let (mut modules, mut programs) = (Vec::new(), Vec::new());
+    for elf in found {
+        match elf {
+            Elf::Module(m) => modules.push(m),
+            Elf::Program(p) => programs.push(p),
+        }
+    }
+    (disjoint_modules(modules), super::x86::bounded(programs))
+}
+
+/// The modules in image order, their BTF regions disjoint.
+fn disjoint_modules(mut found: Vec<Module<'_>>) -> Vec<Module<'_>> {
     found.sort_by_key(|m| m.btf.start);
     let mut out: Vec<Module<'_>> = Vec::with_capacity(found.len());
     for m in found {
@@ -506,9 +537,13 @@ fn local_maps(
 /// that both images hold, and the programs' address maps from the x86-64 programs
 /// both hold. `None` when there is nothing to rewrite.
 pub(crate) fn learn(old: Input<'_>, new: Input<'_>, own_maps: bool) -> Option<SourceTransform> {
+    let ((old_mods, old_programs), (new_mods, new_programs)) =
+        timed("learn: find ELF files", || {
+            rayon::join(|| elf_files(old), || elf_files(new))
+        });
     let (modules, programs) = rayon::join(
-        || learn_modules(old, new, own_maps),
-        || super::x86::learn(old, new),
+        || learn_modules(old, new, &old_mods, &new_mods, own_maps),
+        || super::x86::learn(old, new, &old_programs, &new_programs),
     );
     let mut transform = match (modules, programs) {
         (None, None) => return None,
@@ -539,15 +574,18 @@ fn disjoint(mut regions: Regions) -> Regions {
 
 /// Learns the kernel modules' renumbering. `None` when there is nothing to
 /// renumber.
-fn learn_modules(old: Input<'_>, new: Input<'_>, own_maps: bool) -> Option<SourceTransform> {
-    let (old_mods, new_mods) = timed("learn: find modules", || {
-        rayon::join(|| modules(old), || modules(new))
-    });
+fn learn_modules(
+    old: Input<'_>,
+    new: Input<'_>,
+    old_mods: &[Module<'_>],
+    new_mods: &[Module<'_>],
+    own_maps: bool,
+) -> Option<SourceTransform> {
     if old_mods.is_empty() || new_mods.is_empty() {
         return None;
     }
-    let old_by_name = by_name(&old_mods);
-    let mut pairs: Vec<(&Module<'_>, &Module<'_>)> = by_name(&new_mods)
+    let old_by_name = by_name(old_mods);
+    let mut pairs: Vec<(&Module<'_>, &Module<'_>)> = by_name(new_mods)
         .into_iter()
         .filter_map(|(name, b)| Some(((*old_by_name.get(name)?)?, b?)))
         .collect();
@@ -585,8 +623,8 @@ fn learn_modules(old: Input<'_>, new: Input<'_>, own_maps: bool) -> Option<Sourc
     let (types, strings) = timed("learn: elect", || (elect(types), elect(strings)));
     let (ob, nb) = timed("learn: bases", || {
         (
-            bases(&blobs(old.data, &old_mods)),
-            bases(&blobs(new.data, &new_mods)),
+            bases(&blobs(old.data, old_mods)),
+            bases(&blobs(new.data, new_mods)),
         )
     });
     let mut local: HashMap<u64, RegionKind> = timed("learn: own maps", || {

@@ -151,7 +151,7 @@ fn put(b: &mut [u8], v: u64) {
 
 /// An x86-64 program or shared library (ELF `ET_EXEC` or `ET_DYN`) in an image.
 #[derive(Debug)]
-struct Program {
+pub(super) struct Program {
     /// Its executable sections: bytes in the image, and the virtual address of the
     /// first.
     code: Vec<(Range<u64>, u64)>,
@@ -161,7 +161,7 @@ struct Program {
 
 /// The program starting at `at`, and where it ends, if one does with all its
 /// sections inside the image.
-fn program_at(data: &[u8], at: u64) -> super::learn::Probe<Program> {
+pub(super) fn program_at(data: &[u8], at: u64) -> super::learn::Probe<Program> {
     let mut cost = 0;
     let found = parse_program(data, at, &mut cost);
     super::learn::Probe { found, cost }
@@ -213,10 +213,8 @@ fn parse_program(data: &[u8], at: u64, cost: &mut u64) -> Option<(Program, u64)>
     (!code.is_empty()).then_some((Program { code, rela }, end))
 }
 
-/// The programs of an image, in image order.
-fn programs(img: Input<'_>) -> Vec<Program> {
-    let mut found =
-        super::learn::search(img, &super::learn::ELF64_LE, |at| program_at(img.data, at));
+/// The programs found in an image, in image order, as many as learning reads.
+pub(super) fn bounded(mut found: Vec<Program>) -> Vec<Program> {
     found.sort_by_key(|p| p.code.first().map(|c| c.0.start));
     // Learning reads a bounded amount of code: the programs first in the image.
     let mut read = 0u64;
@@ -334,17 +332,19 @@ fn pieces(range: &Range<u64>, unit: u64) -> impl Iterator<Item = Range<u64>> + '
 /// with the program of the new image that most of its displacements pair with, its
 /// address map, and its code and relocation regions. `None` when no program's
 /// addresses moved.
-pub(crate) fn learn(old: Input<'_>, new: Input<'_>) -> Option<(Regions, Vec<AddressMap>)> {
-    let (old_programs, new_programs) = crate::diff::timed("learn: find programs", || {
-        rayon::join(|| programs(old), || programs(new))
-    });
+pub(super) fn learn(
+    old: Input<'_>,
+    new: Input<'_>,
+    old_programs: &[Program],
+    new_programs: &[Program],
+) -> Option<(Regions, Vec<AddressMap>)> {
     if old_programs.is_empty() || new_programs.is_empty() {
         return None;
     }
     let (old_sites, new_sites) = crate::diff::timed("learn: code sites", || {
         rayon::join(
-            || sites(old.data, &old_programs),
-            || sites(new.data, &new_programs),
+            || sites(old.data, old_programs),
+            || sites(new.data, new_programs),
         )
     });
     let pairs = pairs(&old_sites, &new_sites);
