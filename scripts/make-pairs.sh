@@ -11,16 +11,19 @@
 #                              the content differs and every machine makes the same bytes;
 #   DIR/kernel-tar.{old,new}   the same trees as sorted, mtime-normalised tar files;
 #   DIR/vmlinuz.{old,new}      the compressed kernels alone (small, delta-hostile).
-# Then two more pairs:
+# Then three more pairs:
 #   DIR/qemu-x86.{old,new}     a large x86-64 executable: /usr/bin/qemu-system-x86_64
 #                              from the oldest and the newest qemu-system-x86 offered
 #                              (security updates of one release; about 18 MB, stripped);
+#   DIR/qemu-ext4.{old,new}    64 MiB ext4 images of those two unpacked packages (three
+#                              x86-64 programs, 44 MB, with the pinned ext4 settings
+#                              of the kernel images);
 #   DIR/shifted-ext4.{old,new} kernel-ext4.old, and kernel-ext4.new moved 4,219 bytes
 #                              later (an unaligned shift: the head of vmlinuz.new in
 #                              front, the same length cut from the end).
 # DIR/VERSIONS names the packages used, DIR/SHA256SUMS the outputs. Each finished
 # stage is left alone (DIR/DONE marks the kernel pairs; the others are there when
-# both files are). The executable pair is skipped, with a warning, when the package
+# both files are). The qemu pairs are skipped, with a warning, when the package
 # index does not offer two versions. Needs apt-get, dpkg-deb, e2fsprogs (installed
 # when missing, as root) and GNU tar.
 set -euo pipefail
@@ -42,20 +45,39 @@ pick_versions() {
   echo "$v"
 }
 
-kernel_pairs() {
+# Fixed inode times: 2023-11-14T22:13:20Z.
+stamp=0x6553f100
+
+# ext4_image TREE IMAGE SIZE: an ext4 image of TREE with a fixed UUID, hash seed,
+# clock and inode times, so that only the content differs and every machine makes
+# the same bytes. Written to IMAGE.partial, then renamed.
+ext4_image() {
+  local tree=$1 img=$2 size=$3
   if ! command -v mkfs.ext4 >/dev/null || ! command -v debugfs >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq e2fsprogs
   fi
+  E2FSPROGS_FAKE_TIME=1700000000 mkfs.ext4 -q -F -b 4096 \
+    -E root_owner=0:0,hash_seed=01234567-89ab-cdef-0123-456789abcdef,lazy_itable_init=0 \
+    -U 11111111-2222-3333-4444-555555555555 -L devimg -d "$tree" "$img.partial" "$size" >/dev/null
+  # mkfs -d copies atime and ctime from the extracted files (now): pin them.
+  {
+    echo "sif / atime $stamp"
+    echo "sif / ctime $stamp"
+    (cd "$tree" && find . -mindepth 1 | sed 's|^\.||') |
+      awk -v t="$stamp" '{printf "sif \"%s\" atime %s\nsif \"%s\" ctime %s\n", $0, t, $0, t}'
+  } >"$tmp/pin-times"
+  E2FSPROGS_FAKE_TIME=1700000000 debugfs -w -f "$tmp/pin-times" "$img.partial" >/dev/null 2>&1
+  mv "$img.partial" "$img"
+}
 
+kernel_pairs() {
   mapfile -t versions < <(pick_versions linux-image-amd64)
   if [ "${#versions[@]}" -ne 2 ] || [ "${versions[0]}" = "${versions[1]}" ]; then
     echo "make-pairs: the package index must offer two versions of linux-image-amd64 (see apt-cache madison linux-image-amd64)" >&2
     exit 1
   fi
 
-  # Fixed inode times: 2023-11-14T22:13:20Z.
-  stamp=0x6553f100
   side=old
   for version in "${versions[@]}"; do
     # linux-image-amd64 is a metapackage; its first dependency is the real image package.
@@ -66,19 +88,7 @@ kernel_pairs() {
     dpkg-deb -x "$tmp/${pkg}"_*.deb "$tree"
     echo "$side $pkg $version" >>"$tmp/VERSIONS"
 
-    img="$out/kernel-ext4.$side.partial"
-    E2FSPROGS_FAKE_TIME=1700000000 mkfs.ext4 -q -F -b 4096 \
-      -E root_owner=0:0,hash_seed=01234567-89ab-cdef-0123-456789abcdef,lazy_itable_init=0 \
-      -U 11111111-2222-3333-4444-555555555555 -L devimg -d "$tree" "$img" 600M >/dev/null
-    # mkfs -d copies atime and ctime from the extracted files (now): pin them.
-    {
-      echo "sif / atime $stamp"
-      echo "sif / ctime $stamp"
-      (cd "$tree" && find . -mindepth 1 | sed 's|^\.||') |
-        awk -v t="$stamp" '{printf "sif \"%s\" atime %s\nsif \"%s\" ctime %s\n", $0, t, $0, t}'
-    } >"$tmp/pin-times"
-    E2FSPROGS_FAKE_TIME=1700000000 debugfs -w -f "$tmp/pin-times" "$img" >/dev/null 2>&1
-    mv "$img" "$out/kernel-ext4.$side"
+    ext4_image "$tree" "$out/kernel-ext4.$side" 600M
 
     (cd "$tree" && tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf "$out/kernel-tar.$side.partial" .)
     mv "$out/kernel-tar.$side.partial" "$out/kernel-tar.$side"
@@ -102,11 +112,15 @@ exe_pair() {
     (cd "$tmp/qemu-$side" && apt-get download -qq "qemu-system-x86=$version" >/dev/null 2>&1)
     dpkg-deb -x "$tmp/qemu-$side"/qemu-system-x86_*.deb "$tmp/qemu-$side/tree"
     cp "$tmp/qemu-$side/tree/usr/bin/qemu-system-x86_64" "$out/qemu-x86.$side.partial"
-    echo "$side qemu-system-x86 $version" >>"$out/VERSIONS"
+    ext4_image "$tmp/qemu-$side/tree" "$out/qemu-ext4.$side" 64M
+    echo "$side qemu-system-x86 $version" >>"$tmp/qemu-versions"
     side=new
   done
   mv "$out/qemu-x86.old.partial" "$out/qemu-x86.old"
   mv "$out/qemu-x86.new.partial" "$out/qemu-x86.new"
+  # VERSIONS names the kernel packages, then the qemu packages (once).
+  grep -v qemu-system-x86 "$out/VERSIONS" >"$tmp/versions" 2>/dev/null || true
+  cat "$tmp/versions" "$tmp/qemu-versions" >"$out/VERSIONS"
 }
 
 shifted_pair() {
@@ -121,7 +135,8 @@ shifted_pair() {
 }
 
 [ -f "$out/DONE" ] || kernel_pairs
-[ -f "$out/qemu-x86.old" ] && [ -f "$out/qemu-x86.new" ] || exe_pair
-[ -f "$out/shifted-ext4.old" ] && [ -f "$out/shifted-ext4.new" ] || shifted_pair
+have() { [ -f "$out/$1.old" ] && [ -f "$out/$1.new" ]; }
+have qemu-x86 && have qemu-ext4 || exe_pair
+have shifted-ext4 || shifted_pair
 (cd "$out" && sha256sum -- *.old *.new >SHA256SUMS.partial && mv SHA256SUMS.partial SHA256SUMS)
 ls -l "$out"

@@ -45,12 +45,13 @@ impl Section {
     }
 }
 
-/// An ELF64 little-endian x86-64 file of type `e_type` with `sections` after its
-/// header, in order (each at an 8-byte boundary), then `.shstrtab` and the section
-/// header table.
+/// An ELF64 little-endian x86-64 file of type `e_type`: its header, a program
+/// header (`PT_LOAD`) for each section with `SHF_ALLOC`, then `sections`, in order
+/// (each at an 8-byte boundary), then `.shstrtab` and the section header table.
 pub fn file(e_type: u16, sections: &[Section]) -> Vec<u8> {
+    let loaded = sections.iter().filter(|s| s.flags & SHF_ALLOC != 0).count();
     let mut shstrtab = vec![0u8];
-    let mut out = vec![0u8; 64];
+    let mut out = vec![0u8; 64 + 56 * loaded];
     // (name offset, section, file offset)
     let mut headers: Vec<(u32, Option<&Section>, u64)> = vec![(0, None, 0)];
     for s in sections {
@@ -86,17 +87,38 @@ pub fn file(e_type: u16, sections: &[Section]) -> Vec<u8> {
         header(name, kind, s, off, size);
     }
     header(shstr_name, 3, None, shstr_at, shstrtab.len() as u64);
+    let mut at = 64;
+    for &(_, s, off) in &headers {
+        let Some(s) = s.filter(|s| s.flags & SHF_ALLOC != 0) else {
+            continue;
+        };
+        // PF_R, and PF_X for code, PF_W for writable data.
+        let flags = 4 | u32::from(s.flags & SHF_EXECINSTR != 0) | (s.flags as u32 & 1) << 1;
+        let size = s.data.len() as u64;
+        let mut p = Vec::with_capacity(56);
+        p.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        p.extend_from_slice(&flags.to_le_bytes());
+        for field in [off, s.addr, s.addr, size, size, 1] {
+            p.extend_from_slice(&field.to_le_bytes());
+        }
+        out[at..at + 56].copy_from_slice(&p);
+        at += 56;
+    }
     let count = headers.len() + 1;
     let mut h = Vec::with_capacity(64);
     h.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
     h.extend_from_slice(&e_type.to_le_bytes());
     h.extend_from_slice(&62u16.to_le_bytes()); // x86-64
     h.extend_from_slice(&1u32.to_le_bytes());
-    h.extend_from_slice(&[0u8; 16]); // entry, phoff
+    h.extend_from_slice(&0u64.to_le_bytes()); // entry
+    let phoff: u64 = if loaded > 0 { 64 } else { 0 };
+    h.extend_from_slice(&phoff.to_le_bytes());
     h.extend_from_slice(&shoff.to_le_bytes());
     h.extend_from_slice(&0u32.to_le_bytes());
     h.extend_from_slice(&64u16.to_le_bytes()); // ehsize
-    h.extend_from_slice(&[0u8; 4]); // phentsize, phnum
+    let phentsize: u16 = if loaded > 0 { 56 } else { 0 };
+    h.extend_from_slice(&phentsize.to_le_bytes());
+    h.extend_from_slice(&(loaded as u16).to_le_bytes());
     h.extend_from_slice(&64u16.to_le_bytes()); // shentsize
     h.extend_from_slice(&(count as u16).to_le_bytes());
     h.extend_from_slice(&((count - 1) as u16).to_le_bytes());

@@ -24,7 +24,7 @@ use std::ops::Range;
 
 use object::{
     elf::{self, FileHeader64},
-    read::elf::{FileHeader as _, SectionHeader as _},
+    read::elf::{FileHeader as _, ProgramHeader as _, SectionHeader as _},
     LittleEndian,
 };
 use rayon::prelude::*;
@@ -159,15 +159,39 @@ pub(super) struct Program {
     rela: Vec<Range<u64>>,
 }
 
-/// The program starting at `at`, and where it ends, if one does with all its
-/// sections inside the image.
+/// The program starting at `at`, if one does with its code inside the image. Its
+/// end is taken to be its ELF header's: a file system may store a program in
+/// pieces, with other files between them, so that its length says nothing about
+/// where the next file starts.
 pub(super) fn program_at(data: &[u8], at: u64) -> super::learn::Probe<Program> {
     let mut cost = 0;
-    let found = parse_program(data, at, &mut cost);
+    let found = parse_program(data, at, &mut cost).map(|p| (p, at + 64));
     super::learn::Probe { found, cost }
 }
 
-fn parse_program(data: &[u8], at: u64, cost: &mut u64) -> Option<(Program, u64)> {
+/// A loaded segment: where its bytes are in the image, and its virtual address.
+struct Segment {
+    file: Range<u64>,
+    vaddr: u64,
+    exec: bool,
+}
+
+impl Segment {
+    /// Whether `file` (image offsets) lies in this segment at virtual address
+    /// `vaddr`.
+    fn holds(&self, file: &Range<u64>, vaddr: u64) -> bool {
+        self.file.start <= file.start
+            && file.end <= self.file.end
+            && vaddr.wrapping_sub(self.vaddr) == file.start - self.file.start
+    }
+}
+
+/// The program at `at`: its code from its program headers, which sit beside the
+/// ELF header; its executable sections and relocation tables from its section
+/// headers where those agree with the program headers. (A file system that stored
+/// the program in pieces leaves the section headers, at the file's end, elsewhere:
+/// then the code is the executable segments and no relocations are rewritten.)
+fn parse_program(data: &[u8], at: u64, cost: &mut u64) -> Option<Program> {
     let file = data.get(at as usize..)?;
     let header = FileHeader64::<LittleEndian>::parse(file).ok()?;
     let endian = header.endian().ok()?;
@@ -176,41 +200,62 @@ fn parse_program(data: &[u8], at: u64, cost: &mut u64) -> Option<(Program, u64)>
     {
         return None;
     }
-    let count = header.shnum(endian, file).ok()? as u64;
-    if count > MAX_SECTIONS {
-        return None;
-    }
-    *cost = count * 64;
-    let sections = header.sections(endian, file).ok()?;
-    let mut end = at
-        .checked_add(header.e_shoff(endian))?
-        .checked_add(count * 64)?;
+    let segments = header.program_headers(endian, file).ok()?;
+    *cost = segments.len() as u64 * 56;
+    let segments: Vec<Segment> = segments
+        .iter()
+        .filter(|p| p.p_type(endian) == elf::PT_LOAD && p.p_filesz(endian) > 0)
+        .map(|p| {
+            let start = at.checked_add(p.p_offset(endian))?;
+            let end = start.checked_add(p.p_filesz(endian))?;
+            Some(Segment {
+                file: start..end.min(data.len() as u64),
+                vaddr: p.p_vaddr(endian),
+                exec: p.p_flags(endian) & elf::PF_X != 0,
+            })
+        })
+        .collect::<Option<_>>()?;
     let (mut code, mut rela) = (Vec::new(), Vec::new());
-    for s in sections.iter() {
+    let count = header.shnum(endian, file).unwrap_or(0) as u64;
+    let sections = (count <= MAX_SECTIONS)
+        .then(|| header.sections(endian, file).ok())
+        .flatten();
+    for s in sections.iter().flat_map(|t| t.iter()) {
+        *cost += 64;
         let Some((offset, size)) = s.file_range(endian) else {
             continue;
         };
-        let start = at.checked_add(offset)?;
-        let range = start..start.checked_add(size)?;
-        if range.end > data.len() as u64 {
-            return None;
-        }
-        end = end.max(range.end);
+        let Some(range) = at
+            .checked_add(offset)
+            .and_then(|start| Some(start..start.checked_add(size)?))
+        else {
+            continue;
+        };
+        let vaddr = s.sh_addr(endian);
+        let Some(segment) = segments.iter().find(|g| g.holds(&range, vaddr)) else {
+            continue;
+        };
         let flags = s.sh_flags(endian);
-        let loaded = flags & u64::from(elf::SHF_ALLOC) != 0;
-        let exec = flags & u64::from(elf::SHF_EXECINSTR) != 0;
         match s.sh_type(endian) {
-            elf::SHT_PROGBITS if loaded && exec && size > 0 => {
-                code.push((range, s.sh_addr(endian)));
+            elf::SHT_PROGBITS
+                if segment.exec && flags & u64::from(elf::SHF_EXECINSTR) != 0 && size > 0 =>
+            {
+                code.push((range, vaddr));
             }
-            elf::SHT_RELA if loaded && s.sh_entsize(endian) == RELA_LEN as u64 && size > 0 => {
-                let whole = size - size % RELA_LEN as u64;
-                rela.push(start..start + whole);
+            elf::SHT_RELA if s.sh_entsize(endian) == RELA_LEN as u64 && size > 0 => {
+                rela.push(range.start..range.end - size % RELA_LEN as u64);
             }
             _ => {}
         }
     }
-    (!code.is_empty()).then_some((Program { code, rela }, end))
+    if code.is_empty() {
+        code = segments
+            .iter()
+            .filter(|g| g.exec && g.file.start < g.file.end)
+            .map(|g| (g.file.clone(), g.vaddr))
+            .collect();
+    }
+    (!code.is_empty()).then_some(Program { code, rela })
 }
 
 /// The programs found in an image, in image order, as many as learning reads.
