@@ -11,7 +11,7 @@
 //! `modules.dwp` between them; and `runs.dwp`, from `old.bin` to `new.bin` with
 //! bsdiff-runs frames (kind 4, added to version 1 later); and `programs-old.bin`
 //! and `programs-new.bin` (a synthetic x86-64 program and its next build) with
-//! `programs.dwp` between them (transform region kinds 2 and 3 and address maps,
+//! `programs.dwp` between them (transform region kinds 2 to 4 and address maps,
 //! added later). They are never regenerated.
 //!
 //! The table, `cases.txt`, has one case per line: its name, the old image it is

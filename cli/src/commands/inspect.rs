@@ -97,6 +97,7 @@ fn print_json(out: &mut impl Write, m: &Manifest, manifest_len: u32, comment: &s
                 "crc_map_entries": t.crcs.entries().len(),
                 "code_regions": s.code,
                 "relocation_regions": s.rela,
+                "pointer_regions": s.pointers,
                 "address_maps": t.spaces.len(),
                 "address_map_entries": s.addresses,
             })
@@ -172,22 +173,27 @@ fn print_text(
         None => writeln!(out, "transform   none")?,
         Some(t) => {
             let s = TransformSummary::of(t);
-            writeln!(
-                out,
-                "transform   {} BTF regions ({} with own maps), {} __versions regions; maps: {} type, {} string, {} CRC entries",
-                s.btf,
-                s.own,
-                s.versions,
-                t.types.entries().len(),
-                t.strings.entries().len(),
-                t.crcs.entries().len()
-            )?;
+            let mut label = "transform  ";
+            if s.btf + s.versions > 0 || t.spaces.is_empty() {
+                writeln!(
+                    out,
+                    "{label} {} BTF regions ({} with own maps), {} __versions regions; maps: {} type, {} string, {} CRC entries",
+                    s.btf,
+                    s.own,
+                    s.versions,
+                    t.types.entries().len(),
+                    t.strings.entries().len(),
+                    t.crcs.entries().len()
+                )?;
+                label = "           ";
+            }
             if !t.spaces.is_empty() {
                 writeln!(
                     out,
-                    "            {} x86-64 code and {} relocation regions; {} address maps, {} entries",
+                    "{label} {} x86-64 code, {} relocation and {} pointer regions; {} address maps, {} entries",
                     s.code,
                     s.rela,
+                    s.pointers,
                     t.spaces.len(),
                     s.addresses
                 )?;
@@ -211,6 +217,7 @@ struct TransformSummary {
     versions: usize,
     code: usize,
     rela: usize,
+    pointers: usize,
     addresses: usize,
 }
 
@@ -222,6 +229,7 @@ impl TransformSummary {
             versions: 0,
             code: 0,
             rela: 0,
+            pointers: 0,
             addresses: t.spaces.iter().map(|m| m.entries().len()).sum(),
         };
         for (_, kind) in &t.regions {
@@ -235,6 +243,7 @@ impl TransformSummary {
                 RegionKind::ModVersions => s.versions += 1,
                 RegionKind::X86Code { .. } => s.code += 1,
                 RegionKind::X86Rela { .. } => s.rela += 1,
+                RegionKind::X86Pointers { .. } => s.pointers += 1,
             }
         }
         s

@@ -220,6 +220,14 @@ pub enum RegionKind {
         /// The address map, an index into [`SourceTransform::spaces`].
         space: u32,
     },
+    /// An x86-64 program's writable data: each whole 8-byte word whose value lies
+    /// in `span` is a pointer and goes through address map `space`.
+    X86Pointers {
+        /// The address map, an index into [`SourceTransform::spaces`].
+        space: u32,
+        /// The addresses the program spans.
+        span: Range<u64>,
+    },
 }
 
 impl RegionKind {
@@ -282,6 +290,7 @@ impl SourceTransform {
                 RegionKind::ModVersions => 1,
                 RegionKind::X86Code { .. } => 2,
                 RegionKind::X86Rela { .. } => 3,
+                RegionKind::X86Pointers { .. } => 4,
             });
             varint(&mut b, r.start.wrapping_sub(end));
             varint(&mut b, r.end.wrapping_sub(r.start));
@@ -296,6 +305,11 @@ impl SourceTransform {
                     varint(&mut b, *base);
                 }
                 RegionKind::X86Rela { space } => varint(&mut b, u64::from(*space)),
+                RegionKind::X86Pointers { space, span } => {
+                    varint(&mut b, u64::from(*space));
+                    varint(&mut b, span.start);
+                    varint(&mut b, span.end.wrapping_sub(span.start));
+                }
             }
             end = r.end;
         }
@@ -407,6 +421,15 @@ impl SourceTransform {
                 },
                 3 if len % x86::RELA_LEN as u64 == 0 => RegionKind::X86Rela { space: r.space()? },
                 3 => return Err(bad("relocation region is not whole entries")),
+                4 => {
+                    let space = r.space()?;
+                    let start = r.next()?;
+                    let span = start
+                        .checked_add(r.next()?)
+                        .map(|end| start..end)
+                        .ok_or(bad("source transform pointer span overflows"))?;
+                    RegionKind::X86Pointers { space, span }
+                }
                 _ => return Err(bad("source transform region of an unknown kind")),
             };
             regions.push((start..end, kind));
@@ -444,9 +467,9 @@ impl SourceTransform {
             }
         }
         let unmapped = regions.iter().any(|(_, k)| match k {
-            RegionKind::X86Code { space, .. } | RegionKind::X86Rela { space } => {
-                *space as usize >= spaces.len()
-            }
+            RegionKind::X86Code { space, .. }
+            | RegionKind::X86Rela { space }
+            | RegionKind::X86Pointers { space, .. } => *space as usize >= spaces.len(),
             _ => false,
         });
         if unmapped {
@@ -519,6 +542,11 @@ impl SourceTransform {
             RegionKind::X86Rela { space } => {
                 let map = self.space(*space)?;
                 x86::rewrite_rela(region, map);
+                Ok(())
+            }
+            RegionKind::X86Pointers { space, span } => {
+                let map = self.space(*space)?;
+                x86::rewrite_pointers(region, span, map);
                 Ok(())
             }
         }
@@ -758,6 +786,13 @@ mod tests {
                     },
                 ),
                 (4200..4248, RegionKind::X86Rela { space: 0 }),
+                (
+                    4248..4300,
+                    RegionKind::X86Pointers {
+                        space: 1,
+                        span: 5..u64::MAX,
+                    },
+                ),
                 (9000..9500, RegionKind::btf()),
             ],
             types: Remap::new(vec![(0, 0), (10, u32::MAX - 2), (100_000, 5)])
@@ -837,7 +872,7 @@ mod tests {
 
     #[test]
     fn malformed_transforms_are_refused() {
-        let cases: [(&str, &[u8]); 17] = [
+        let cases: [(&str, &[u8]); 18] = [
             ("unknown version", &[2, 0, 0, 0, 0]),
             ("empty region", &[1, 1, 0, 5, 0, 0, 0, 0]),
             ("unknown region kind", &[1, 1, 4, 5, 1, 0, 0, 0]),
@@ -854,6 +889,13 @@ mod tests {
                 &[1, 1, 3, 0, 23, 0, 0, 0, 0, 1, 0],
             ),
             ("no address maps after the CRC map", &[1, 0, 0, 0, 0, 0]),
+            (
+                "pointer span past 2^64",
+                &[
+                    1, 1, 4, 0, 8, 0, 2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                    0x01, 0, 0, 0, 1, 0,
+                ],
+            ),
             (
                 "address map not increasing",
                 &[1, 0, 0, 0, 0, 1, 2, 5, 0, 0, 0],
@@ -947,6 +989,10 @@ mod tests {
             .flat_map(|v| v.to_le_bytes())
             .collect();
         let code_at = 7000..7000 + code.len() as u64;
+        let pointers: Vec<u8> = [0x4000u64, 0x4100, 3]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let regions = [
             btf(100),
             (2000..2128, RegionKind::ModVersions),
@@ -959,6 +1005,13 @@ mod tests {
                 },
             ),
             (8000..8048, RegionKind::X86Rela { space: 0 }),
+            (
+                8048..8072,
+                RegionKind::X86Pointers {
+                    space: 0,
+                    span: 0x1000..0x8000,
+                },
+            ),
         ];
         for (r, kind) in &regions {
             let bytes = match kind {
@@ -966,6 +1019,7 @@ mod tests {
                 RegionKind::ModVersions => &versions[..],
                 RegionKind::X86Code { .. } => &code[..],
                 RegionKind::X86Rela { .. } => &rela[..],
+                RegionKind::X86Pointers { .. } => &pointers[..],
             };
             old[r.start as usize..r.end as usize].copy_from_slice(bytes);
         }
@@ -990,6 +1044,8 @@ mod tests {
         assert_eq!(want[call..call + 4], (-(7 * 40 + 5 + 16i32)).to_le_bytes());
         assert_eq!(want[8000..8008], 0x9010u64.to_le_bytes());
         assert_eq!(want[8040..8048], 0x5010u64.to_le_bytes());
+        assert_eq!(want[8056..8064], 0x4110u64.to_le_bytes());
+        assert_eq!(want[8064..8072], 3u64.to_le_bytes());
         let overlay = learn::overlay(&old, t.clone()).expect("sample is valid");
         let mut scratch = vec![0u8; t.scratch_len() as usize];
         // Every window that starts and ends on a 4-byte boundary (cutting regions

@@ -139,6 +139,17 @@ pub(crate) fn rewrite_rela(table: &mut [u8], map: &AddressMap) {
     }
 }
 
+/// Rewrites a region of pointers: each whole 8-byte word whose value lies in
+/// `span` (the program's addresses) goes through the map.
+pub(crate) fn rewrite_pointers(words: &mut [u8], span: &Range<u64>, map: &AddressMap) {
+    for word in words.chunks_exact_mut(8) {
+        let v = get(word);
+        if span.contains(&v) {
+            put(word, map.map(v));
+        }
+    }
+}
+
 fn get(b: &[u8]) -> u64 {
     let mut w = [0u8; 8];
     w.copy_from_slice(b);
@@ -157,6 +168,12 @@ pub(super) struct Program {
     code: Vec<(Range<u64>, u64)>,
     /// Its loaded relocation tables (`.rela.dyn`, `.rela.plt`) in the image.
     rela: Vec<Range<u64>>,
+    /// Its loaded writable data (`.data`, `.data.rel.ro`, `.init_array`, ...) in
+    /// the image, each starting at an address that is a multiple of 8: where its
+    /// pointers are.
+    data: Vec<Range<u64>>,
+    /// The virtual addresses its loaded segments span.
+    span: Range<u64>,
 }
 
 /// The program starting at `at`, if one does with its code inside the image. Its
@@ -173,6 +190,8 @@ pub(super) fn program_at(data: &[u8], at: u64) -> super::learn::Probe<Program> {
 struct Segment {
     file: Range<u64>,
     vaddr: u64,
+    /// Its length in memory.
+    size: u64,
     exec: bool,
 }
 
@@ -211,11 +230,12 @@ fn parse_program(data: &[u8], at: u64, cost: &mut u64) -> Option<Program> {
             Some(Segment {
                 file: start..end.min(data.len() as u64),
                 vaddr: p.p_vaddr(endian),
+                size: p.p_memsz(endian),
                 exec: p.p_flags(endian) & elf::PF_X != 0,
             })
         })
         .collect::<Option<_>>()?;
-    let (mut code, mut rela) = (Vec::new(), Vec::new());
+    let (mut code, mut rela, mut words) = (Vec::new(), Vec::new(), Vec::new());
     let count = header.shnum(endian, file).unwrap_or(0) as u64;
     let sections = (count <= MAX_SECTIONS)
         .then(|| header.sections(endian, file).ok())
@@ -245,6 +265,17 @@ fn parse_program(data: &[u8], at: u64, cost: &mut u64) -> Option<Program> {
             elf::SHT_RELA if s.sh_entsize(endian) == RELA_LEN as u64 && size > 0 => {
                 rela.push(range.start..range.end - size % RELA_LEN as u64);
             }
+            elf::SHT_PROGBITS
+            | elf::SHT_INIT_ARRAY
+            | elf::SHT_FINI_ARRAY
+            | elf::SHT_PREINIT_ARRAY
+                if !segment.exec && flags & u64::from(elf::SHF_WRITE) != 0 =>
+            {
+                let skip = vaddr.wrapping_neg() % 8;
+                if size > skip + 8 {
+                    words.push(range.start + skip..range.end);
+                }
+            }
             _ => {}
         }
     }
@@ -255,7 +286,18 @@ fn parse_program(data: &[u8], at: u64, cost: &mut u64) -> Option<Program> {
             .map(|g| (g.file.clone(), g.vaddr))
             .collect();
     }
-    (!code.is_empty()).then_some(Program { code, rela })
+    let span = segments.iter().map(|g| g.vaddr).min().unwrap_or(0)
+        ..segments
+            .iter()
+            .map(|g| g.vaddr.saturating_add(g.size))
+            .max()
+            .unwrap_or(0);
+    (!code.is_empty()).then_some(Program {
+        code,
+        rela,
+        data: words,
+        span,
+    })
 }
 
 /// The programs found in an image, in image order, as many as learning reads.
@@ -428,6 +470,12 @@ pub(super) fn learn(
                 (r, RegionKind::X86Code { space, base })
             }));
         }
+        for range in &program.data {
+            regions.extend(pieces(range, 8).map(|r| {
+                let span = program.span.clone();
+                (r, RegionKind::X86Pointers { space, span })
+            }));
+        }
         for range in &program.rela {
             regions
                 .extend(pieces(range, RELA_LEN as u64).map(|r| (r, RegionKind::X86Rela { space })));
@@ -529,6 +577,24 @@ mod tests {
         ]
         .concat();
         assert_eq!(table, want);
+    }
+
+    #[test]
+    fn pointers_in_the_program_s_span_are_mapped() {
+        let words: Vec<u8> = [0x10u64, 0x2000, 0x5000, 0x4fff, 0x2100]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .chain([0xaa, 0xbb, 0xcc]) // a part word, left alone
+            .collect();
+        let mut rewritten = words.clone();
+        let map = AddressMap::new(vec![(0x1000, 0x10), (0x2100, 0x40)]).expect("increasing");
+        rewrite_pointers(&mut rewritten, &(0x1000..0x5000), &map);
+        let want: Vec<u8> = [0x10u64, 0x2010, 0x5000, 0x503f, 0x2140]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .chain([0xaa, 0xbb, 0xcc])
+            .collect();
+        assert_eq!(rewritten, want);
     }
 
     #[test]
