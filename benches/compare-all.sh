@@ -11,7 +11,7 @@
 #     default: builds target/release/deltaward
 #
 # Environment:
-#   PAIRS       the pairs to run (default: kernel-ext4 kernel-tar shifted-ext4 vmlinuz qemu-x86)
+#   PAIRS       the pairs to run (default: kernel-ext4 kernel-tar shifted-ext4 vmlinuz qemu-x86 qemu-ext4)
 #   BSDIFF_MAX  bsdiff runs on pairs whose new image is at most this many bytes
 #               (default 64 MiB): bsdiff 4.3 needs about 17 times the image in memory,
 #               10 GiB for a 600 MiB image, and its suffix sort takes most of an hour
@@ -30,7 +30,7 @@ else
 fi
 pairs_dir=${DELTAWARD_PAIRS:-$HOME/.cache/deltaward-pairs}
 bash scripts/make-pairs.sh "$pairs_dir" >/dev/null
-read -r -a pairs <<<"${PAIRS:-kernel-ext4 kernel-tar shifted-ext4 vmlinuz qemu-x86}"
+read -r -a pairs <<<"${PAIRS:-kernel-ext4 kernel-tar shifted-ext4 vmlinuz qemu-x86 qemu-ext4}"
 bsdiff_max=${BSDIFF_MAX:-$((64 << 20))}
 out=${OUT:-docs/BENCHMARKS.md}
 have_hdiffz=0

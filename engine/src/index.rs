@@ -189,6 +189,10 @@ pub struct AnchorIndex {
 /// position order, and where each shard's group starts.
 type ShardedAnchors = (Vec<(u64, u64)>, [usize; ANCHOR_SHARDS + 1]);
 
+/// The bit of a stored anchor position that marks a key the old image has more
+/// than once (positions stay below 2^63).
+const REPEATED: u64 = 1 << 63;
+
 /// Number of maps an [`AnchorIndex`] is split into (a power of two).
 const ANCHOR_SHARDS: usize = 64;
 
@@ -238,7 +242,7 @@ impl AnchorIndex {
             })
             .collect();
         // Segments are in order and each group keeps position order, so the first
-        // position of each key wins.
+        // position of each key wins; a key seen again is marked as repeated.
         let shards = (0..ANCHOR_SHARDS)
             .into_par_iter()
             .map(|s| {
@@ -246,7 +250,9 @@ impl AnchorIndex {
                 let mut map = HashMap::with_capacity_and_hasher(len, Default::default());
                 for (grouped, st) in &segments {
                     for &(key, pos) in &grouped[st[s]..st[s + 1]] {
-                        map.entry(key).or_insert(pos);
+                        map.entry(key)
+                            .and_modify(|first| *first |= REPEATED)
+                            .or_insert(pos);
                     }
                 }
                 map
@@ -255,12 +261,13 @@ impl AnchorIndex {
         Self { shards }
     }
 
-    /// The old position of an anchor with this key.
-    pub fn get(&self, key: u64) -> Option<u64> {
+    /// The old position of an anchor with this key, and whether the old image has
+    /// it only once.
+    pub fn lookup(&self, key: u64) -> Option<(u64, bool)> {
         self.shards
             .get(anchor_shard(key))
             .and_then(|m| m.get(&key))
-            .copied()
+            .map(|&p| (p & !REPEATED, p & REPEATED == 0))
     }
 
     /// Number of distinct anchors.
@@ -360,7 +367,7 @@ mod tests {
         assert!(idx.len() > 50, "too few anchors: {}", idx.len());
         let mut hits = 0;
         scan_anchors(&shifted, 0, shifted.len(), |pos, key| {
-            if let Some(old) = idx.get(key) {
+            if let Some((old, _)) = idx.lookup(key) {
                 assert_eq!(old as usize + 333, pos);
                 hits += 1;
             }

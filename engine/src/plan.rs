@@ -171,6 +171,12 @@ pub(crate) fn window_cap(max_window: u64, frame_len: u64) -> u64 {
 }
 
 /// Picks the old range that the anchors of `new[t0..t1]` point at most densely.
+/// How much more an anchor the old image has once weighs than a repeated one: on
+/// an ext4 image of three qemu programs that share much code, 1 gave 2.39 MB at
+/// the default level, 16 gave 1.31 MB and 1000 1.24 MB; the kernel pairs moved
+/// by less than 0.2 % either way.
+const UNIQUE_WEIGHT: u64 = 1024;
+
 pub(crate) fn select_window(
     anchors: &AnchorIndex,
     old_len: u64,
@@ -179,10 +185,13 @@ pub(crate) fn select_window(
     t1: usize,
     max_window: u64,
 ) -> (u64, u64) {
-    let mut hits: Vec<u64> = Vec::new();
+    // Anchors the old image has more than once point at their first copy, which
+    // may be another program built from the same sources: unique anchors weigh
+    // more when placing the window.
+    let mut hits: Vec<(u64, u64)> = Vec::new();
     scan_anchors(new, t0, t1, |_, key| {
-        if let Some(p) = anchors.get(key) {
-            hits.push(p);
+        if let Some((p, once)) = anchors.lookup(key) {
+            hits.push((p, if once { UNIQUE_WEIGHT } else { 1 }));
         }
     });
     if hits.is_empty() || max_window == 0 {
@@ -191,17 +200,24 @@ pub(crate) fn select_window(
     hits.sort_unstable();
     let max_window = window_cap(max_window, (t1 - t0) as u64);
     let span = max_window.saturating_sub(2 * WINDOW_PAD).max(1);
-    let (mut best_i, mut best_j, mut j) = (0usize, 0usize, 0usize);
+    let (mut best_i, mut best_j, mut best, mut j) = (0usize, 0usize, 0u64, 0usize);
+    let mut sum = hits[0].1;
     for i in 0..hits.len() {
-        while j + 1 < hits.len() && hits[j + 1] - hits[i] < span {
+        while j + 1 < hits.len() && hits[j + 1].0 - hits[i].0 < span {
             j += 1;
+            sum += hits[j].1;
         }
-        if j - i > best_j - best_i {
-            (best_i, best_j) = (i, j);
+        if sum > best {
+            (best_i, best_j, best) = (i, j, sum);
+        }
+        sum -= hits[i].1;
+        if j == i && i + 1 < hits.len() {
+            j = i + 1;
+            sum = hits[j].1;
         }
     }
-    let lo = hits[best_i].saturating_sub(WINDOW_PAD);
-    let hi = (hits[best_j] + WINDOW_PAD).min(old_len);
+    let lo = hits[best_i].0.saturating_sub(WINDOW_PAD);
+    let hi = (hits[best_j].0 + WINDOW_PAD).min(old_len);
     let len = (hi - lo).min(max_window);
     (lo, len)
 }
@@ -237,6 +253,24 @@ mod tests {
                 (PlanKind::Copy(100), 40, 4)
             ]
         );
+    }
+
+    #[test]
+    fn the_window_follows_anchors_the_old_image_has_once() {
+        // Old: S, P, S again, Q. New: S then Q. The anchors of S point at its
+        // first copy and outnumber Q's four to one, but only Q's are unique, and
+        // the window cannot hold both copies.
+        let (s, p, q) = (
+            deltaward_testkit::noise(1 << 20, 10),
+            deltaward_testkit::noise(2 << 20, 20),
+            deltaward_testkit::noise(256 << 10, 30),
+        );
+        let old = [&s[..], &p, &s, &q].concat();
+        let new = [&s[..], &q].concat();
+        let index = AnchorIndex::build(Input::new(&old, &[]));
+        let (lo, len) = select_window(&index, old.len() as u64, &new, 0, new.len(), 2 << 20);
+        assert!(lo > 2 << 20, "window at {lo} (+{len}): the first copy");
+        assert!(lo + len >= (4 << 20) + (256 << 10) - WINDOW_PAD);
     }
 
     #[test]

@@ -356,11 +356,27 @@ fn sites(data: &[u8], programs: &[Program]) -> Vec<Site> {
                 .collect::<Vec<_>>()
         })
         .collect();
-    out.par_sort_unstable_by_key(|s| (s.key, s.program, s.end));
+    out.par_sort_unstable_by_key(|s| (s.program, s.key, s.end));
     out
 }
 
-/// The sites whose key no other site of the same image has.
+/// The sites of each program (of `count`), from [`sites`]' output.
+fn by_program(sites: &[Site], count: usize) -> Vec<&[Site]> {
+    let mut out = vec![&sites[..0]; count];
+    for run in sites.chunk_by(|a, b| a.program == b.program) {
+        out[run[0].program as usize] = run;
+    }
+    out
+}
+
+/// The sites of all programs, sorted by key.
+fn by_key(sites: &[Site]) -> Vec<Site> {
+    let mut all = sites.to_vec();
+    all.par_sort_unstable_by_key(|s| (s.key, s.program, s.end));
+    all
+}
+
+/// The sites (sorted by key) whose key no other site among them has.
 fn unique(sites: &[Site]) -> impl Iterator<Item = &Site> {
     sites
         .chunk_by(|a, b| a.key == b.key)
@@ -370,7 +386,7 @@ fn unique(sites: &[Site]) -> impl Iterator<Item = &Site> {
         })
 }
 
-/// Pairs of sites (old, new) with the same key, each key unique in both images.
+/// Pairs of sites (old, new) with the same key, each key unique on both sides.
 fn pairs<'a>(old: &'a [Site], new: &'a [Site]) -> Vec<(&'a Site, &'a Site)> {
     let mut out = Vec::new();
     let mut new = unique(new).peekable();
@@ -434,9 +450,14 @@ pub(super) fn learn(
             || sites(new.data, new_programs),
         )
     });
-    let pairs = pairs(&old_sites, &new_sites);
-    // Each old program goes with the new program most of its pairs are in.
-    let mut partners: Vec<(u32, u32)> = pairs.iter().map(|(o, n)| (o.program, n.program)).collect();
+    // Each old program goes with the new program that most of the sites unique in
+    // the whole image pair it with.
+    let (all_old, all_new) = rayon::join(|| by_key(&old_sites), || by_key(&new_sites));
+    let mut partners: Vec<(u32, u32)> = pairs(&all_old, &all_new)
+        .iter()
+        .map(|(o, n)| (o.program, n.program))
+        .collect();
+    drop((all_old, all_new));
     partners.sort_unstable();
     let mut partner: Vec<Option<u32>> = vec![None; old_programs.len()];
     for run in partners.chunk_by(|a, b| a.0 == b.0) {
@@ -447,19 +468,44 @@ pub(super) fn learn(
             partner[same[0].0 as usize] = Some(same[0].1);
         }
     }
-    let mut samples: Vec<Vec<(u64, u64)>> = vec![Vec::new(); old_programs.len()];
-    for (o, n) in &pairs {
-        if partner[o.program as usize] == Some(n.program) {
-            let into = &mut samples[o.program as usize];
-            into.push((o.end, n.end.wrapping_sub(o.end)));
-            into.push((o.target, n.target.wrapping_sub(o.target)));
-        }
-    }
+    // Then its sites pair with those of its partner, each key unique in the two
+    // programs only: programs built from the same sources (qemu's emulators of
+    // each target) share much code, which the whole image holds more than once.
+    let (old_each, new_each) = (
+        by_program(&old_sites, old_programs.len()),
+        by_program(&new_sites, new_programs.len()),
+    );
+    let samples: Vec<Vec<(u64, u64)>> = (0..old_programs.len())
+        .into_par_iter()
+        .map(|i| {
+            let Some(p) = partner[i] else {
+                return Vec::new();
+            };
+            pairs(old_each[i], new_each[p as usize])
+                .into_iter()
+                .flat_map(|(o, n)| {
+                    [
+                        (o.end, n.end.wrapping_sub(o.end)),
+                        (o.target, n.target.wrapping_sub(o.target)),
+                    ]
+                })
+                .collect()
+        })
+        .collect();
+    let counts: Vec<usize> = samples.iter().map(Vec::len).collect();
     let maps: Vec<AddressMap> = crate::diff::timed("learn: address maps", || {
         samples.into_par_iter().map(elect).collect()
     });
     let (mut regions, mut spaces) = (Vec::new(), Vec::new());
-    for (program, map) in old_programs.iter().zip(maps) {
+    for (i, (program, map)) in old_programs.iter().zip(maps).enumerate() {
+        tracing::debug!(
+            program = i,
+            at = program.code.first().map_or(0, |c| c.0.start),
+            partner = ?partner[i],
+            samples = counts[i],
+            entries = map.0.len(),
+            "program address map"
+        );
         if map.0.is_empty() {
             continue;
         }
