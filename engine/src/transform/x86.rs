@@ -40,9 +40,11 @@ const PIECE: u64 = 1 << 20;
 /// Bytes of context on each side of a displacement that pair it with its
 /// counterpart in the other build.
 const CONTEXT: usize = 12;
-/// Most code bytes (per image) that learning reads: a site costs 40 bytes of
-/// memory, and a program has one every 20 bytes or so.
-const MAX_LEARN_CODE: u64 = 256 << 20;
+/// Most code bytes (per image) that learning reads, from the programs first in
+/// the image: a program has a site every 60 bytes or so (qemu-system-x86_64: 304,000
+/// in 5.8 MB), and each takes 24 bytes twice (by program and by key), so 64 MiB of
+/// code costs about 110 MB per image.
+const MAX_LEARN_CODE: u64 = 64 << 20;
 /// Most sections an ELF file may have to be taken for a program.
 const MAX_SECTIONS: u64 = 4096;
 /// Relocation types whose addend is an address: `R_X86_64_RELATIVE`,
@@ -315,14 +317,21 @@ pub(super) fn bounded(mut found: Vec<Program>) -> Vec<Program> {
 }
 
 /// A displacement as learning sees it: a hash of the code around it with every
-/// displacement blanked, the program it is in, and the virtual addresses of the
-/// end of its field and of its target.
+/// displacement blanked, the program it is in, the virtual address of the end of
+/// its field, and the displacement.
 #[derive(Debug, Clone, Copy)]
 struct Site {
     key: u64,
     program: u32,
     end: u64,
-    target: u64,
+    disp: i32,
+}
+
+impl Site {
+    /// The virtual address the displacement reaches.
+    fn target(&self) -> u64 {
+        self.end.wrapping_add(self.disp as i64 as u64)
+    }
 }
 
 /// The sites of every program's code, sorted by key.
@@ -350,7 +359,7 @@ fn sites(data: &[u8], programs: &[Program]) -> Vec<Site> {
                         key: xxhash_rust::xxh3::xxh3_64(context),
                         program,
                         end,
-                        target: end.wrapping_add(disp as i64 as u64),
+                        disp,
                     })
                 })
                 .collect::<Vec<_>>()
@@ -486,7 +495,7 @@ pub(super) fn learn(
                 .flat_map(|(o, n)| {
                     [
                         (o.end, n.end.wrapping_sub(o.end)),
-                        (o.target, n.target.wrapping_sub(o.target)),
+                        (o.target(), n.target().wrapping_sub(o.target())),
                     ]
                 })
                 .collect()
