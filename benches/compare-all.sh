@@ -11,11 +11,13 @@
 #     default: builds target/release/deltaward
 #
 # Environment:
-#   PAIRS       the pairs to run (default: kernel-ext4 kernel-tar shifted-ext4 vmlinuz qemu-x86 qemu-ext4)
+#   PAIRS       the pairs to run (default: kernel-ext4 kernel-tar shifted-ext4 vmlinuz qemu-x86 qemu-arm64 qemu-ext4)
 #   BSDIFF_MAX  bsdiff runs on pairs whose new image is at most this many bytes
-#               (default 64 MiB): bsdiff 4.3 needs about 17 times the image in memory,
+#               (default 32 MiB): bsdiff 4.3 needs about 17 times the image in memory,
 #               10 GiB for a 600 MiB image, and its suffix sort takes most of an hour
-#               on two cores; the table says where it was left out
+#               on two cores (more than 13 minutes on the 64 MiB qemu-ext4 image, whose
+#               long runs of zero bytes it sorts slowly); the table says where it was
+#               left out
 #   HDIFFZ, HPATCHZ  HDiffPatch's programs, if built (see scripts/compare.sh); the
 #               table has an HDiffPatch row only where they are given
 #   OUT         the file to write (default docs/BENCHMARKS.md)
@@ -30,8 +32,8 @@ else
 fi
 pairs_dir=${DELTAWARD_PAIRS:-$HOME/.cache/deltaward-pairs}
 bash scripts/make-pairs.sh "$pairs_dir" >/dev/null
-read -r -a pairs <<<"${PAIRS:-kernel-ext4 kernel-tar shifted-ext4 vmlinuz qemu-x86 qemu-ext4}"
-bsdiff_max=${BSDIFF_MAX:-$((64 << 20))}
+read -r -a pairs <<<"${PAIRS:-kernel-ext4 kernel-tar shifted-ext4 vmlinuz qemu-x86 qemu-arm64 qemu-ext4}"
+bsdiff_max=${BSDIFF_MAX:-$((32 << 20))}
 out=${OUT:-docs/BENCHMARKS.md}
 have_hdiffz=0
 if command -v "${HDIFFZ:-hdiffz}" >/dev/null && command -v "${HPATCHZ:-hpatchz}" >/dev/null; then

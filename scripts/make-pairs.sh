@@ -11,13 +11,17 @@
 #                              the content differs and every machine makes the same bytes;
 #   DIR/kernel-tar.{old,new}   the same trees as sorted, mtime-normalised tar files;
 #   DIR/vmlinuz.{old,new}      the compressed kernels alone (small, delta-hostile).
-# Then three more pairs:
+# Then four more pairs:
 #   DIR/qemu-x86.{old,new}     a large x86-64 executable: /usr/bin/qemu-system-x86_64
 #                              from the oldest and the newest qemu-system-x86 offered
 #                              (security updates of one release; about 18 MB, stripped);
 #   DIR/qemu-ext4.{old,new}    64 MiB ext4 images of those two unpacked packages (three
 #                              x86-64 programs, 44 MB, with the pinned ext4 settings
 #                              of the kernel images);
+#   DIR/qemu-arm64.{old,new}   the same program from the same two versions built for
+#                              AArch64 (the arm64 packages, fetched with curl from
+#                              the mirror apt names for the amd64 ones; skipped, with
+#                              a warning, when they are not there);
 #   DIR/shifted-ext4.{old,new} kernel-ext4.old, and kernel-ext4.new moved 4,219 bytes
 #                              later (an unaligned shift: the head of vmlinuz.new in
 #                              front, the same length cut from the end).
@@ -123,6 +127,28 @@ exe_pair() {
   cat "$tmp/versions" "$tmp/qemu-versions" >"$out/VERSIONS"
 }
 
+arm64_pair() {
+  local versions side=old version uri
+  mapfile -t versions < <(pick_versions qemu-system-x86)
+  if [ "${#versions[@]}" -ne 2 ] || [ "${versions[0]}" = "${versions[1]}" ]; then
+    return 0
+  fi
+  for version in "${versions[@]}"; do
+    uri=$(apt-get download --print-uris -qq "qemu-system-x86=$version" 2>/dev/null |
+      awk -F"'" 'NR == 1 {print $2}' | sed 's/_amd64\.deb$/_arm64.deb/')
+    mkdir -p "$tmp/arm64-$side"
+    if [ -z "$uri" ] || ! curl -fsSL -o "$tmp/arm64-$side/q.deb" "$uri"; then
+      echo "make-pairs: warning: no arm64 build of qemu-system-x86 $version at ${uri:-its mirror}; no qemu-arm64 pair" >&2
+      return 0
+    fi
+    dpkg-deb -x "$tmp/arm64-$side/q.deb" "$tmp/arm64-$side/tree"
+    cp "$tmp/arm64-$side/tree/usr/bin/qemu-system-x86_64" "$out/qemu-arm64.$side.partial"
+    side=new
+  done
+  mv "$out/qemu-arm64.old.partial" "$out/qemu-arm64.old"
+  mv "$out/qemu-arm64.new.partial" "$out/qemu-arm64.new"
+}
+
 shifted_pair() {
   local shift=4219 size
   size=$(stat -c %s "$out/kernel-ext4.new")
@@ -137,6 +163,7 @@ shifted_pair() {
 [ -f "$out/DONE" ] || kernel_pairs
 have() { [ -f "$out/$1.old" ] && [ -f "$out/$1.new" ]; }
 have qemu-x86 && have qemu-ext4 || exe_pair
+have qemu-arm64 || arm64_pair
 have shifted-ext4 || shifted_pair
 (cd "$out" && sha256sum -- *.old *.new >SHA256SUMS.partial && mv SHA256SUMS.partial SHA256SUMS)
 ls -l "$out"

@@ -133,8 +133,9 @@ pub struct Effort {
     /// Code delta frames against the plain old image, without a source transform.
     /// By default, when both images hold kernel modules, their BTF type ids, string
     /// offsets and symbol CRCs in the old image are first renumbered the way the new
-    /// image numbers them (see FORMAT.md); appliers built before source transforms
-    /// refuse such patches.
+    /// image numbers them, and when both hold x86-64 programs, their displacements,
+    /// relocations and pointers are first moved to the new build's addresses (see
+    /// FORMAT.md); appliers built before source transforms refuse such patches.
     #[arg(long)]
     pub no_transform: bool,
 }

@@ -10,6 +10,7 @@ use deltaward_engine::{
 use deltaward_testkit::{
     self as kit,
     modules::{module_image, NEW_KERNEL, OLD_KERNEL},
+    programs::{program_for, Machine},
 };
 
 const MODULES: u64 = 12;
@@ -202,11 +203,12 @@ fn images_without_modules_get_no_transform() {
     assert!(kit::manifest(&patch).transform.is_none());
 }
 
-/// A program of 3,000 functions, and its new build in which every 40th function
-/// grew, each inside an image at an unaligned offset that the new image moves.
-fn programs() -> (Vec<u8>, Vec<u8>) {
-    let old = kit::programs::program(11, 3000, &|_| 0);
-    let new = kit::programs::program(11, 3000, &|i| if i % 40 == 7 { 1 + i % 29 } else { 0 });
+/// A program of 3,000 functions for `m`, and its new build in which every 40th
+/// function grew, each inside an image at an unaligned offset that the new image
+/// moves.
+fn programs(m: Machine) -> (Vec<u8>, Vec<u8>) {
+    let old = program_for(m, 11, 3000, &|_| 0);
+    let new = program_for(m, 11, 3000, &|i| if i % 40 == 7 { 1 + i % 29 } else { 0 });
     let around = kit::noise(9000, 5);
     let old_img = [&around[..3001], &old, &around[3001..]].concat();
     let new_img = [&around[..3517], &new, &around[3001..]].concat();
@@ -216,41 +218,47 @@ fn programs() -> (Vec<u8>, Vec<u8>) {
 #[test]
 fn a_program_whose_code_moved_costs_little_and_applies_exactly() {
     let keys = kit::keys();
-    let (old, new) = programs();
-    for level in [Level::Fast, Level::Default, Level::Best] {
+    for (m, level) in [Machine::X86_64, Machine::Aarch64]
+        .into_iter()
+        .flat_map(|m| [Level::Fast, Level::Default, Level::Best].map(|l| (m, l)))
+    {
+        let (old, new) = programs(m);
         let opts = BuildOptions::default().level(level);
         let with = kit::build(&old, &new, &keys.secret, &opts);
         let without = kit::build(&old, &new, &keys.secret, &opts.clone().transform(false));
         let t = transform(&with);
-        assert_eq!(t.spaces.len(), 1, "{level:?}");
+        assert_eq!(t.spaces.len(), 1, "{m:?} {level:?}");
         let code = t
             .regions
             .iter()
-            .filter(|(_, k)| matches!(k, RegionKind::X86Code { .. }))
+            .filter(|(_, k)| match m {
+                Machine::X86_64 => matches!(k, RegionKind::X86Code { .. }),
+                Machine::Aarch64 => matches!(k, RegionKind::Arm64Code { .. }),
+            })
             .count();
         let rela = t
             .regions
             .iter()
-            .filter(|(_, k)| matches!(k, RegionKind::X86Rela { .. }))
+            .filter(|(_, k)| matches!(k, RegionKind::Rela { .. }))
             .count();
         let pointers = t
             .regions
             .iter()
-            .filter(|(_, k)| matches!(k, RegionKind::X86Pointers { .. }))
+            .filter(|(_, k)| matches!(k, RegionKind::Pointers { .. }))
             .count();
-        assert_eq!((code, rela, pointers), (1, 1, 1), "{level:?}");
+        assert_eq!((code, rela, pointers), (1, 1, 1), "{m:?} {level:?}");
         // Measured: 9,786 / 66,945 bytes at fast, 8,648 / 62,011 at default,
         // 6,126 / 37,868 at best.
         assert!(
             with.len() * 4 < without.len(),
-            "{level:?}: {} bytes with the transform, {} without",
+            "{m:?} {level:?}: {} bytes with the transform, {} without",
             with.len(),
             without.len()
         );
         assert_eq!(
             kit::apply_bytes(&old, &with, &keys.trusted).expect("applies"),
             new,
-            "{level:?}"
+            "{m:?} {level:?}"
         );
     }
 }

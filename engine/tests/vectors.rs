@@ -10,8 +10,8 @@
 //! and `modules-new.bin` (synthetic kernel modules built against two kernels) with
 //! `modules.dwp` between them; and `runs.dwp`, from `old.bin` to `new.bin` with
 //! bsdiff-runs frames (kind 4, added to version 1 later); and `programs-old.bin`
-//! and `programs-new.bin` (a synthetic x86-64 program and its next build) with
-//! `programs.dwp` between them (transform region kinds 2 to 4 and address maps,
+//! and `programs-new.bin` (synthetic x86-64 and AArch64 programs and their next builds) with
+//! `programs.dwp` between them (transform region kinds 2 to 5 and address maps,
 //! added later). They are never regenerated.
 //!
 //! The table, `cases.txt`, has one case per line: its name, the old image it is
@@ -583,7 +583,7 @@ fn program_cases() -> Vec<Case> {
             Signer::Key,
             resigned(&|t| {
                 for (r, kind) in &mut t.regions {
-                    if matches!(kind, RegionKind::X86Rela { .. }) {
+                    if matches!(kind, RegionKind::Rela { .. }) {
                         r.end -= 1;
                     }
                 }
@@ -696,15 +696,37 @@ fn freeze_modules(d: &Path) {
 }
 
 /// Writes the frozen inputs of the program cases, once: a synthetic x86-64 program
-/// (`programs-old.bin`) and its next build, in which every 40th function grew and
-/// the program moved 517 bytes later in the image (`programs-new.bin`), and
-/// `programs.dwp`, signed by `key.key`.
+/// and a synthetic AArch64 one (`programs-old.bin`) and their next builds, in
+/// which every 40th function grew and the programs moved 517 bytes later in the
+/// image (`programs-new.bin`), and `programs.dwp`, signed by `key.key`.
 fn freeze_programs(d: &Path) {
-    use deltaward_testkit::programs::program;
-    let around = kit::noise(2000, 9);
-    let old = [&around[..1001], &program(5, 300, &|_| 0), &around[1001..]].concat();
-    let grown = program(5, 300, &|i| if i % 40 == 7 { 3 + i % 11 } else { 0 });
-    let new = [&around[..1518], &grown, &around[1001..]].concat();
+    use deltaward_testkit::programs::{program_for, Machine};
+    let around = kit::noise(3000, 9);
+    let build = |m, grown: bool| {
+        program_for(m, 5, 300, &|i| {
+            if grown && i % 40 == 7 {
+                3 + i % 11
+            } else {
+                0
+            }
+        })
+    };
+    let old = [
+        &around[..1001],
+        &build(Machine::X86_64, false),
+        &around[1001..2000],
+        &build(Machine::Aarch64, false),
+        &around[2000..],
+    ]
+    .concat();
+    let new = [
+        &around[..1518],
+        &build(Machine::X86_64, true),
+        &around[1001..2000],
+        &build(Machine::Aarch64, true),
+        &around[2000..],
+    ]
+    .concat();
     let patch = kit::build(
         &old,
         &new,
@@ -713,7 +735,7 @@ fn freeze_programs(d: &Path) {
     );
     assert!(kit::manifest(&patch)
         .transform
-        .is_some_and(|t| t.spaces.len() == 1));
+        .is_some_and(|t| t.spaces.len() == 2));
     std::fs::write(d.join("programs-old.bin"), &old).expect("write programs-old.bin");
     std::fs::write(d.join("programs-new.bin"), &new).expect("write programs-new.bin");
     std::fs::write(d.join("programs.dwp"), &patch).expect("write programs.dwp");

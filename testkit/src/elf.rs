@@ -9,6 +9,8 @@ pub const ET_DYN: u16 = 3;
 pub const SHT_PROGBITS: u32 = 1;
 /// `SHT_RELA`.
 pub const SHT_RELA: u32 = 4;
+/// `SHF_WRITE`.
+pub const SHF_WRITE: u64 = 1;
 /// `SHF_ALLOC`.
 pub const SHF_ALLOC: u64 = 2;
 /// `SHF_EXECINSTR`.
@@ -49,6 +51,11 @@ impl Section {
 /// header (`PT_LOAD`) for each section with `SHF_ALLOC`, then `sections`, in order
 /// (each at an 8-byte boundary), then `.shstrtab` and the section header table.
 pub fn file(e_type: u16, sections: &[Section]) -> Vec<u8> {
+    file_for(62, e_type, sections)
+}
+
+/// [`file`] for the machine `e_machine` (62 x86-64, 183 AArch64).
+pub fn file_for(e_machine: u16, e_type: u16, sections: &[Section]) -> Vec<u8> {
     let loaded = sections.iter().filter(|s| s.flags & SHF_ALLOC != 0).count();
     let mut shstrtab = vec![0u8];
     let mut out = vec![0u8; 64 + 56 * loaded];
@@ -108,7 +115,7 @@ pub fn file(e_type: u16, sections: &[Section]) -> Vec<u8> {
     let mut h = Vec::with_capacity(64);
     h.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
     h.extend_from_slice(&e_type.to_le_bytes());
-    h.extend_from_slice(&62u16.to_le_bytes()); // x86-64
+    h.extend_from_slice(&e_machine.to_le_bytes());
     h.extend_from_slice(&1u32.to_le_bytes());
     h.extend_from_slice(&0u64.to_le_bytes()); // entry
     let phoff: u64 = if loaded > 0 { 64 } else { 0 };

@@ -1,6 +1,7 @@
 //! Round trip on the real corpus pairs built by `scripts/make-pairs.sh`: a Debian
 //! kernel security update as an ext4 image, a tar file and the bare vmlinuz; and
-//! qemu-system-x86 security updates as the bare program and as an ext4 image.
+//! qemu-system-x86 security updates as the bare program (x86-64 and AArch64
+//! builds) and as an ext4 image.
 //!
 //! The tests are ignored when run plainly (the pairs take a download and 30 s to
 //! build); `.ci/run` builds the pairs and runs them with `--include-ignored`, and a
@@ -79,14 +80,15 @@ fn vmlinuz_round_trips_at_default_level() {
     round_trip("vmlinuz", Level::Default, 1.01);
 }
 
-/// The program transform on a real program, and inside a file system that stores
-/// three programs in pieces: patches at least a quarter smaller than without it.
+/// The program transform on a real program (x86-64 and AArch64 builds), and inside
+/// a file system that stores three programs in pieces: patches smaller than
+/// without it by what each gained when measured, less a margin.
 #[test]
 #[ignore = "needs scripts/make-pairs.sh"]
 fn qemu_programs_round_trip_and_the_program_transform_pays() {
-    // Measured: qemu-x86 402,350 bytes with, 732,153 without; qemu-ext4 1,238,794
-    // with, about 1.75 MB without.
-    for name in ["qemu-x86", "qemu-ext4"] {
+    // Measured (with / without): qemu-x86 402,350 / 732,167 (0.55); qemu-arm64
+    // 1,337,696 / 1,605,222 (0.83); qemu-ext4 1,238,794 / 1,748,336 (0.71).
+    for (name, most) in [("qemu-x86", 0.7), ("qemu-arm64", 0.9), ("qemu-ext4", 0.8)] {
         let with = round_trip(name, Level::Default, 0.1);
         let without = round_trip_with(
             name,
@@ -96,7 +98,7 @@ fn qemu_programs_round_trip_and_the_program_transform_pays() {
             0.1,
         );
         assert!(
-            with * 4 < without * 3,
+            (with as f64) < without as f64 * most,
             "{name}: {with} bytes with the transform, {without} without"
         );
     }

@@ -190,7 +190,7 @@ fn print_text(
             if !t.spaces.is_empty() {
                 writeln!(
                     out,
-                    "{label} {} x86-64 code, {} relocation and {} pointer regions; {} address maps, {} entries",
+                    "{label} {} program code, {} relocation and {} pointer regions; {} address maps, {} entries",
                     s.code,
                     s.rela,
                     s.pointers,
@@ -241,9 +241,9 @@ impl TransformSummary {
                     }
                 }
                 RegionKind::ModVersions => s.versions += 1,
-                RegionKind::X86Code { .. } => s.code += 1,
-                RegionKind::X86Rela { .. } => s.rela += 1,
-                RegionKind::X86Pointers { .. } => s.pointers += 1,
+                RegionKind::X86Code { .. } | RegionKind::Arm64Code { .. } => s.code += 1,
+                RegionKind::Rela { .. } => s.rela += 1,
+                RegionKind::Pointers { .. } => s.pointers += 1,
             }
         }
         s

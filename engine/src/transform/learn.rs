@@ -153,11 +153,11 @@ fn parse_module<'a>(data: &'a [u8], at: u64, cost: &mut u64) -> Option<Module<'a
 /// What an ELF header found in an image starts.
 enum Elf<'a> {
     Module(Module<'a>),
-    Program(super::x86::Program),
+    Program(super::programs::Program),
 }
 
 /// The kernel modules and the x86-64 programs of an image, in one search.
-fn elf_files(img: Input<'_>) -> (Vec<Module<'_>>, Vec<super::x86::Program>) {
+fn elf_files(img: Input<'_>) -> (Vec<Module<'_>>, Vec<super::programs::Program>) {
     let found = search(img, &ELF64_LE, |at| {
         let m = module_at(img.data, at);
         if m.found.is_some() {
@@ -166,7 +166,7 @@ fn elf_files(img: Input<'_>) -> (Vec<Module<'_>>, Vec<super::x86::Program>) {
                 cost: m.cost,
             };
         }
-        let p = super::x86::program_at(img.data, at);
+        let p = super::programs::program_at(img.data, at);
         Probe {
             found: p.found.map(|(p, end)| (Elf::Program(p), end)),
             cost: m.cost + p.cost,
@@ -179,7 +179,10 @@ fn elf_files(img: Input<'_>) -> (Vec<Module<'_>>, Vec<super::x86::Program>) {
             Elf::Program(p) => programs.push(p),
         }
     }
-    (disjoint_modules(modules), super::x86::bounded(programs))
+    (
+        disjoint_modules(modules),
+        super::programs::bounded(programs),
+    )
 }
 
 /// The modules in image order, their BTF regions disjoint.
@@ -543,7 +546,7 @@ pub(crate) fn learn(old: Input<'_>, new: Input<'_>, own_maps: bool) -> Option<So
         });
     let (modules, programs) = rayon::join(
         || learn_modules(old, new, &old_mods, &new_mods, own_maps),
-        || super::x86::learn(old, new, &old_programs, &new_programs),
+        || super::programs::learn(old, new, &old_programs, &new_programs),
     );
     let mut transform = match (modules, programs) {
         (None, None) => return None,
@@ -723,6 +726,7 @@ pub(crate) fn rewrite_copy(
         .collect();
     let mut keep = changed.into_iter();
     transform.regions.retain(|_| keep.next().unwrap_or(false));
+    transform.drop_unused_spaces();
     (!transform.regions.is_empty()).then_some(transform)
 }
 
@@ -751,6 +755,7 @@ pub(crate) fn overlay(old: &[u8], mut transform: SourceTransform) -> Option<Over
         return None;
     }
     transform.regions = kept;
+    transform.drop_unused_spaces();
     Some(Overlay {
         transform,
         rewritten: bytes,

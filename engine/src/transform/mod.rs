@@ -14,12 +14,17 @@
 //! new image against the old one as seen through the maps, and the applier
 //! rewrites each window it reads in the same way.
 //!
+//! It also readdresses x86-64 programs: a new build moves code and data, which
+//! changes every relative displacement, relocation and pointer that crosses a
+//! move; the diff learns each program's address map and the applier recomputes
+//! those fields through it (`x86`).
+//!
 //! The transform never decides correctness: each frame's output is still checked
 //! against its hash, and a wrong map only costs patch size.
 
 pub(crate) mod btf;
 mod learn;
-mod x86;
+mod programs;
 
 use std::ops::Range;
 
@@ -28,7 +33,7 @@ use rayon::prelude::*;
 use crate::format::{FormatError, Limit, Region};
 
 pub(crate) use learn::{learn, overlay, rewrite_copy};
-pub use x86::AddressMap;
+pub use programs::AddressMap;
 
 /// Largest stored (compressed) source transform section.
 pub const MAX_TRANSFORM_LEN: u32 = 4 << 20;
@@ -214,15 +219,26 @@ pub enum RegionKind {
         /// The virtual address of the region's first byte.
         base: u64,
     },
-    /// An x86-64 relocation table of 24-byte RELA entries: each entry's address, and
-    /// the addend of relative relocations, go through address map `space`.
-    X86Rela {
+    /// AArch64 machine code whose first byte is at virtual address `base`: each
+    /// `B`, `BL` and `ADRP` is recomputed between mapped addresses through address
+    /// map `space`.
+    Arm64Code {
+        /// The address map, an index into [`SourceTransform::spaces`].
+        space: u32,
+        /// The virtual address of the region's first byte.
+        base: u64,
+    },
+    /// A relocation table of 24-byte ELF64 RELA entries: each entry's address, and
+    /// the addend of relative relocations (x86-64 or AArch64), go through address
+    /// map `space`.
+    Rela {
         /// The address map, an index into [`SourceTransform::spaces`].
         space: u32,
     },
-    /// An x86-64 program's writable data: each whole 8-byte word whose value lies
-    /// in `span` is a pointer and goes through address map `space`.
-    X86Pointers {
+    /// A 64-bit little-endian program's writable data: each whole 8-byte word
+    /// whose value lies in `span` is a pointer and goes through address map
+    /// `space`.
+    Pointers {
         /// The address map, an index into [`SourceTransform::spaces`].
         space: u32,
         /// The addresses the program spans.
@@ -236,6 +252,17 @@ impl RegionKind {
         Self::Btf {
             types: Remap::default(),
             strings: Remap::default(),
+        }
+    }
+
+    /// The address map a program's region goes through.
+    pub fn space(&self) -> Option<u32> {
+        match self {
+            Self::X86Code { space, .. }
+            | Self::Arm64Code { space, .. }
+            | Self::Rela { space }
+            | Self::Pointers { space, .. } => Some(*space),
+            Self::Btf { .. } | Self::ModVersions => None,
         }
     }
 }
@@ -289,8 +316,9 @@ impl SourceTransform {
                 RegionKind::Btf { .. } => 0,
                 RegionKind::ModVersions => 1,
                 RegionKind::X86Code { .. } => 2,
-                RegionKind::X86Rela { .. } => 3,
-                RegionKind::X86Pointers { .. } => 4,
+                RegionKind::Rela { .. } => 3,
+                RegionKind::Pointers { .. } => 4,
+                RegionKind::Arm64Code { .. } => 5,
             });
             varint(&mut b, r.start.wrapping_sub(end));
             varint(&mut b, r.end.wrapping_sub(r.start));
@@ -300,12 +328,12 @@ impl SourceTransform {
                     strings.put(&mut b);
                 }
                 RegionKind::ModVersions => {}
-                RegionKind::X86Code { space, base } => {
+                RegionKind::X86Code { space, base } | RegionKind::Arm64Code { space, base } => {
                     varint(&mut b, u64::from(*space));
                     varint(&mut b, *base);
                 }
-                RegionKind::X86Rela { space } => varint(&mut b, u64::from(*space)),
-                RegionKind::X86Pointers { space, span } => {
+                RegionKind::Rela { space } => varint(&mut b, u64::from(*space)),
+                RegionKind::Pointers { space, span } => {
                     varint(&mut b, u64::from(*space));
                     varint(&mut b, span.start);
                     varint(&mut b, span.end.wrapping_sub(span.start));
@@ -419,7 +447,7 @@ impl SourceTransform {
                     space: r.space()?,
                     base: r.next()?,
                 },
-                3 if len % x86::RELA_LEN as u64 == 0 => RegionKind::X86Rela { space: r.space()? },
+                3 if len % programs::RELA_LEN as u64 == 0 => RegionKind::Rela { space: r.space()? },
                 3 => return Err(bad("relocation region is not whole entries")),
                 4 => {
                     let space = r.space()?;
@@ -428,8 +456,12 @@ impl SourceTransform {
                         .checked_add(r.next()?)
                         .map(|end| start..end)
                         .ok_or(bad("source transform pointer span overflows"))?;
-                    RegionKind::X86Pointers { space, span }
+                    RegionKind::Pointers { space, span }
                 }
+                5 => RegionKind::Arm64Code {
+                    space: r.space()?,
+                    base: r.next()?,
+                },
                 _ => return Err(bad("source transform region of an unknown kind")),
             };
             regions.push((start..end, kind));
@@ -466,12 +498,9 @@ impl SourceTransform {
                 spaces.push(AddressMap(map));
             }
         }
-        let unmapped = regions.iter().any(|(_, k)| match k {
-            RegionKind::X86Code { space, .. }
-            | RegionKind::X86Rela { space }
-            | RegionKind::X86Pointers { space, .. } => *space as usize >= spaces.len(),
-            _ => false,
-        });
+        let unmapped = regions
+            .iter()
+            .any(|(_, k)| k.space().is_some_and(|s| s as usize >= spaces.len()));
         if unmapped {
             return Err(bad("source transform region names a missing address map"));
         }
@@ -536,20 +565,57 @@ impl SourceTransform {
             }
             RegionKind::X86Code { space, base } => {
                 let map = self.space(*space)?;
-                x86::rewrite_code(region, *base, map);
+                programs::rewrite_code(region, *base, map);
                 Ok(())
             }
-            RegionKind::X86Rela { space } => {
+            RegionKind::Arm64Code { space, base } => {
                 let map = self.space(*space)?;
-                x86::rewrite_rela(region, map);
+                programs::rewrite_arm64(region, *base, map);
                 Ok(())
             }
-            RegionKind::X86Pointers { space, span } => {
+            RegionKind::Rela { space } => {
                 let map = self.space(*space)?;
-                x86::rewrite_pointers(region, span, map);
+                programs::rewrite_rela(region, map);
+                Ok(())
+            }
+            RegionKind::Pointers { space, span } => {
+                let map = self.space(*space)?;
+                programs::rewrite_pointers(region, span, map);
                 Ok(())
             }
         }
+    }
+
+    /// Leaves out the address maps that no region names (their regions were left
+    /// out), renumbering the regions' spaces.
+    pub(crate) fn drop_unused_spaces(&mut self) {
+        let mut used = vec![false; self.spaces.len()];
+        for (_, kind) in &self.regions {
+            if let Some(s) = kind.space() {
+                if let Some(u) = used.get_mut(s as usize) {
+                    *u = true;
+                }
+            }
+        }
+        let mut renumber = Vec::with_capacity(used.len());
+        let mut next = 0u32;
+        for &u in &used {
+            renumber.push(next);
+            next += u32::from(u);
+        }
+        for (_, kind) in &mut self.regions {
+            match kind {
+                RegionKind::X86Code { space, .. }
+                | RegionKind::Arm64Code { space, .. }
+                | RegionKind::Rela { space }
+                | RegionKind::Pointers { space, .. } => {
+                    *space = renumber.get(*space as usize).copied().unwrap_or(*space);
+                }
+                RegionKind::Btf { .. } | RegionKind::ModVersions => {}
+            }
+        }
+        let mut keep = used.into_iter();
+        self.spaces.retain(|_| keep.next().unwrap_or(false));
     }
 
     fn space(&self, space: u32) -> Result<&AddressMap, &'static str> {
@@ -785,10 +851,10 @@ mod tests {
                         base: u64::MAX - 3,
                     },
                 ),
-                (4200..4248, RegionKind::X86Rela { space: 0 }),
+                (4200..4248, RegionKind::Rela { space: 0 }),
                 (
                     4248..4300,
-                    RegionKind::X86Pointers {
+                    RegionKind::Pointers {
                         space: 1,
                         span: 5..u64::MAX,
                     },
@@ -806,6 +872,24 @@ mod tests {
                 AddressMap::default(),
             ],
         }
+    }
+
+    #[test]
+    fn address_maps_no_region_names_are_dropped() {
+        let map = |add| AddressMap::new(vec![(0, add)]).expect("sorted");
+        let mut t = SourceTransform {
+            regions: vec![
+                (0..8, RegionKind::Rela { space: 2 }),
+                (8..9, RegionKind::ModVersions),
+                (9..10, RegionKind::X86Code { space: 0, base: 0 }),
+            ],
+            spaces: vec![map(1), map(2), map(3)],
+            ..Default::default()
+        };
+        t.drop_unused_spaces();
+        assert_eq!(t.spaces, [map(1), map(3)]);
+        let spaces: Vec<Option<u32>> = t.regions.iter().map(|(_, k)| k.space()).collect();
+        assert_eq!(spaces, [Some(1), None, Some(0)]);
     }
 
     #[test]
@@ -875,7 +959,7 @@ mod tests {
         let cases: [(&str, &[u8]); 18] = [
             ("unknown version", &[2, 0, 0, 0, 0]),
             ("empty region", &[1, 1, 0, 5, 0, 0, 0, 0]),
-            ("unknown region kind", &[1, 1, 4, 5, 1, 0, 0, 0]),
+            ("unknown region kind", &[1, 1, 6, 5, 1, 0, 0, 0]),
             (
                 "code region without address maps",
                 &[1, 1, 2, 5, 1, 0, 0, 0, 0, 0],
@@ -953,7 +1037,7 @@ mod tests {
                         base: 128
                     }
                 ),
-                (15..63, RegionKind::X86Rela { space: 0 }),
+                (15..63, RegionKind::Rela { space: 0 }),
             ]
         );
         assert_eq!(t.spaces[0].entries(), [(16, 2), (17, 0)]);
@@ -1004,10 +1088,10 @@ mod tests {
                     base: 0x4000,
                 },
             ),
-            (8000..8048, RegionKind::X86Rela { space: 0 }),
+            (8000..8048, RegionKind::Rela { space: 0 }),
             (
                 8048..8072,
-                RegionKind::X86Pointers {
+                RegionKind::Pointers {
                     space: 0,
                     span: 0x1000..0x8000,
                 },
@@ -1017,9 +1101,9 @@ mod tests {
             let bytes = match kind {
                 RegionKind::Btf { .. } => &blob[..],
                 RegionKind::ModVersions => &versions[..],
-                RegionKind::X86Code { .. } => &code[..],
-                RegionKind::X86Rela { .. } => &rela[..],
-                RegionKind::X86Pointers { .. } => &pointers[..],
+                RegionKind::X86Code { .. } | RegionKind::Arm64Code { .. } => &code[..],
+                RegionKind::Rela { .. } => &rela[..],
+                RegionKind::Pointers { .. } => &pointers[..],
             };
             old[r.start as usize..r.end as usize].copy_from_slice(bytes);
         }

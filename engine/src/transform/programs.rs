@@ -1,5 +1,5 @@
-//! The executable half of the source transform: x86-64 code and relocation tables
-//! seen with the addresses of the new build.
+//! The program half of the source transform: x86-64 and AArch64 code, relocation
+//! tables and pointers seen with the addresses of the new build.
 //!
 //! When a new build of a program inserts or removes code, everything after the
 //! change moves, and every relative call, jump and RIP-relative load that crosses
@@ -14,9 +14,10 @@
 //! the delta coders the old program with each displacement recomputed between the
 //! mapped addresses of its instruction and its target, and each relocation's
 //! address (and addend, for relative relocations) mapped. Finding displacements
-//! needs no disassembler: [`scan`] takes the opcodes that carry one (as
-//! Courgette's and Zucchini's rel32 finders do), so it also takes some bytes that
-//! are not instructions. That is harmless: the applier finds the same bytes in the
+//! needs no disassembler: [`scan`] takes the x86-64 opcodes that carry one (as
+//! Courgette's and Zucchini's rel32 finders do), and [`arm64`] the AArch64
+//! branches and page addresses, so they also take some bytes that are not
+//! instructions. That is harmless: the applier finds the same bytes in the
 //! same old image and rewrites them the same way, and each frame's output hash
 //! decides correctness.
 
@@ -48,8 +49,14 @@ const MAX_LEARN_CODE: u64 = 64 << 20;
 /// Most sections an ELF file may have to be taken for a program.
 const MAX_SECTIONS: u64 = 4096;
 /// Relocation types whose addend is an address: `R_X86_64_RELATIVE`,
-/// `R_X86_64_IRELATIVE`.
-const ADDRESS_ADDENDS: [u32; 2] = [elf::R_X86_64_RELATIVE, elf::R_X86_64_IRELATIVE];
+/// `R_X86_64_IRELATIVE`, `R_AARCH64_RELATIVE`, `R_AARCH64_IRELATIVE` (the two
+/// machines' numbers do not overlap).
+const ADDRESS_ADDENDS: [u32; 4] = [
+    elf::R_X86_64_RELATIVE,
+    elf::R_X86_64_IRELATIVE,
+    elf::R_AARCH64_RELATIVE,
+    elf::R_AARCH64_IRELATIVE,
+];
 
 /// A piecewise map of 64-bit addresses: each entry `(from, add)` adds `add`
 /// (modulo 2^64) to every address from `from` up to the next entry's `from`;
@@ -128,6 +135,69 @@ pub(crate) fn rewrite_code(code: &mut [u8], base: u64, map: &AddressMap) {
     });
 }
 
+/// An AArch64 instruction that holds a PC-relative address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arm64 {
+    /// `B` or `BL`: the target is the instruction's address plus this.
+    Branch(i64),
+    /// `ADRP`: the target page is the instruction's page plus this.
+    Page(i64),
+}
+
+/// What the AArch64 instruction `w` addresses, if it is `B`, `BL` or `ADRP`.
+pub(crate) fn arm64(w: u32) -> Option<Arm64> {
+    if w & 0x7c00_0000 == 0x1400_0000 {
+        let imm = ((w & 0x03ff_ffff) << 6) as i32 >> 6;
+        Some(Arm64::Branch(i64::from(imm) * 4))
+    } else if w & 0x9f00_0000 == 0x9000_0000 {
+        let imm = (((w >> 5) & 0x7_ffff) << 2 | (w >> 29) & 3) << 11;
+        Some(Arm64::Page(i64::from(imm as i32 >> 11) << 12))
+    } else {
+        None
+    }
+}
+
+/// `w` (an instruction [`arm64`] recognises) addressing `to` instead, if `to`
+/// is a whole number of its units and within its reach.
+fn arm64_with(w: u32, to: Arm64) -> Option<u32> {
+    match to {
+        Arm64::Branch(d) if d % 4 == 0 && (-(1 << 27)..1 << 27).contains(&d) => {
+            Some(w & 0xfc00_0000 | (d / 4) as u32 & 0x03ff_ffff)
+        }
+        Arm64::Page(d) if d % 4096 == 0 && (-(1 << 32)..1 << 32).contains(&d) => {
+            let imm = (d >> 12) as u32;
+            Some(w & 0x9f00_001f | (imm & 3) << 29 | (imm >> 2 & 0x7_ffff) << 5)
+        }
+        _ => None,
+    }
+}
+
+/// Rewrites an AArch64 code region whose first byte is at virtual address `base`:
+/// each whole 4-byte word that is `B` or `BL` gets the distance between its
+/// mapped target and its mapped address, and each `ADRP` the distance between the
+/// page of its mapped target page and its mapped address's page, where they fit.
+pub(crate) fn rewrite_arm64(code: &mut [u8], base: u64, map: &AddressMap) {
+    for (i, word) in code.chunks_exact_mut(4).enumerate() {
+        let w = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+        let pc = base.wrapping_add(4 * i as u64);
+        let moved = match arm64(w) {
+            Some(Arm64::Branch(d)) => {
+                let target = pc.wrapping_add(d as u64);
+                Arm64::Branch(map.map(target).wrapping_sub(map.map(pc)) as i64)
+            }
+            Some(Arm64::Page(d)) => {
+                let target = (pc & !0xfff).wrapping_add(d as u64);
+                let page = |v: u64| map.map(v) & !0xfff;
+                Arm64::Page(page(target).wrapping_sub(page(pc)) as i64)
+            }
+            None => continue,
+        };
+        if let Some(new) = arm64_with(w, moved) {
+            word.copy_from_slice(&new.to_le_bytes());
+        }
+    }
+}
+
 /// Rewrites a relocation region (whole 24-byte entries): each entry's address is
 /// mapped, and so is the addend of relative relocations.
 pub(crate) fn rewrite_rela(table: &mut [u8], map: &AddressMap) {
@@ -162,9 +232,18 @@ fn put(b: &mut [u8], v: u64) {
     b.copy_from_slice(&v.to_le_bytes());
 }
 
-/// An x86-64 program or shared library (ELF `ET_EXEC` or `ET_DYN`) in an image.
+/// The machines whose programs the transform rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Machine {
+    X86_64,
+    Aarch64,
+}
+
+/// An x86-64 or AArch64 program or shared library (ELF `ET_EXEC` or `ET_DYN`) in
+/// an image.
 #[derive(Debug)]
 pub(super) struct Program {
+    machine: Machine,
     /// Its executable sections: bytes in the image, and the virtual address of the
     /// first.
     code: Vec<(Range<u64>, u64)>,
@@ -216,9 +295,12 @@ fn parse_program(data: &[u8], at: u64, cost: &mut u64) -> Option<Program> {
     let file = data.get(at as usize..)?;
     let header = FileHeader64::<LittleEndian>::parse(file).ok()?;
     let endian = header.endian().ok()?;
-    if header.e_machine(endian) != elf::EM_X86_64
-        || !matches!(header.e_type(endian), elf::ET_EXEC | elf::ET_DYN)
-    {
+    let machine = match header.e_machine(endian) {
+        elf::EM_X86_64 => Machine::X86_64,
+        elf::EM_AARCH64 => Machine::Aarch64,
+        _ => return None,
+    };
+    if !matches!(header.e_type(endian), elf::ET_EXEC | elf::ET_DYN) {
         return None;
     }
     let segments = header.program_headers(endian, file).ok()?;
@@ -295,6 +377,7 @@ fn parse_program(data: &[u8], at: u64, cost: &mut u64) -> Option<Program> {
             .max()
             .unwrap_or(0);
     (!code.is_empty()).then_some(Program {
+        machine,
         code,
         rela,
         data: words,
@@ -336,25 +419,37 @@ impl Site {
 
 /// The sites of every program's code, sorted by key.
 fn sites(data: &[u8], programs: &[Program]) -> Vec<Site> {
-    let sections: Vec<(u32, &(Range<u64>, u64))> = programs
+    // In the pieces the regions will have, so that a large program's code is
+    // scanned in parallel.
+    let sections: Vec<(u32, Machine, (Range<u64>, u64))> = programs
         .iter()
         .enumerate()
-        .flat_map(|(i, p)| p.code.iter().map(move |c| (i as u32, c)))
+        .flat_map(|(i, p)| {
+            p.code.iter().flat_map(move |(range, vaddr)| {
+                pieces(range, 4).map(move |r| {
+                    let base = vaddr.wrapping_add(r.start - range.start);
+                    (i as u32, p.machine, (r, base))
+                })
+            })
+        })
         .collect();
     let mut out: Vec<Site> = sections
         .par_iter()
-        .flat_map_iter(|&(program, (range, vaddr))| {
+        .flat_map_iter(|(program, machine, (range, vaddr))| {
+            let (program, machine, vaddr) = (*program, *machine, *vaddr);
             let mut blank = data[range.start as usize..range.end as usize].to_vec();
-            let mut found = Vec::new();
-            scan(&mut blank, |at, disp| {
-                found.push((at, disp));
-                0
-            });
+            let found = blank_addresses(machine, &mut blank);
+            // x86-64 displacements count from their field's end, AArch64 branches
+            // from the instruction.
+            let from = match machine {
+                Machine::X86_64 => 4,
+                Machine::Aarch64 => 0,
+            };
             found
                 .into_iter()
                 .filter_map(|(at, disp)| {
                     let context = blank.get(at.checked_sub(CONTEXT)?..at + 4 + CONTEXT)?;
-                    let end = vaddr.wrapping_add(at as u64 + 4);
+                    let end = vaddr.wrapping_add(at as u64 + from);
                     Some(Site {
                         key: xxhash_rust::xxh3::xxh3_64(context),
                         program,
@@ -367,6 +462,34 @@ fn sites(data: &[u8], programs: &[Program]) -> Vec<Site> {
         .collect();
     out.par_sort_unstable_by_key(|s| (s.program, s.key, s.end));
     out
+}
+
+/// Blanks every address field of `code` (x86-64 displacements; AArch64 branch and
+/// page offsets) and returns where those that pair sites are, with their
+/// displacement: x86-64's, and AArch64's branches (a page says too little).
+fn blank_addresses(machine: Machine, code: &mut [u8]) -> Vec<(usize, i32)> {
+    let mut found = Vec::new();
+    match machine {
+        Machine::X86_64 => scan(code, |at, disp| {
+            found.push((at, disp));
+            0
+        }),
+        Machine::Aarch64 => {
+            for (i, word) in code.chunks_exact_mut(4).enumerate() {
+                let w = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+                let blank = match arm64(w) {
+                    Some(Arm64::Branch(d)) => {
+                        found.push((4 * i, d as i32));
+                        w & 0xfc00_0000
+                    }
+                    Some(Arm64::Page(_)) => w & 0x9f00_001f,
+                    None => continue,
+                };
+                word.copy_from_slice(&blank.to_le_bytes());
+            }
+        }
+    }
+    found
 }
 
 /// The sites of each program (of `count`), from [`sites`]' output.
@@ -442,8 +565,8 @@ fn pieces(range: &Range<u64>, unit: u64) -> impl Iterator<Item = Range<u64>> + '
 
 /// Learns the executable transform: the programs of the old image, each paired
 /// with the program of the new image that most of its displacements pair with, its
-/// address map, and its code and relocation regions. `None` when no program's
-/// addresses moved.
+/// address map, and its code, pointer and relocation regions. `None` when no
+/// program's addresses moved.
 pub(super) fn learn(
     old: Input<'_>,
     new: Input<'_>,
@@ -520,20 +643,23 @@ pub(super) fn learn(
         }
         let space = spaces.len() as u32;
         for (range, vaddr) in &program.code {
-            regions.extend(pieces(range, 1).map(|r| {
+            regions.extend(pieces(range, 4).map(|r| {
                 let base = vaddr.wrapping_add(r.start - range.start);
-                (r, RegionKind::X86Code { space, base })
+                let kind = match program.machine {
+                    Machine::X86_64 => RegionKind::X86Code { space, base },
+                    Machine::Aarch64 => RegionKind::Arm64Code { space, base },
+                };
+                (r, kind)
             }));
         }
         for range in &program.data {
             regions.extend(pieces(range, 8).map(|r| {
                 let span = program.span.clone();
-                (r, RegionKind::X86Pointers { space, span })
+                (r, RegionKind::Pointers { space, span })
             }));
         }
         for range in &program.rela {
-            regions
-                .extend(pieces(range, RELA_LEN as u64).map(|r| (r, RegionKind::X86Rela { space })));
+            regions.extend(pieces(range, RELA_LEN as u64).map(|r| (r, RegionKind::Rela { space })));
         }
         spaces.push(map);
     }
@@ -650,6 +776,43 @@ mod tests {
             .chain([0xaa, 0xbb, 0xcc])
             .collect();
         assert_eq!(rewritten, want);
+    }
+
+    #[test]
+    fn arm64_branches_and_pages_are_rewritten_between_mapped_addresses() {
+        // bl +0x1000; adrp x0, +2 pages; b -8; add x0, x0, #1 (not an address).
+        let words = [
+            0x9400_0400u32,
+            0x9000_0010 | 0x4000_0000,
+            0x17ff_fffe,
+            0x9100_0400,
+        ];
+        assert_eq!(arm64(words[0]), Some(Arm64::Branch(0x1000)));
+        assert_eq!(arm64(words[1]), Some(Arm64::Page(0x2000)));
+        assert_eq!(arm64(words[2]), Some(Arm64::Branch(-8)));
+        assert_eq!(arm64(words[3]), None);
+        // Everything from 0x1800 up moved 0x20 later; from 0x3000 up, 0x1000.
+        let map = AddressMap::new(vec![(0x1800, 0x20), (0x3000, 0x1000)]).expect("increasing");
+        let mut code: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        rewrite_arm64(&mut code, 0x1000, &map);
+        let got: Vec<Option<Arm64>> = code
+            .chunks_exact(4)
+            .map(|w| arm64(u32::from_le_bytes([w[0], w[1], w[2], w[3]])))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                // 0x1000 -> 0x2000 became 0x1000 -> 0x2020.
+                Some(Arm64::Branch(0x1020)),
+                // page 0x1000 -> page 0x3000 became page 0x1000 -> page 0x4000.
+                Some(Arm64::Page(0x3000)),
+                Some(Arm64::Branch(-8)),
+                None,
+            ]
+        );
+        // The registers and the add are untouched.
+        assert_eq!(code[4] & 0x1f, 0x10);
+        assert_eq!(code[12..16], words[3].to_le_bytes());
     }
 
     #[test]
