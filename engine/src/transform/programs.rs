@@ -583,13 +583,17 @@ pub(super) fn learn(
         )
     });
     // Each old program goes with the new program that most of the sites unique in
-    // the whole image pair it with.
-    let (all_old, all_new) = rayon::join(|| by_key(&old_sites), || by_key(&new_sites));
-    let mut partners: Vec<(u32, u32)> = pairs(&all_old, &all_new)
-        .iter()
-        .map(|(o, n)| (o.program, n.program))
-        .collect();
-    drop((all_old, all_new));
+    // the whole image pair it with (one program on each side, as a bare program
+    // is, needs no vote).
+    let mut partners: Vec<(u32, u32)> = if old_programs.len() == 1 && new_programs.len() == 1 {
+        vec![(0, 0)]
+    } else {
+        let (all_old, all_new) = rayon::join(|| by_key(&old_sites), || by_key(&new_sites));
+        pairs(&all_old, &all_new)
+            .iter()
+            .map(|(o, n)| (o.program, n.program))
+            .collect()
+    };
     partners.sort_unstable();
     let mut partner: Vec<Option<u32>> = vec![None; old_programs.len()];
     for run in partners.chunk_by(|a, b| a.0 == b.0) {
