@@ -101,5 +101,14 @@ fn qemu_programs_round_trip_and_the_program_transform_pays() {
             (with as f64) < without as f64 * most,
             "{name}: {with} bytes with the transform, {without} without"
         );
+        // The hash chains start no search from grams the window holds thousands
+        // of times (bsdiff.rs, COMMON_GRAM): qemu-x86 236,581 bytes, 402,350 when
+        // they searched from every gram.
+        if name == "qemu-x86" {
+            assert!(
+                with < 300_000,
+                "qemu-x86: {with} bytes at the default level"
+            );
+        }
     }
 }
