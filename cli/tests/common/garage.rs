@@ -172,6 +172,25 @@ root_domain = ".s3.garage.localhost"
             std::thread::sleep(Duration::from_millis(100));
         };
         let id = node.split('@').next().unwrap_or(&node).to_owned();
+        // `node id` reads the node's key from disk and can succeed before the
+        // server listens for RPC; `status` asks the server (a layout command sent
+        // earlier failed with "Connection refused" in a loaded CI run).
+        loop {
+            let out = self.cli(&["status"]);
+            if out.status.success() {
+                break;
+            }
+            if let Ok(Some(exit)) = self.child.try_wait() {
+                panic!("garage server exited ({exit}):\n{}", self.log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "garage did not answer RPC: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         self.cli_ok(&["layout", "assign", "-z", "dc1", "-c", "1G", &id]);
         self.cli_ok(&["layout", "apply", "--version", "1"]);
         let bucket = self.bucket.clone();
