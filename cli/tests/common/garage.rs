@@ -155,42 +155,37 @@ root_domain = ".s3.garage.localhost"
         std::fs::read_to_string(self.dir.path().join("garage.log")).unwrap_or_default()
     }
 
-    /// Layout, bucket, key and its grants, through Garage's CLI.
-    fn provision(&mut self) {
-        let start = Instant::now();
-        let node = loop {
-            let out = self.cli(&["node", "id", "-q"]);
-            if out.status.success() {
-                break String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "garage did not start: {}\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let id = node.split('@').next().unwrap_or(&node).to_owned();
-        // `node id` reads the node's key from disk and can succeed before the
-        // server listens for RPC; `status` asks the server (a layout command sent
-        // earlier failed with "Connection refused" in a loaded CI run).
+    /// Runs `args` until it succeeds (its output), within 30 s of `start`; fails at
+    /// once, with the server's log, if the server has exited.
+    fn until_ok(&mut self, args: &[&str], start: Instant) -> String {
         loop {
-            let out = self.cli(&["status"]);
+            let out = self.cli(args);
             if out.status.success() {
-                break;
+                return String::from_utf8_lossy(&out.stdout).into_owned();
             }
             if let Ok(Some(exit)) = self.child.try_wait() {
                 panic!("garage server exited ({exit}):\n{}", self.log());
             }
             assert!(
                 start.elapsed() < Duration::from_secs(30),
-                "garage did not answer RPC: {}\n{}",
+                "garage {args:?} did not succeed: {}\n{}",
                 String::from_utf8_lossy(&out.stderr),
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Layout, bucket, key and its grants, through Garage's CLI.
+    fn provision(&mut self) {
+        let start = Instant::now();
+        let node = self.until_ok(&["node", "id", "-q"], start);
+        let node = node.trim();
+        let id = node.split('@').next().unwrap_or(node).to_owned();
+        // `node id` reads the node's key from disk and can succeed before the
+        // server listens for RPC; `status` asks the server (a layout command sent
+        // earlier failed with "Connection refused" in a loaded CI run).
+        self.until_ok(&["status"], start);
         self.cli_ok(&["layout", "assign", "-z", "dc1", "-c", "1G", &id]);
         self.cli_ok(&["layout", "apply", "--version", "1"]);
         let bucket = self.bucket.clone();
