@@ -137,8 +137,11 @@ arm64_pair() {
     uri=$(apt-get download --print-uris -qq "qemu-system-x86=$version" 2>/dev/null |
       awk -F"'" 'NR == 1 {print $2}' | sed 's/_amd64\.deb$/_arm64.deb/')
     mkdir -p "$tmp/arm64-$side"
-    if [ -z "$uri" ] || ! curl -fsSL -o "$tmp/arm64-$side/q.deb" "$uri"; then
-      echo "make-pairs: warning: no arm64 build of qemu-system-x86 $version at ${uri:-its mirror}; no qemu-arm64 pair" >&2
+    # A stalled mirror fails the fetch (under 1 KB/s for 60 s, or 15 minutes in
+    # all) instead of hanging the script.
+    if [ -z "$uri" ] || ! curl -fsSL --connect-timeout 30 --speed-limit 1024 --speed-time 60 \
+      --max-time 900 -o "$tmp/arm64-$side/q.deb" "$uri"; then
+      echo "make-pairs: warning: could not fetch the arm64 build of qemu-system-x86 $version (${uri:-no URI from apt}); no qemu-arm64 pair" >&2
       return 0
     fi
     dpkg-deb -x "$tmp/arm64-$side/q.deb" "$tmp/arm64-$side/tree"
