@@ -531,19 +531,25 @@ fn pairs<'a>(old: &'a [Site], new: &'a [Site]) -> Vec<(&'a Site, &'a Site)> {
     out
 }
 
+/// For each key of sorted `(key, value)` pairs, the value it has most often (the
+/// smallest on a tie).
+fn most_common<K: Eq + Copy, V: Ord + Copy>(
+    sorted: &[(K, V)],
+) -> impl Iterator<Item = (K, V)> + '_ {
+    sorted.chunk_by(|a, b| a.0 == b.0).filter_map(|run| {
+        run.chunk_by(|a, b| a.1 == b.1)
+            .max_by_key(|same| (same.len(), std::cmp::Reverse(same[0].1)))
+            .map(|same| same[0])
+    })
+}
+
 /// The address map that `(old address, new minus old)` samples elect: each address
 /// takes the difference most of its samples give (the smallest on a tie), and the
 /// map changes difference only where two addresses in a row agree on the new one,
 /// so that one stray sample does not start a piece.
 fn elect(mut samples: Vec<(u64, u64)>) -> AddressMap {
     samples.sort_unstable();
-    let mut points: Vec<(u64, u64)> = Vec::new();
-    for run in samples.chunk_by(|a, b| a.0 == b.0) {
-        let best = run
-            .chunk_by(|a, b| a.1 == b.1)
-            .max_by_key(|same| (same.len(), std::cmp::Reverse(same[0].1)));
-        points.extend(best.map(|same| same[0]));
-    }
+    let points: Vec<(u64, u64)> = most_common(&samples).collect();
     let mut out: Vec<(u64, u64)> = Vec::new();
     for (i, &(at, add)) in points.iter().enumerate() {
         let current = out.last().map_or(0, |e| e.1);
@@ -596,13 +602,8 @@ pub(super) fn learn(
     };
     partners.sort_unstable();
     let mut partner: Vec<Option<u32>> = vec![None; old_programs.len()];
-    for run in partners.chunk_by(|a, b| a.0 == b.0) {
-        let best = run
-            .chunk_by(|a, b| a == b)
-            .max_by_key(|same| (same.len(), std::cmp::Reverse(same[0].1)));
-        if let Some(same) = best {
-            partner[same[0].0 as usize] = Some(same[0].1);
-        }
+    for (o, n) in most_common(&partners) {
+        partner[o as usize] = Some(n);
     }
     // Then its sites pair with those of its partner, each key unique in the two
     // programs only: programs built from the same sources (qemu's emulators of
