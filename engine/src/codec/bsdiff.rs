@@ -52,13 +52,51 @@ fn word(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
-/// How many of the eight byte positions hold equal bytes in `a` and `b`.
-fn equal_bytes(a: u64, b: u64) -> i64 {
+/// A mask of the eight byte positions that hold equal bytes in `a` and `b`: bit `j`
+/// for byte `j` of the little-endian words (the byte at address `at + j`).
+fn equal_mask(a: u64, b: u64) -> u8 {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     let x = a ^ b;
     // A byte's top bit survives exactly where that byte of x is zero.
-    i64::from((!(((x & LOW7) + LOW7) | x | LOW7)).count_ones())
+    let equal = !(((x & LOW7) + LOW7) | x | LOW7);
+    // Gathers bits 7, 15, ..., 63 into bits 0 to 7.
+    ((equal >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u8
 }
+
+/// What eight compared bytes do to an extension's score (+1 for an equal byte, -1
+/// for a different one, in the order compared): the sum, the highest prefix sum
+/// (of one to eight bytes) and the first prefix length that reaches it.
+#[derive(Clone, Copy)]
+struct Stride {
+    sum: i8,
+    peak: i8,
+    at: u8,
+}
+
+/// [`Stride`] for every mask of equal bytes, bit 0 compared first.
+static STRIDES: [Stride; 256] = {
+    let mut t = [Stride {
+        sum: 0,
+        peak: 0,
+        at: 0,
+    }; 256];
+    let mut m = 0;
+    while m < 256 {
+        let (mut sum, mut peak, mut at) = (0i8, i8::MIN, 0u8);
+        let mut j = 0;
+        while j < 8 {
+            sum += if (m >> j) & 1 == 1 { 1 } else { -1 };
+            if sum > peak {
+                peak = sum;
+                at = j as u8 + 1;
+            }
+            j += 1;
+        }
+        t[m] = Stride { sum, peak, at };
+        m += 1;
+    }
+    t
+};
 
 /// How many positions hold equal bytes in `a` and `b` (of equal length).
 fn equal_count(a: &[u8], b: &[u8]) -> i64 {
@@ -595,72 +633,61 @@ fn scan<const BYTEWISE: bool>(
             }
         }
         if len != oldscore || scan == newsize {
-            let (mut s, mut sf, mut lenf) = (0i64, 0i64, 0i64);
+            // bsdiff's extensions: the prefix of the stretch since the last match,
+            // and the suffix before this match, where the score (equal bytes less
+            // different ones) peaks first. Eight bytes at a time through
+            // [`STRIDES`], the same result as byte by byte.
+            let mut lenf = 0i64;
+            let (mut score, mut peak) = (0i64, 0i64);
             let mut i = 0i64;
             while lastscan + i < scan && lastpos + i < oldsize {
-                // Eight equal bytes at once: the score rises at every one of them, so
-                // only the last can be a new best (same result as byte by byte).
                 if !BYTEWISE && lastscan + i + 8 <= scan && lastpos + i + 8 <= oldsize {
                     let (o, n) = ((lastpos + i) as usize, (lastscan + i) as usize);
-                    let (a, b) = (word(old, o), word(new, n));
-                    if a == b {
-                        s += 8;
-                        i += 8;
-                        if s * 2 - i > sf * 2 - lenf {
-                            sf = s;
-                            lenf = i;
-                        }
-                        continue;
+                    let st = STRIDES[usize::from(equal_mask(word(old, o), word(new, n)))];
+                    if score + i64::from(st.peak) > peak {
+                        peak = score + i64::from(st.peak);
+                        lenf = i + i64::from(st.at);
                     }
-                    // Eight bytes that cannot make a new best, whatever they hold (the
-                    // score rises by at most one a byte): counted at once, again the
-                    // same result as byte by byte.
-                    if s * 2 - i + 8 <= sf * 2 - lenf {
-                        s += equal_bytes(a, b);
-                        i += 8;
-                        continue;
-                    }
+                    score += i64::from(st.sum);
+                    i += 8;
+                    continue;
                 }
-                if at_old(lastpos + i) == at_new(lastscan + i) {
-                    s += 1;
-                }
+                score += if at_old(lastpos + i) == at_new(lastscan + i) {
+                    1
+                } else {
+                    -1
+                };
                 i += 1;
-                if s * 2 - i > sf * 2 - lenf {
-                    sf = s;
+                if score > peak {
+                    peak = score;
                     lenf = i;
                 }
             }
             let mut lenb = 0i64;
             if scan < newsize {
-                let (mut s, mut sb) = (0i64, 0i64);
+                let (mut score, mut peak) = (0i64, 0i64);
                 let mut i = 1i64;
                 while scan >= lastscan + i && pos >= i {
-                    // Eight equal bytes at once, as in the forward extension.
                     if !BYTEWISE && scan >= lastscan + i + 7 && pos >= i + 7 {
+                        // Compared from the top address down: byte 7 first.
                         let (o, n) = ((pos - i - 7) as usize, (scan - i - 7) as usize);
-                        let (a, b) = (word(old, o), word(new, n));
-                        if a == b {
-                            s += 8;
-                            let last = i + 7;
-                            if s * 2 - last > sb * 2 - lenb {
-                                sb = s;
-                                lenb = last;
-                            }
-                            i += 8;
-                            continue;
+                        let mask = equal_mask(word(old, o), word(new, n)).reverse_bits();
+                        let st = STRIDES[usize::from(mask)];
+                        if score + i64::from(st.peak) > peak {
+                            peak = score + i64::from(st.peak);
+                            lenb = i - 1 + i64::from(st.at);
                         }
-                        // Eight bytes that cannot make a new best, as forwards.
-                        if s * 2 - i + 9 <= sb * 2 - lenb {
-                            s += equal_bytes(a, b);
-                            i += 8;
-                            continue;
-                        }
+                        score += i64::from(st.sum);
+                        i += 8;
+                        continue;
                     }
-                    if at_old(pos - i) == at_new(scan - i) {
-                        s += 1;
-                    }
-                    if s * 2 - i > sb * 2 - lenb {
-                        sb = s;
+                    score += if at_old(pos - i) == at_new(scan - i) {
+                        1
+                    } else {
+                        -1
+                    };
+                    if score > peak {
+                        peak = score;
                         lenb = i;
                     }
                     i += 1;
@@ -1093,7 +1120,7 @@ mod tests {
     }
 
     #[test]
-    fn equal_bytes_counts_as_a_byte_loop_would() {
+    fn equal_mask_marks_what_a_byte_loop_would() {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..10_000 {
             x ^= x << 13;
@@ -1113,11 +1140,12 @@ mod tests {
             let b = a ^ mask;
             let expect = (0..8)
                 .filter(|k| (a >> (k * 8)) as u8 == (b >> (k * 8)) as u8)
-                .count() as i64;
-            assert_eq!(equal_bytes(a, b), expect, "{a:x} {b:x}");
+                .fold(0u8, |m, k| m | 1 << k);
+            assert_eq!(equal_mask(a, b), expect, "{a:x} {b:x}");
         }
-        assert_eq!(equal_bytes(0, 0), 8);
-        assert_eq!(equal_bytes(0, u64::MAX), 0);
+        assert_eq!(equal_mask(0, 0), 0xff);
+        assert_eq!(equal_mask(0, u64::MAX), 0);
+        assert_eq!(equal_mask(0x00ff, 0x0000), 0xfe);
         assert_eq!(equal_count(b"abcdef", b"abXdeY"), 4);
     }
 
