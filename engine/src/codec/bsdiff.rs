@@ -74,7 +74,15 @@ struct Stride {
 }
 
 /// [`Stride`] for every mask of equal bytes, bit 0 compared first.
-static STRIDES: [Stride; 256] = {
+static STRIDES: [Stride; 256] = strides(8);
+
+/// [`Stride`] for four bytes of the overlap of two extensions, where a byte scores
+/// +1 if the first alignment holds it, -1 if the second does (0 for both or
+/// neither): index `first << 4 | second`, each a four-bit mask of equal bytes.
+static OVERLAP_STRIDES: [Stride; 256] = strides(4);
+
+/// The stride table for masks of `width` bits (8: one mask, 4: two masks of four).
+const fn strides(width: u32) -> [Stride; 256] {
     let mut t = [Stride {
         sum: 0,
         peak: 0,
@@ -84,8 +92,16 @@ static STRIDES: [Stride; 256] = {
     while m < 256 {
         let (mut sum, mut peak, mut at) = (0i8, i8::MIN, 0u8);
         let mut j = 0;
-        while j < 8 {
-            sum += if (m >> j) & 1 == 1 { 1 } else { -1 };
+        while j < width {
+            sum += if width == 8 {
+                if (m >> j) & 1 == 1 {
+                    1
+                } else {
+                    -1
+                }
+            } else {
+                ((m >> (4 + j)) & 1) as i8 - ((m >> j) & 1) as i8
+            };
             if sum > peak {
                 peak = sum;
                 at = j as u8 + 1;
@@ -96,7 +112,7 @@ static STRIDES: [Stride; 256] = {
         m += 1;
     }
     t
-};
+}
 
 /// How many positions hold equal bytes in `a` and `b` (of equal length).
 fn equal_count(a: &[u8], b: &[u8]) -> i64 {
@@ -695,18 +711,39 @@ fn scan<const BYTEWISE: bool>(
             }
             if lastscan + lenf > scan - lenb {
                 let overlap = (lastscan + lenf) - (scan - lenb);
-                let (mut s, mut ss, mut lens) = (0i64, 0i64, 0i64);
-                for i in 0..overlap {
-                    if at_new(lastscan + lenf - overlap + i) == at_old(lastpos + lenf - overlap + i)
-                    {
-                        s += 1;
+                // Where to cut between the two: the first peak of the bytes the
+                // first alignment holds less those the second holds, eight bytes at
+                // a time as in the extensions.
+                let (nf, of, ob) = (scan - lenb, lastpos + lenf - overlap, pos - lenb);
+                let (mut score, mut peak, mut lens) = (0i64, 0i64, 0i64);
+                let mut i = 0i64;
+                while i < overlap {
+                    if !BYTEWISE && i + 8 <= overlap {
+                        let n = word(new, (nf + i) as usize);
+                        let first = equal_mask(word(old, (of + i) as usize), n);
+                        let second = equal_mask(word(old, (ob + i) as usize), n);
+                        for half in [0, 4] {
+                            let m = ((first >> half) & 15) << 4 | ((second >> half) & 15);
+                            let st = OVERLAP_STRIDES[usize::from(m)];
+                            if score + i64::from(st.peak) > peak {
+                                peak = score + i64::from(st.peak);
+                                lens = i + half + i64::from(st.at);
+                            }
+                            score += i64::from(st.sum);
+                        }
+                        i += 8;
+                        continue;
                     }
-                    if at_new(scan - lenb + i) == at_old(pos - lenb + i) {
-                        s -= 1;
+                    if at_new(nf + i) == at_old(of + i) {
+                        score += 1;
                     }
-                    if s > ss {
-                        ss = s;
-                        lens = i + 1;
+                    if at_new(nf + i) == at_old(ob + i) {
+                        score -= 1;
+                    }
+                    i += 1;
+                    if score > peak {
+                        peak = score;
+                        lens = i;
                     }
                 }
                 lenf += lens - overlap;
