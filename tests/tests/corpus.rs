@@ -86,8 +86,8 @@ fn vmlinuz_round_trips_at_default_level() {
 #[test]
 #[ignore = "needs scripts/make-pairs.sh"]
 fn qemu_programs_round_trip_and_the_program_transform_pays() {
-    // Measured (with / without): qemu-x86 402,350 / 732,167 (0.55); qemu-arm64
-    // 1,337,696 / 1,605,222 (0.83); qemu-ext4 1,238,794 / 1,748,336 (0.71).
+    // Measured (with / without): qemu-x86 254,840 / 522,857 (0.49); qemu-arm64
+    // 845,805 / 1,103,317 (0.77); qemu-ext4 1,012,607 / 1,561,061 (0.65).
     for (name, most) in [("qemu-x86", 0.7), ("qemu-arm64", 0.9), ("qemu-ext4", 0.8)] {
         let with = round_trip(name, Level::Default, 0.1);
         let without = round_trip_with(
@@ -102,13 +102,15 @@ fn qemu_programs_round_trip_and_the_program_transform_pays() {
             "{name}: {with} bytes with the transform, {without} without"
         );
         // The hash chains start no search from grams the window holds thousands
-        // of times (bsdiff.rs, COMMON_GRAM): qemu-x86 236,581 bytes, 402,350 when
-        // they searched from every gram.
-        if name == "qemu-x86" {
-            assert!(
-                with < 300_000,
-                "qemu-x86: {with} bytes at the default level"
-            );
-        }
+        // of times (bsdiff.rs, COMMON_GRAM): qemu-x86 254,840 bytes, 402,350 when
+        // they searched from every gram. Every search the scan does not take is a
+        // miss (Finder::untaken_is_miss): qemu-arm64 845,805 bytes, 1,188,634 when
+        // only short matches were.
+        let most = match name {
+            "qemu-x86" => 300_000,
+            "qemu-arm64" => 1_000_000,
+            _ => u64::MAX,
+        };
+        assert!(with < most, "{name}: {with} bytes at the default level");
     }
 }
