@@ -234,9 +234,16 @@ fn a_program_whose_code_moved_costs_little_and_applies_exactly() {
         assert_eq!((code, rela, pointers), (1, 1, 1), "{m:?} {level:?}");
         // Measured, with / without the transform: x86-64 3,761 / 39,029 bytes at
         // fast, 3,417 / 38,534 at default, 3,375 / 38,121 at best; AArch64
-        // 12,361 / 37,283, 6,370 / 37,116 and 6,413 / 37,344.
+        // 12,361 / 37,283, 6,370 / 37,116 and 6,413 / 37,344. AArch64 at fast was
+        // 12,361 / 62,002 before the hash chains' scan counted every untaken search
+        // as a miss, which shrank the patches without the transform.
+        let most = if (m, level) == (Machine::Aarch64, Level::Fast) {
+            0.4
+        } else {
+            0.25
+        };
         assert!(
-            with.len() * 5 < without.len() * 2,
+            (with.len() as f64) < without.len() as f64 * most,
             "{m:?} {level:?}: {} bytes with the transform, {} without",
             with.len(),
             without.len()

@@ -102,15 +102,16 @@ fn qemu_programs_round_trip_and_the_program_transform_pays() {
             "{name}: {with} bytes with the transform, {without} without"
         );
         // The hash chains start no search from grams the window holds thousands
-        // of times (bsdiff.rs, COMMON_GRAM): qemu-x86 254,840 bytes, 402,350 when
-        // they searched from every gram. Every search the scan does not take is a
-        // miss (Finder::untaken_is_miss): qemu-arm64 845,805 bytes, 1,188,634 when
-        // only short matches were.
-        let most = match name {
+        // of times (bsdiff.rs, COMMON_GRAM): qemu-x86 236,581 bytes, 402,350 when
+        // they searched from every gram (both before the next rule; 254,840 now).
+        // Every search the scan does not take is a miss (Finder::untaken_is_miss):
+        // qemu-arm64 845,805 bytes and qemu-ext4 1,012,607, 1,188,634 and
+        // 1,183,423 when only short matches were.
+        let cap = match name {
             "qemu-x86" => 300_000,
             "qemu-arm64" => 1_000_000,
-            _ => u64::MAX,
+            _ => 1_100_000,
         };
-        assert!(with < most, "{name}: {with} bytes at the default level");
+        assert!(with < cap, "{name}: {with} bytes at the default level");
     }
 }
