@@ -659,7 +659,8 @@ mod tests {
                 dense: false,
                 zstd_first: false,
                 zstd_level: default.zstd_level,
-                retry_ceiling: None,
+                // zstd only where bsdiff left between a twelfth and a third.
+                retry_ceiling: Some(3),
             }
         );
         // Best keeps its order (bsdiff first, zstd 19) for the smallest patch, and
