@@ -548,7 +548,7 @@ fn most_common<K: Eq + Copy, V: Ord + Copy>(
 /// map changes difference only where two addresses in a row agree on the new one,
 /// so that one stray sample does not start a piece.
 fn elect(mut samples: Vec<(u64, u64)>) -> AddressMap {
-    samples.sort_unstable();
+    samples.par_sort_unstable();
     let points: Vec<(u64, u64)> = most_common(&samples).collect();
     let mut out: Vec<(u64, u64)> = Vec::new();
     for (i, &(at, add)) in points.iter().enumerate() {
