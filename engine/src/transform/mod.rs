@@ -136,10 +136,7 @@ impl Remap {
     /// Builds a map from `(from, add)` entries in strictly increasing `from` order;
     /// `None` if they are not.
     pub fn new(entries: Vec<(u32, u32)>) -> Option<Self> {
-        entries
-            .windows(2)
-            .all(|w| w[0].0 < w[1].0)
-            .then(|| Self::from_sorted(entries))
+        keys_increase(&entries).then(|| Self::from_sorted(entries))
     }
 
     /// The entries.
@@ -165,6 +162,12 @@ impl Remap {
     }
 }
 
+/// Whether the keys of `(key, value)` entries strictly increase, as every map of
+/// the transform requires.
+pub(crate) fn keys_increase<K: Ord, V>(entries: &[(K, V)]) -> bool {
+    entries.windows(2).all(|w| w[0].0 < w[1].0)
+}
+
 /// An exact map of 32-bit values: listed values go to their image, every other
 /// value stays.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -174,10 +177,7 @@ impl ExactMap {
     /// Builds a map from `(from, to)` entries in strictly increasing `from` order;
     /// `None` if they are not.
     pub fn new(entries: Vec<(u32, u32)>) -> Option<Self> {
-        entries
-            .windows(2)
-            .all(|w| w[0].0 < w[1].0)
-            .then_some(Self(entries))
+        keys_increase(&entries).then_some(Self(entries))
     }
 
     /// The entries.

@@ -68,10 +68,7 @@ impl AddressMap {
     /// Builds a map from `(from, add)` entries in strictly increasing `from` order;
     /// `None` if they are not.
     pub fn new(entries: Vec<(u64, u64)>) -> Option<Self> {
-        entries
-            .windows(2)
-            .all(|w| w[0].0 < w[1].0)
-            .then_some(Self(entries))
+        super::keys_increase(&entries).then_some(Self(entries))
     }
 
     /// The entries.
