@@ -711,22 +711,18 @@ fn freeze_programs(d: &Path) {
             }
         })
     };
-    let old = [
-        &around[..1001],
-        &build(Machine::X86_64, false),
-        &around[1001..2000],
-        &build(Machine::Aarch64, false),
-        &around[2000..],
-    ]
-    .concat();
-    let new = [
-        &around[..1518],
-        &build(Machine::X86_64, true),
-        &around[1001..2000],
-        &build(Machine::Aarch64, true),
-        &around[2000..],
-    ]
-    .concat();
+    // The new image puts its programs 517 bytes later.
+    let image = |grown: bool, head: usize| {
+        [
+            &around[..head],
+            &build(Machine::X86_64, grown),
+            &around[1001..2000],
+            &build(Machine::Aarch64, grown),
+            &around[2000..],
+        ]
+        .concat()
+    };
+    let (old, new) = (image(false, 1001), image(true, 1518));
     let patch = kit::build(
         &old,
         &new,
