@@ -355,9 +355,9 @@ impl SourceTransform {
         if !self.spaces.is_empty() {
             varint(&mut b, self.spaces.len() as u64);
             for map in &self.spaces {
-                varint(&mut b, map.0.len() as u64);
+                varint(&mut b, map.entries().len() as u64);
                 let (mut from, mut add) = (0u64, 0u64);
-                for &(f, a) in &map.0 {
+                for &(f, a) in map.entries() {
                     varint(&mut b, f.wrapping_sub(from));
                     varint(&mut b, zigzag64(a.wrapping_sub(add) as i64));
                     (from, add) = (f, a);
@@ -495,7 +495,7 @@ impl SourceTransform {
                     add = add.wrapping_add(unzigzag64(r.next()?) as u64);
                     map.push((from, add));
                 }
-                spaces.push(AddressMap(map));
+                spaces.push(AddressMap::from_increasing(map));
             }
         }
         let unmapped = regions
@@ -527,12 +527,12 @@ impl SourceTransform {
                 _ => 0,
             })
             .sum();
-        let addresses: usize = self.spaces.iter().map(|m| m.0.len()).sum();
+        let addresses: usize = self.spaces.iter().map(|m| m.entries().len()).sum();
         (self.regions.len() * REGION_MEMORY
             + (local + self.types.0.len() + self.strings.0.len()) * 24
             + self.crcs.0.len() * 8
             + self.spaces.len() * REGION_MEMORY
-            + addresses * 16) as u64
+            + addresses * 24) as u64
     }
 
     /// Scratch memory the applier needs for windows that cut a region: the longest

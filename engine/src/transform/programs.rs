@@ -61,26 +61,100 @@ const ADDRESS_ADDENDS: [u32; 4] = [
 /// A piecewise map of 64-bit addresses: each entry `(from, add)` adds `add`
 /// (modulo 2^64) to every address from `from` up to the next entry's `from`;
 /// addresses below the first entry stay as they are.
+///
+/// Rewriting a program looks up two addresses per displacement, so the map keeps
+/// an index beside its entries: equal buckets, for each the number of entries
+/// below it. The buckets are as wide as half the next power of two of the entry
+/// count takes to cover all but the lowest and highest sixteenth of the entries
+/// (stray samples far away would stretch them: qemu's map has five near 2^64),
+/// and there are at most that power of two of them. A lookup searches only its
+/// bucket's entries, or those below or above the buckets. The index takes at
+/// most 8 bytes per entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AddressMap(pub(crate) Vec<(u64, u64)>);
+pub struct AddressMap {
+    entries: Vec<(u64, u64)>,
+    /// Where the first bucket starts.
+    base: u64,
+    /// For each bucket `b`, the number of entries whose `from` is below
+    /// `base + (b << shift)`; one more than the buckets. Empty for no index.
+    starts: Vec<u32>,
+    shift: u32,
+}
 
 impl AddressMap {
     /// Builds a map from `(from, add)` entries in strictly increasing `from` order;
     /// `None` if they are not.
     pub fn new(entries: Vec<(u64, u64)>) -> Option<Self> {
-        super::keys_increase(&entries).then_some(Self(entries))
+        super::keys_increase(&entries).then(|| Self::from_increasing(entries))
+    }
+
+    /// Builds a map from entries the caller has checked increase.
+    pub(crate) fn from_increasing(entries: Vec<(u64, u64)>) -> Self {
+        let trim = entries.len() / 16;
+        let span = (entries.get(trim), entries.len().checked_sub(trim + 1));
+        let (Some(&(base, _)), Some(&(top, _))) = (span.0, span.1.and_then(|i| entries.get(i)))
+        else {
+            return Self::default();
+        };
+        let last = entries.last().map_or(top, |e| e.0);
+        // More entries than a u32 counts (64 GiB of them) go without an index.
+        let Ok(count) = u32::try_from(entries.len()) else {
+            return Self {
+                entries,
+                ..Self::default()
+            };
+        };
+        let most = u64::from(count).next_power_of_two();
+        let bits = 64 - (top - base).leading_zeros();
+        let shift = bits.saturating_sub(most.trailing_zeros().saturating_sub(1));
+        let buckets = (((last - base) >> shift) + 1).min(most);
+        let mut starts = Vec::with_capacity(buckets as usize + 1);
+        let mut below = 0usize;
+        for b in 0..=buckets {
+            let edge = u128::from(base) + (u128::from(b) << shift);
+            while entries.get(below).is_some_and(|e| u128::from(e.0) < edge) {
+                below += 1;
+            }
+            starts.push(below as u32);
+        }
+        Self {
+            entries,
+            base,
+            starts,
+            shift,
+        }
     }
 
     /// The entries.
     pub fn entries(&self) -> &[(u64, u64)] {
-        &self.0
+        &self.entries
     }
 
     /// The image of `v`.
     pub fn map(&self, v: u64) -> u64 {
-        match self.0.partition_point(|&(from, _)| from <= v) {
-            0 => v,
-            i => v.wrapping_add(self.0[i - 1].1),
+        // The entries that may be the last at or below `v`: its bucket's, or those
+        // below or above the buckets' span (all of them without an index).
+        let bucket = |b: u64| -> Option<(usize, usize)> {
+            let b = usize::try_from(b).ok()?;
+            let first = *self.starts.get(b)?;
+            Some((
+                first as usize,
+                *self.starts.get(b.checked_add(1)?)? as usize,
+            ))
+        };
+        let range = match self.starts.first() {
+            None => (0, self.entries.len()),
+            Some(&first) if v < self.base => (0, first as usize),
+            Some(_) => bucket((v - self.base) >> self.shift).unwrap_or((
+                self.starts.last().map_or(0, |&s| s as usize),
+                self.entries.len(),
+            )),
+        };
+        let some = self.entries.get(range.0..range.1).unwrap_or(&[]);
+        let below = range.0 + some.partition_point(|&(from, _)| from <= v);
+        match self.entries.get(below.wrapping_sub(1)) {
+            Some(&(_, add)) => v.wrapping_add(add),
+            None => v,
         }
     }
 }
@@ -557,7 +631,7 @@ fn elect(mut samples: Vec<(u64, u64)>) -> AddressMap {
             out.push((at, add));
         }
     }
-    AddressMap(out)
+    AddressMap::from_increasing(out)
 }
 
 /// Regions of at most [`PIECE`] bytes covering `range`, each a whole number of
@@ -640,10 +714,10 @@ pub(super) fn learn(
             at = program.code.first().map_or(0, |c| c.0.start),
             partner = ?partner[i],
             samples = counts[i],
-            entries = map.0.len(),
+            entries = map.entries().len(),
             "program address map"
         );
-        if map.0.is_empty() {
+        if map.entries().is_empty() {
             continue;
         }
         let space = spaces.len() as u32;
@@ -818,6 +892,47 @@ mod tests {
         // The registers and the add are untouched.
         assert_eq!(code[4] & 0x1f, 0x10);
         assert_eq!(code[12..16], words[3].to_le_bytes());
+    }
+
+    /// The image of `v` by a search of all of `entries`, as the map would give it
+    /// without its index.
+    fn map_by_search(entries: &[(u64, u64)], v: u64) -> u64 {
+        match entries.partition_point(|&(from, _)| from <= v) {
+            0 => v,
+            i => v.wrapping_add(entries[i - 1].1),
+        }
+    }
+
+    proptest::proptest! {
+        /// The index finds the entry a search of all of them finds: maps of up
+        /// to 600 entries, bunched (steps under 2^16) with strays anywhere up to
+        /// 2^64 (as qemu's map has), looked up at, just below and just past every
+        /// entry and at 0, 2^64 - 1 and random addresses.
+        #[test]
+        fn the_address_index_finds_what_a_full_search_finds(
+            steps in proptest::collection::vec(
+                proptest::prop_oneof![9 => 1u64..1 << 16, 1 => 1u64..u64::MAX / 8],
+                0..600,
+            ),
+            start in proptest::prelude::any::<u64>(),
+            probes in proptest::collection::vec(proptest::prelude::any::<u64>(), 32),
+        ) {
+            let mut entries = Vec::new();
+            let mut from = Some(start);
+            for (k, step) in steps.iter().enumerate() {
+                let Some(f) = from else { break };
+                entries.push((f, (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+                from = f.checked_add(*step);
+            }
+            let map = AddressMap::new(entries.clone()).expect("increasing");
+            proptest::prop_assert!(map.starts.len() <= 2 * entries.len());
+            let near = entries
+                .iter()
+                .flat_map(|&(f, _)| [f.wrapping_sub(1), f, f.wrapping_add(1)]);
+            for v in near.chain([0, u64::MAX]).chain(probes) {
+                proptest::prop_assert_eq!(map.map(v), map_by_search(&entries, v), "at {:#x}", v);
+            }
+        }
     }
 
     #[test]
