@@ -167,31 +167,77 @@ impl AddressMap {
 /// lies inside `code` and is below 2^24 in magnitude, and the walk goes on after
 /// it. The walk reads only bytes at or after the one it is at, so replacing a
 /// displacement never changes what the walk finds later.
+///
+/// About one byte in seven of x86-64 code is one of the six that may start such
+/// an instruction, so the walk finds them 64 bytes at a time (a mask the compiler
+/// turns into vector compares) and looks only at those.
 pub(crate) fn scan(code: &mut [u8], mut f: impl FnMut(usize, i32) -> i32) {
-    let mut i = 0;
-    while let Some(&op) = code.get(i) {
-        let next = code.get(i + 1).copied();
-        let at = match (op, next) {
-            (0xe8 | 0xe9, _) => Some(i + 1),
-            (0x0f, Some(0x80..=0x8f)) | (0xff, Some(0x15 | 0x25)) => Some(i + 2),
-            (0x48 | 0x4c, Some(0x89 | 0x8b | 0x8d))
-                if code.get(i + 2).is_some_and(|m| m & 0xc7 == 0x05) =>
-            {
-                Some(i + 3)
-            }
-            _ => None,
-        };
-        let field = at.and_then(|at| Some((at, code.get_mut(at..at + 4)?)));
-        if let Some((at, field)) = field {
-            let disp = i32::from_le_bytes([field[0], field[1], field[2], field[3]]);
-            if (-(1 << 24)..1 << 24).contains(&disp) {
-                field.copy_from_slice(&f(at, disp).to_le_bytes());
-                i = at + 4;
-                continue;
+    // Where the walk goes on: past the last field taken.
+    let mut from = 0usize;
+    for block in (0..code.len()).step_by(64) {
+        let mut mask = openers(code.get(block..).unwrap_or(&[]));
+        // Bits below `from` are bytes of a field taken, or the walk is past the block.
+        mask &= u64::MAX
+            .checked_shl(from.saturating_sub(block) as u32)
+            .unwrap_or(0);
+        while mask != 0 {
+            let i = block + mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if let Some(end) = take(code, i, &mut f) {
+                from = end;
+                mask &= u64::MAX.checked_shl((end - block) as u32).unwrap_or(0);
             }
         }
-        i += 1;
     }
+}
+
+/// Bit `k` set where byte `k` of the first 64 of `bytes` is one that
+/// [`take`] may take an instruction at. Written without branches so that it
+/// compiles to vector compares: a 0 or 1 per byte, then each 8 of those gathered
+/// into a byte by one multiply (byte `k` of the word lands on bit `56 + k`, and
+/// no other product reaches the top byte).
+fn openers(bytes: &[u8]) -> u64 {
+    let mut block = [0u8; 64];
+    let n = bytes.len().min(64);
+    if let (Some(to), Some(from)) = (block.get_mut(..n), bytes.get(..n)) {
+        to.copy_from_slice(from);
+    }
+    let flags = block.map(|b| {
+        u8::from(b & 0xfe == 0xe8)
+            | u8::from(b == 0x0f)
+            | u8::from(b == 0xff)
+            | u8::from(b & 0xfb == 0x48)
+    });
+    let mut mask = 0u64;
+    for (k, word) in flags.chunks_exact(8).enumerate() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        mask |= (u64::from_le_bytes(w).wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * k);
+    }
+    mask
+}
+
+/// Takes the instruction at `i` if it is one [`scan`] rewrites, whole in `code`,
+/// with a displacement below 2^24 in magnitude: replaces that with `f`'s and
+/// gives the end of the field.
+fn take(code: &mut [u8], i: usize, f: &mut impl FnMut(usize, i32) -> i32) -> Option<usize> {
+    let at = match (code.get(i)?, code.get(i + 1)) {
+        (0xe8 | 0xe9, _) => i + 1,
+        (0x0f, Some(0x80..=0x8f)) | (0xff, Some(0x15 | 0x25)) => i + 2,
+        (0x48 | 0x4c, Some(0x89 | 0x8b | 0x8d))
+            if code.get(i + 2).is_some_and(|m| m & 0xc7 == 0x05) =>
+        {
+            i + 3
+        }
+        _ => return None,
+    };
+    let field = code.get_mut(at..at + 4)?;
+    let disp = i32::from_le_bytes([field[0], field[1], field[2], field[3]]);
+    if !(-(1 << 24)..1 << 24).contains(&disp) {
+        return None;
+    }
+    field.copy_from_slice(&f(at, disp).to_le_bytes());
+    Some(at + 4)
 }
 
 /// Rewrites a code region whose first byte is at virtual address `base`: each
@@ -748,6 +794,42 @@ pub(super) fn learn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The walk [`scan`] does, one byte at a time: what it must find.
+    fn scan_by_bytes(code: &mut [u8], mut f: impl FnMut(usize, i32) -> i32) {
+        let mut i = 0;
+        while i < code.len() {
+            i = take(code, i, &mut f).unwrap_or(i + 1);
+        }
+    }
+
+    proptest::proptest! {
+        /// The block walk finds and rewrites what a byte-by-byte walk does: bytes
+        /// drawn mostly from the openers, their second bytes and RIP-relative
+        /// ModRM bytes, with small displacements, so that instructions overlap and
+        /// straddle the 64-byte blocks and the end.
+        #[test]
+        fn the_block_walk_takes_what_a_byte_walk_takes(
+            code in proptest::collection::vec(
+                proptest::prop_oneof![
+                    4 => proptest::sample::select(vec![
+                        0xe8u8, 0xe9, 0x0f, 0xff, 0x48, 0x4c, 0x85, 0x15, 0x25, 0x8b, 0x8d,
+                        0x89, 0x05, 0x0d, 0x00, 0xff,
+                    ]),
+                    1 => proptest::prelude::any::<u8>(),
+                ],
+                0..400,
+            ),
+        ) {
+            let mark = |at: usize, disp: i32| disp ^ (at as i32) << 3;
+            let (mut a, mut b) = (code.clone(), code);
+            let (mut seen_a, mut seen_b) = (Vec::new(), Vec::new());
+            scan(&mut a, |at, d| { seen_a.push((at, d)); mark(at, d) });
+            scan_by_bytes(&mut b, |at, d| { seen_b.push((at, d)); mark(at, d) });
+            proptest::prop_assert_eq!(seen_a, seen_b);
+            proptest::prop_assert_eq!(a, b);
+        }
+    }
 
     /// Displacement offsets and values that [`scan`] reports.
     fn found(code: &[u8]) -> Vec<(usize, i32)> {
