@@ -273,6 +273,25 @@ pub fn write_private_file(dest: &Path, bytes: &[u8]) -> Result<()> {
     out.commit()
 }
 
+/// Starts writing `len` bytes of `file` at `offset` to disk without waiting for
+/// them, so that the fsync before a rename finds little left to write: the disk
+/// works while the writer goes on. Advice only; nothing fails for it.
+///
+/// On Linux `POSIX_FADV_DONTNEED` starts writeback of the range's dirty pages
+/// (`WB_SYNC_NONE`) and then drops only its clean pages, so bytes just written
+/// stay cached for the read-back that follows (`sync_file_range`, the call made
+/// for this, has no safe binding, and this crate allows no `unsafe` beyond
+/// mapping files). Measured on the kernel pairs, apply's wall time fell 11 to
+/// 21 % (docs/BENCHMARKS.md).
+pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(len) = std::num::NonZeroU64::new(len) {
+        let _ = rustix::fs::fadvise(file, offset, Some(len), rustix::fs::Advice::DontNeed);
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (file, offset, len);
+}
+
 /// Fsyncs a directory so that renames inside it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     // Directories can be opened read-only and fsynced on Unix; elsewhere this is a no-op.
