@@ -132,6 +132,11 @@ impl AddressMap {
 
     /// The image of `v`.
     pub fn map(&self, v: u64) -> u64 {
+        self.piece(v).map(v)
+    }
+
+    /// The piece that holds `v`.
+    fn piece(&self, v: u64) -> Piece {
         // The entries that may be the last at or below `v`: its bucket's, or those
         // below or above the buckets' span (all of them without an index).
         let bucket = |b: u64| -> Option<(usize, usize)> {
@@ -152,10 +157,68 @@ impl AddressMap {
         };
         let some = self.entries.get(range.0..range.1).unwrap_or(&[]);
         let below = range.0 + some.partition_point(|&(from, _)| from <= v);
-        match self.entries.get(below.wrapping_sub(1)) {
-            Some(&(_, add)) => v.wrapping_add(add),
-            None => v,
+        let (from, add) = match below.checked_sub(1).and_then(|i| self.entries.get(i)) {
+            Some(&entry) => entry,
+            None => (0, 0),
+        };
+        Piece {
+            from,
+            to: self.entries.get(below).map(|e| e.0),
+            add,
         }
+    }
+
+    /// A lookup that keeps the last piece it found, for walks whose addresses
+    /// mostly stay in one piece (an entry every 80 KB or so in qemu's map).
+    pub(crate) fn cursor(&self) -> Cursor<'_> {
+        Cursor {
+            map: self,
+            last: Piece {
+                from: 1,
+                to: Some(0),
+                add: 0,
+            },
+        }
+    }
+}
+
+/// Addresses from `from` up to `to` (the top of the address space for `None`),
+/// which an [`AddressMap`] moves by one amount.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Piece {
+    from: u64,
+    to: Option<u64>,
+    add: u64,
+}
+
+impl Piece {
+    fn holds(&self, v: u64) -> bool {
+        v >= self.from && self.to.is_none_or(|to| v < to)
+    }
+
+    fn map(&self, v: u64) -> u64 {
+        v.wrapping_add(self.add)
+    }
+}
+
+/// [`AddressMap::cursor`].
+pub(crate) struct Cursor<'a> {
+    map: &'a AddressMap,
+    last: Piece,
+}
+
+impl Cursor<'_> {
+    /// The piece that holds `v`.
+    fn piece(&mut self, v: u64) -> Piece {
+        if !self.last.holds(v) {
+            self.last = self.map.piece(v);
+        }
+        self.last
+    }
+
+    /// The image of `v`.
+    pub(crate) fn map(&mut self, v: u64) -> u64 {
+        self.piece(v).map(v)
     }
 }
 
@@ -191,23 +254,31 @@ pub(crate) fn scan(code: &mut [u8], mut f: impl FnMut(usize, i32) -> i32) {
     }
 }
 
-/// Bit `k` set where byte `k` of the first 64 of `bytes` is one that
-/// [`take`] may take an instruction at. Written without branches so that it
-/// compiles to vector compares: a 0 or 1 per byte, then each 8 of those gathered
-/// into a byte by one multiply (byte `k` of the word lands on bit `56 + k`, and
-/// no other product reaches the top byte).
+/// Bit `k` set where byte `k` of the first 64 of `bytes` may start an
+/// instruction that [`take`] takes: its opcode, and the byte or two after it
+/// (`take` checks exactly; this may set a few more, such as `48 8F 05`). Written
+/// without branches so that it compiles to vector compares: a 0 or 1 per byte,
+/// then each 8 of those gathered into a byte by one multiply (byte `k` of the
+/// word lands on bit `56 + k`, and no other product reaches the top byte).
 fn openers(bytes: &[u8]) -> u64 {
-    let mut block = [0u8; 64];
-    let n = bytes.len().min(64);
+    let mut block = [0u8; 66];
+    let n = bytes.len().min(66);
     if let (Some(to), Some(from)) = (block.get_mut(..n), bytes.get(..n)) {
         to.copy_from_slice(from);
     }
-    let flags = block.map(|b| {
-        u8::from(b & 0xfe == 0xe8)
-            | u8::from(b == 0x0f)
-            | u8::from(b == 0xff)
-            | u8::from(b & 0xfb == 0x48)
-    });
+    let (ops, next, third) = (
+        block.get(..64).unwrap_or(&[]),
+        block.get(1..65).unwrap_or(&[]),
+        block.get(2..66).unwrap_or(&[]),
+    );
+    let mut flags = [0u8; 64];
+    for (flag, ((&op, &b1), &b2)) in flags.iter_mut().zip(ops.iter().zip(next).zip(third)) {
+        let call = op & 0xfe == 0xe8;
+        let jcc = op == 0x0f && b1 & 0xf0 == 0x80;
+        let indirect = op == 0xff && (b1 == 0x15 || b1 == 0x25);
+        let mov = op & 0xfb == 0x48 && b1 & 0xf9 == 0x89 && b2 & 0xc7 == 0x05;
+        *flag = u8::from(call) | u8::from(jcc) | u8::from(indirect) | u8::from(mov);
+    }
     let mut mask = 0u64;
     for (k, word) in flags.chunks_exact(8).enumerate() {
         let mut w = [0u8; 8];
@@ -244,10 +315,18 @@ fn take(code: &mut [u8], i: usize, f: &mut impl FnMut(usize, i32) -> i32) -> Opt
 /// displacement becomes the distance between its target and the end of its field,
 /// both mapped, when that fits 32 bits.
 pub(crate) fn rewrite_code(code: &mut [u8], base: u64, map: &AddressMap) {
+    // Fields come in address order, and most targets are near their field.
+    let (mut ends, mut targets) = (map.cursor(), map.cursor());
     scan(code, |at, disp| {
         let end = base.wrapping_add(at as u64 + 4);
         let target = end.wrapping_add(disp as i64 as u64);
-        let moved = map.map(target).wrapping_sub(map.map(end)) as i64;
+        let here = ends.piece(end);
+        let to = if here.holds(target) {
+            here.map(target)
+        } else {
+            targets.map(target)
+        };
+        let moved = to.wrapping_sub(here.map(end)) as i64;
         i32::try_from(moved).unwrap_or(disp)
     });
 }
@@ -294,18 +373,19 @@ fn arm64_with(w: u32, to: Arm64) -> Option<u32> {
 /// mapped target and its mapped address, and each `ADRP` the distance between the
 /// page of its mapped target page and its mapped address's page, where they fit.
 pub(crate) fn rewrite_arm64(code: &mut [u8], base: u64, map: &AddressMap) {
+    let (mut pcs, mut targets) = (map.cursor(), map.cursor());
     for (i, word) in code.chunks_exact_mut(4).enumerate() {
         let w = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
         let pc = base.wrapping_add(4 * i as u64);
         let moved = match arm64(w) {
             Some(Arm64::Branch(d)) => {
                 let target = pc.wrapping_add(d as u64);
-                Arm64::Branch(map.map(target).wrapping_sub(map.map(pc)) as i64)
+                Arm64::Branch(targets.map(target).wrapping_sub(pcs.map(pc)) as i64)
             }
             Some(Arm64::Page(d)) => {
                 let target = (pc & !0xfff).wrapping_add(d as u64);
-                let page = |v: u64| map.map(v) & !0xfff;
-                Arm64::Page(page(target).wrapping_sub(page(pc)) as i64)
+                let to = targets.map(target) & !0xfff;
+                Arm64::Page(to.wrapping_sub(pcs.map(pc) & !0xfff) as i64)
             }
             None => continue,
         };
@@ -318,12 +398,13 @@ pub(crate) fn rewrite_arm64(code: &mut [u8], base: u64, map: &AddressMap) {
 /// Rewrites a relocation region (whole 24-byte entries): each entry's address is
 /// mapped, and so is the addend of relative relocations.
 pub(crate) fn rewrite_rela(table: &mut [u8], map: &AddressMap) {
+    let (mut offsets, mut addends) = (map.cursor(), map.cursor());
     for entry in table.chunks_exact_mut(RELA_LEN) {
         let (offset, rest) = entry.split_at_mut(8);
         let (info, addend) = rest.split_at_mut(8);
-        put(offset, map.map(get(offset)));
+        put(offset, offsets.map(get(offset)));
         if ADDRESS_ADDENDS.contains(&(get(info) as u32)) {
-            put(addend, map.map(get(addend)));
+            put(addend, addends.map(get(addend)));
         }
     }
 }
@@ -331,10 +412,11 @@ pub(crate) fn rewrite_rela(table: &mut [u8], map: &AddressMap) {
 /// Rewrites a region of pointers: each whole 8-byte word whose value lies in
 /// `span` (the program's addresses) goes through the map.
 pub(crate) fn rewrite_pointers(words: &mut [u8], span: &Range<u64>, map: &AddressMap) {
+    let mut pointers = map.cursor();
     for word in words.chunks_exact_mut(8) {
         let v = get(word);
         if span.contains(&v) {
-            put(word, map.map(v));
+            put(word, pointers.map(v));
         }
     }
 }
@@ -986,7 +1068,8 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// The index finds the entry a search of all of them finds: maps of up
+        /// The index, and a cursor, find the entry a search of all of them finds:
+        /// maps of up
         /// to 600 entries, bunched (steps under 2^16) with strays anywhere up to
         /// 2^64 (as qemu's map has), looked up at, just below and just past every
         /// entry and at 0, 2^64 - 1 and random addresses.
@@ -1011,8 +1094,12 @@ mod tests {
             let near = entries
                 .iter()
                 .flat_map(|&(f, _)| [f.wrapping_sub(1), f, f.wrapping_add(1)]);
+            // A cursor gives the same, whatever piece it last held.
+            let mut cursor = map.cursor();
             for v in near.chain([0, u64::MAX]).chain(probes) {
-                proptest::prop_assert_eq!(map.map(v), map_by_search(&entries, v), "at {:#x}", v);
+                let want = map_by_search(&entries, v);
+                proptest::prop_assert_eq!(map.map(v), want, "at {:#x}", v);
+                proptest::prop_assert_eq!(cursor.map(v), want, "cursor at {:#x}", v);
             }
         }
     }
