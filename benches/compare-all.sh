@@ -65,7 +65,7 @@ trap 'rm -f "$section" "$out.partial"' EXIT
   echo
   echo "Peak RSS is GNU time's (it counts mapped file pages: deltaward's diff and zstd map"
   echo "the images); the anonymous part, in brackets, is sampled from /proc every 50 ms."
-  echo "Each diff runs once, or where it took under 2 s 3 more times (median of those); each apply runs ${APPLY_ROUNDS:-3} times and its median wall time is given."
+  echo "Each diff runs once, or where it took under 2 s 3 more times (median of those); each apply runs ${APPLY_ROUNDS:-3} times, or 9 where their median is under 1 s, and its median wall time is given. Wall times are to the millisecond (taken around GNU time, which gives the peak RSS)."
   echo "\"apply / zstd\" is the apply wall time over zstd -3's \`--patch-from\` apply."
   echo
 } >"$section"
