@@ -703,10 +703,11 @@ fn by_program(sites: &[Site], count: usize) -> Vec<&[Site]> {
     out
 }
 
-/// The sites of all programs, sorted by key.
+/// The sites of all programs, sorted by key (equal keys in any order: only keys
+/// that one site holds count, in [`unique`]).
 fn by_key(sites: &[Site]) -> Vec<Site> {
     let mut all = sites.to_vec();
-    all.par_sort_unstable_by_key(|s| (s.key, s.program, s.end));
+    all.par_sort_unstable_by_key(|s| s.key);
     all
 }
 
