@@ -51,14 +51,19 @@ pub fn run(a: ApplyArgs) -> Result<()> {
         .memory_limit(a.memory_limit)
         .resume(a.resume)
         .checkpoint_bytes(a.checkpoint_mib);
-    let summary = apply_file(
-        &a.old,
-        &a.patch,
-        &a.output,
-        &trusted,
-        &opts,
-        a.crash_after_frames,
-    )?;
+    // The pool is started first, so that its threads start while the patch's
+    // signature is checked (rayon's global pool would start at the first parallel
+    // hash: 2 to 3 ms of a small image's apply, measured with strace).
+    let summary = crate::args::thread_pool(None)?.install(|| {
+        apply_file(
+            &a.old,
+            &a.patch,
+            &a.output,
+            &trusted,
+            &opts,
+            a.crash_after_frames,
+        )
+    })?;
     a.json.report(&summary);
     Ok(())
 }
