@@ -333,6 +333,54 @@ fn a_killed_apply_resumes_to_an_identical_image() {
 }
 
 #[test]
+fn an_apply_killed_after_its_last_frame_resumes_from_the_checkpoint_before_it() {
+    // No checkpoint is written after the last frame (the file is synced, read
+    // back and renamed next): a crash there repeats the frames since the one
+    // before, and the image comes out whole.
+    let fx = fixture(24);
+    let patch = fx.diff("p.dwp", &["--level", "fast", "--max-window", "1"]);
+    let manifest = ok(&deltaward(&["inspect", "--json", s(&patch)]));
+    let frames = manifest.matches("\"kind\"").count();
+    assert!(frames > 4, "too few frames to test with: {manifest}");
+    let out = fx.path("out.img");
+    // Progress is reported once before the frames and once after each.
+    let crashed = fx.apply(
+        &patch,
+        &out,
+        &[
+            "--crash-after-frames",
+            &frames.to_string(),
+            "--checkpoint-mib",
+            "1",
+        ],
+    );
+    assert!(
+        !crashed.status.success(),
+        "the simulated crash did not happen"
+    );
+    assert!(!out.exists(), "a crashed apply left an output");
+    let checkpoint = fs::read_to_string(fx.path(".out.img.deltaward/resume")).expect("checkpoint");
+    let done: usize = checkpoint
+        .lines()
+        .find_map(|l| l.strip_prefix("frames "))
+        .and_then(|n| n.parse().ok())
+        .expect("frames in the checkpoint");
+    assert!(
+        done > 0 && done < frames,
+        "checkpoint after {done} of {frames} frames"
+    );
+    let json = ok(&fx.apply(&patch, &out, &["--resume", "--json"]));
+    assert!(
+        json.contains(&format!("\"resumed_frames\":{done}")),
+        "{json}"
+    );
+    assert_eq!(
+        fs::read(&out).expect("out"),
+        fs::read(&fx.new).expect("new")
+    );
+}
+
+#[test]
 fn demo_runs_end_to_end() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = ok(&deltaward(&["demo", "--size", "8", "--dir", s(dir.path())]));

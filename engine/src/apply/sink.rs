@@ -103,8 +103,8 @@ impl FrameSink for FileSink<'_> {
         if last {
             // The whole file is synced, read back and renamed next; a checkpoint
             // here would save a resume at most one interval of frames, for an
-            // fdatasync and three fsyncs on every apply (a third of a small
-            // image's apply time).
+            // fdatasync, a file write, two fsyncs and a rename on every apply
+            // (a tenth of a small image's apply time).
             return Ok(());
         }
         file.sync_data().map_err(self.io("syncing"))?;
