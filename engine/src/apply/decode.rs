@@ -81,7 +81,10 @@ const HUGE_PAGE: usize = 2 << 20;
 
 impl Arena {
     pub(super) fn for_manifest(m: &Manifest) -> Self {
-        let len = m.working_memory() as usize;
+        Self::with_len(m.working_memory() as usize)
+    }
+
+    fn with_len(len: usize) -> Self {
         Self(huge_pages(len).unwrap_or_else(|| Backing::Heap(vec![0u8; len])))
     }
 
@@ -295,15 +298,10 @@ fn expect_end<R: Read>(patch: &mut R) -> Result<()> {
 mod tests {
     use super::*;
 
-    /// An arena of `len` bytes as `for_manifest` builds one.
-    fn arena(len: usize) -> Arena {
-        Arena(huge_pages(len).unwrap_or_else(|| Backing::Heap(vec![0u8; len])))
-    }
-
     #[test]
     fn arenas_are_zeroed_whole_and_keep_what_is_written() {
         for len in [0, 4096, HUGE_PAGE - 1, HUGE_PAGE, 3 * HUGE_PAGE + 12_345] {
-            let mut a = arena(len);
+            let mut a = Arena::with_len(len);
             let bytes = a.bytes();
             assert_eq!(bytes.len(), len);
             assert!(bytes.iter().all(|&b| b == 0));
@@ -323,9 +321,9 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn large_arenas_start_on_a_huge_page() {
-        let mut a = arena(HUGE_PAGE + 1);
+        let mut a = Arena::with_len(HUGE_PAGE + 1);
         assert!(matches!(a.0, Backing::Mapped { .. }));
         assert_eq!(a.bytes().as_ptr().align_offset(HUGE_PAGE), 0);
-        assert!(matches!(arena(HUGE_PAGE - 1).0, Backing::Heap(_)));
+        assert!(matches!(Arena::with_len(HUGE_PAGE - 1).0, Backing::Heap(_)));
     }
 }
