@@ -144,7 +144,9 @@ fn matchlen(a: &[u8], b: &[u8]) -> usize {
 pub enum MatchFinder {
     /// A suffix array (libsais): the longest match at every position, as bsdiff.
     SuffixArray,
-    /// Hash chains over 8-byte strings at every 4th window position: several times
+    /// Hash chains over a sample of the window's 8-byte strings (one in eight,
+    /// chosen by their bytes), searched only where the new data starts a sampled
+    /// string: several times
     /// faster to build and query, a little less thorough.
     HashChain,
 }
@@ -174,6 +176,10 @@ trait Finder {
     /// again from zero).
     fn untaken_is_miss(&self) -> bool {
         true
+    }
+    /// Whether no search starts at `new` (the finder indexes only some grams).
+    fn skips(&self, _new: &[u8]) -> bool {
+        false
     }
 }
 
@@ -222,9 +228,6 @@ impl Finder for SuffixArray<'_> {
 
 /// Length of the strings the hash chains index.
 const GRAM: usize = 8;
-/// Window positions indexed: every STEP-th. A match starting elsewhere is found a
-/// few scan positions later and extended backwards by the scan.
-const STEP: usize = 4;
 /// Candidates examined per search.
 const CHAIN_DEPTH: usize = 8;
 /// Matches are measured up to this length; the scan extends them anyway.
@@ -252,12 +255,54 @@ const COMMON_GRAM: usize = 1024;
 
 struct HashChain<'s> {
     bits: u32,
-    head: &'s [u32],
-    /// Window positions indexed under each head, saturating.
-    count: &'s [u16],
-    /// [`COMMON_GRAM`], but for tests.
-    common: usize,
-    chain: &'s [u32],
+    /// Per hash: the newest chain entry (0 for none) and how many window positions
+    /// have the hash, saturating. One table, so that building the chains takes one
+    /// cache miss per sampled gram, not two.
+    heads: &'s [[u32; 2]],
+    /// Each chain entry's window position and the next entry.
+    links: &'s [[u32; 2]],
+}
+
+/// One in about this many grams is sampled (see [`sampled`]).
+const SAMPLE_RATE: usize = 8;
+
+/// Most chain entries for a window of `grams` grams: twice the sampled grams' share.
+/// Data whose grams are sampled more often than that (a pattern repeated with a
+/// sampled gram at every position) is indexed up to here, so that the links take at
+/// most two bytes per window byte.
+fn link_cap(grams: usize) -> usize {
+    grams / SAMPLE_RATE * 2 + 1
+}
+
+/// Whether the gram `w` (the little-endian word of its eight bytes) is one of the
+/// sampled ones, about one in [`SAMPLE_RATE`]: the chains index only those, and the
+/// scan searches only where the new data starts one. A match of `l` bytes holds
+/// `l - 7` grams, so a long one holds a sampled gram near its start, on both sides.
+fn sampled(w: u64) -> bool {
+    w.wrapping_mul(0xff51_afd7_ed55_8ccd) >> 61 == 7
+}
+
+/// Bit `j` set where the gram at `block[j..]` is sampled, for the `block.len() - 7`
+/// (at most 64) grams of `block`.
+fn sampled_mask(block: &[u8]) -> u64 {
+    const FULL: usize = 64 + GRAM - 1;
+    if let Ok(block) = <&[u8; FULL]>::try_from(block) {
+        // Eight grams at a time, with no branch and no bounds check per gram.
+        let mut mask = 0u64;
+        for j in (0..64).step_by(8) {
+            let mut byte = 0u64;
+            for k in 0..8 {
+                byte |= u64::from(sampled(word(block, j + k))) << k;
+            }
+            mask |= byte << j;
+        }
+        return mask;
+    }
+    let mut mask = 0u64;
+    for j in 0..block.len().saturating_sub(GRAM - 1).min(64) {
+        mask |= u64::from(sampled(word(block, j))) << j;
+    }
+    mask
 }
 
 /// The `bits`-bit hash of the gram that `g` starts with.
@@ -270,56 +315,69 @@ impl HashChain<'_> {
         gram_hash(g, self.bits)
     }
 
-    /// Indexes `old` in the scratch's tables.
+    /// Indexes the sampled grams of `old` in the scratch's tables.
     fn build<'s>(
         old: &[u8],
-        head: &'s mut Vec<u32>,
-        count: &'s mut Vec<u16>,
-        chain: &'s mut Vec<u32>,
+        heads: &'s mut Vec<[u32; 2]>,
+        links: &'s mut Vec<[u32; 2]>,
     ) -> HashChain<'s> {
-        let slots = (old.len() / STEP).max(1);
+        let grams = old.len().saturating_sub(GRAM - 1);
+        let slots = (grams / SAMPLE_RATE).max(1);
         let bits = (usize::BITS - slots.leading_zeros()).clamp(10, MAX_HEAD_BITS);
-        head.clear();
-        head.resize(1 << bits, 0);
-        count.clear();
-        count.resize(1 << bits, 0);
-        // Grown, never cleared: every entry a walk can reach is written below.
-        if chain.len() < slots + 1 {
-            chain.resize(slots + 1, 0);
+        heads.clear();
+        heads.resize(1 << bits, [0, 0]);
+        links.clear();
+        let cap = link_cap(grams);
+        let mut i = 0;
+        'blocks: while i < grams {
+            // The sampled grams of the next 64 positions, as a mask: no branch per
+            // position.
+            let n = (grams - i).min(64);
+            let mut mask = sampled_mask(&old[i..i + n + GRAM - 1]);
+            while mask != 0 {
+                if links.len() >= cap {
+                    break 'blocks;
+                }
+                let p = i + mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                let h = gram_hash(&old[p..], bits);
+                let [newest, count] = &mut heads[h];
+                *count = count.saturating_add(1);
+                if *count as usize > COMMON_GRAM {
+                    // No search walks this chain.
+                    continue;
+                }
+                links.push([p as u32, *newest]);
+                // Entry e stands for links[e - 1]; 0 means none.
+                *newest = links.len() as u32;
+            }
+            i += n;
         }
-        // Entry k stands for window position k * STEP; 0 means none, so store k + 1.
-        for k in 0..old.len().saturating_sub(GRAM - 1).div_ceil(STEP) {
-            let h = gram_hash(&old[k * STEP..], bits);
-            chain[k] = head[h];
-            head[h] = k as u32 + 1;
-            count[h] = count[h].saturating_add(1);
-        }
-        HashChain {
-            bits,
-            head,
-            count,
-            common: COMMON_GRAM,
-            chain,
-        }
+        HashChain { bits, heads, links }
     }
 }
 
 impl Finder for HashChain<'_> {
+    fn skips(&self, new: &[u8]) -> bool {
+        new.len() < GRAM || !sampled(word(new, 0))
+    }
+
     fn search(&self, old: &[u8], new: &[u8]) -> (usize, usize) {
         if new.len() < GRAM {
             return (0, 0);
         }
         let mut best = (0usize, 0usize);
         let h = self.hash(new);
-        if usize::from(self.count[h]) > self.common {
+        let [mut entry, count] = self.heads[h];
+        if count as usize > COMMON_GRAM {
             return best;
         }
-        let mut entry = self.head[h];
         for _ in 0..CHAIN_DEPTH {
             if entry == 0 {
                 break;
             }
-            let p = (entry as usize - 1) * STEP;
+            let [at, next] = self.links[entry as usize - 1];
+            let p = at as usize;
             let l = matchlen(&old[p..(p + MAX_MEASURE).min(old.len())], new);
             if l > best.1 {
                 best = (p, l);
@@ -327,7 +385,7 @@ impl Finder for HashChain<'_> {
                     break;
                 }
             }
-            entry = self.chain[entry as usize - 1];
+            entry = next;
         }
         best
     }
@@ -360,9 +418,8 @@ fn get_uvarint(buf: &[u8], pos: &mut usize) -> Option<u64> {
 #[derive(Default)]
 pub struct Scratch {
     sa: Vec<i32>,
-    head: Vec<u32>,
-    count: Vec<u16>,
-    chain: Vec<u32>,
+    heads: Vec<[u32; 2]>,
+    links: Vec<[u32; 2]>,
     add: Vec<u8>,
     runs: Vec<u8>,
     lits: Vec<u8>,
@@ -381,8 +438,8 @@ impl std::fmt::Debug for Scratch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Scratch")
             .field("sa", &self.sa.capacity())
-            .field("head", &self.head.capacity())
-            .field("chain", &self.chain.capacity())
+            .field("heads", &self.heads.capacity())
+            .field("links", &self.links.capacity())
             .field("add", &self.add.capacity())
             .field("runs", &self.runs.capacity())
             .field("lits", &self.lits.capacity())
@@ -448,12 +505,7 @@ pub fn encode_with(
                 diff(&SuffixArray { sa, old }, old, new, &mut add)
             }
             MatchFinder::HashChain => {
-                let finder = HashChain::build(
-                    old,
-                    &mut scratch.head,
-                    &mut scratch.count,
-                    &mut scratch.chain,
-                );
+                let finder = HashChain::build(old, &mut scratch.heads, &mut scratch.links);
                 diff(&finder, old, new, &mut add)
             }
         }
@@ -606,8 +658,12 @@ fn scan<const BYTEWISE: bool>(
                     && old[c_us + k..c_us + k + GRAM] == new[s_us + k..s_us + k + GRAM]
             };
             let mut resume = None;
+            let mut skipped = false;
             let (p, l) = if repeat_at(0) {
                 (c_us, matchlen(&old[c_us..], &new[s_us..]))
+            } else if finder.skips(&new[s_us..]) {
+                skipped = true;
+                (0, 0)
             } else if let Some(k) = (1..=REPEAT_LOOKAHEAD).find(|&k| repeat_at(k)) {
                 resume = Some(k as i64);
                 (0, 0)
@@ -659,6 +715,7 @@ fn scan<const BYTEWISE: bool>(
             // backwards.
             let step = match resume {
                 Some(k) => k,
+                None if skipped => 1,
                 None => {
                     misses = if untaken_is_miss || len < MIN_USEFUL {
                         misses + 1
@@ -1165,8 +1222,8 @@ mod tests {
                 let third = new.len() / 3;
                 new.rotate_left(third);
             }
-            let (mut head, mut count, mut chain) = (Vec::new(), Vec::new(), Vec::new());
-            let chains = HashChain::build(&old, &mut head, &mut count, &mut chain);
+            let (mut heads, mut links) = (Vec::new(), Vec::new());
+            let chains = HashChain::build(&old, &mut heads, &mut links);
             let mut sa = vec![0i32; old.len()];
             libsais::SuffixArrayConstruction::for_text(&old)
                 .in_borrowed_buffer(&mut sa)
@@ -1184,6 +1241,92 @@ mod tests {
             }
         }
         assert_eq!(cases, 48);
+    }
+
+    /// Random bytes, the same on every run.
+    fn noise(n: usize, mut state: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 56) as u8
+            })
+            .collect()
+    }
+
+    /// A block's mask marks exactly the grams that `sampled` picks, in whole blocks
+    /// and in the short last one.
+    #[test]
+    fn sampled_masks_mark_what_sampled_picks() {
+        let bytes = noise(4096, 0x9e37_79b9_7f4a_7c15);
+        let mut marked = 0;
+        for start in (0..bytes.len() - 71).step_by(67) {
+            for len in [0, 7, 8, 9, 40, 70, 71] {
+                let block = &bytes[start..start + len];
+                let expected = (0..len.saturating_sub(GRAM - 1))
+                    .filter(|&j| sampled(word(block, j)))
+                    .fold(0u64, |m, j| m | 1 << j);
+                assert_eq!(sampled_mask(block), expected, "at {start}, {len} bytes");
+                marked += expected.count_ones();
+            }
+        }
+        // About one gram in eight of the 229 bytes of grams per start.
+        let starts = (bytes.len() - 71).div_ceil(67) as u32;
+        assert!((starts * 20..starts * 40).contains(&marked), "{marked}");
+    }
+
+    /// The chains hold every sampled gram of the window, and a search from one finds
+    /// the stretch it starts; the scan searches nowhere else.
+    #[test]
+    fn chains_find_every_sampled_gram() {
+        let old = noise(100_000, 0x2545_f491_4f6c_dd1d);
+        let (mut heads, mut links) = (Vec::new(), Vec::new());
+        let chains = HashChain::build(&old, &mut heads, &mut links);
+        let grams: Vec<usize> = (0..old.len() - GRAM + 1)
+            .filter(|&p| sampled(word(&old, p)))
+            .collect();
+        assert_eq!(chains.links.len(), grams.len());
+        for &p in &grams {
+            let new = &old[p..(p + 64).min(old.len())];
+            assert!(!chains.skips(new));
+            assert_eq!(chains.search(&old, new), (p, new.len()), "at {p}");
+        }
+        let unsampled = (0..old.len() - GRAM).find(|&p| !sampled(word(&old, p)));
+        assert!(chains.skips(&old[unsampled.expect("an unsampled gram")..]));
+    }
+
+    /// One gram repeated keeps [`COMMON_GRAM`] chain entries and starts no match;
+    /// data with a sampled gram at every position is indexed up to the cap.
+    #[test]
+    fn dense_windows_are_indexed_within_bounds() {
+        let b = (0..=255u8)
+            .find(|&b| sampled(u64::from_le_bytes([b; 8])))
+            .expect("a sampled run");
+        let old = vec![b; 50_000];
+        let (mut heads, mut links) = (Vec::new(), Vec::new());
+        let chains = HashChain::build(&old, &mut heads, &mut links);
+        assert_eq!(chains.links.len(), COMMON_GRAM);
+        assert_eq!(chains.search(&old, &old[..100]).1, 0);
+
+        // Every gram sampled: each next byte is one that makes a sampled gram.
+        let mut old = noise(GRAM - 1, 7);
+        let mut pick = 0u8;
+        while old.len() < 40_000 {
+            let at = old.len() + 1 - GRAM;
+            old.push(pick);
+            while !sampled(word(&old, at)) {
+                pick = pick.wrapping_add(97);
+                if let Some(last) = old.last_mut() {
+                    *last = pick;
+                }
+            }
+        }
+        let (mut heads, mut links) = (Vec::new(), Vec::new());
+        let chains = HashChain::build(&old, &mut heads, &mut links);
+        let grams = old.len() - GRAM + 1;
+        assert_eq!(chains.links.len(), link_cap(grams));
+        assert!(chains.links.len() < grams / 3);
     }
 
     /// Every entry of the stride tables is what scoring its bytes one by one gives.
