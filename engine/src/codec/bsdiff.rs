@@ -279,7 +279,7 @@ fn link_cap(grams: usize) -> usize {
 /// scan searches only where the new data starts one. A match of `l` bytes holds
 /// `l - 7` grams, so a long one holds a sampled gram near its start, on both sides.
 fn sampled(w: u64) -> bool {
-    w.wrapping_mul(0xff51_afd7_ed55_8ccd) >> 61 == 7
+    w.wrapping_mul(0xff51_afd7_ed55_8ccd) > u64::MAX - u64::MAX / SAMPLE_RATE as u64
 }
 
 /// Bit `j` set where the gram at `block[j..]` is sampled, for the `block.len() - 7`
