@@ -228,8 +228,11 @@ impl Finder for SuffixArray<'_> {
 
 /// Length of the strings the hash chains index.
 const GRAM: usize = 8;
-/// Candidates examined per search.
-const CHAIN_DEPTH: usize = 8;
+/// Candidates examined per search. With one gram in eight indexed, 16 against 8
+/// made the default level's patches smaller (kernel-tar -1.25 %, kernel-ext4
+/// -1.1 %, qemu-x86 -0.2 %) for no measurable time (5 alternating rounds, CPU time
+/// within 1 %).
+const CHAIN_DEPTH: usize = 16;
 /// Matches are measured up to this length; the scan extends them anyway.
 const MAX_MEASURE: usize = 1 << 12;
 /// A candidate at least this long ends the chain walk.
