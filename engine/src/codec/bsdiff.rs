@@ -259,8 +259,8 @@ const COMMON_GRAM: usize = 1024;
 struct HashChain<'s> {
     bits: u32,
     /// Per hash: the newest chain entry (0 for none) and how many window positions
-    /// have the hash, saturating. One table, so that building the chains takes one
-    /// cache miss per sampled gram, not two.
+    /// have the hash, saturating. One table, one cache line per sampled gram rather
+    /// than two (measured: the same time as two tables, 3 alternating rounds).
     heads: &'s [[u32; 2]],
     /// Each chain entry's window position and the next entry.
     links: &'s [[u32; 2]],
