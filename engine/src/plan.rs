@@ -228,7 +228,8 @@ pub(crate) fn select_window(
         }
     }
     // Trim stray anchors at either end, up to 1/TRIM_SHARE of the weight, but not
-    // to a window (with its pads) shorter than the frame.
+    // to a window (with its pads) shorter than the frame. The low end is trimmed
+    // first, and what it leaves of the budget serves the high end.
     let budget = best / TRIM_SHARE;
     let floor = (t1 - t0) as u64;
     let mut cut = 0;

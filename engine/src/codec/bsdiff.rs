@@ -1246,23 +1246,11 @@ mod tests {
         assert_eq!(cases, 48);
     }
 
-    /// Random bytes, the same on every run.
-    fn noise(n: usize, mut state: u64) -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 56) as u8
-            })
-            .collect()
-    }
-
     /// A block's mask marks exactly the grams that `sampled` picks, in whole blocks
     /// and in the short last one.
     #[test]
     fn sampled_masks_mark_what_sampled_picks() {
-        let bytes = noise(4096, 0x9e37_79b9_7f4a_7c15);
+        let bytes = deltaward_testkit::noise(4096, 0x9e37_79b9_7f4a_7c15);
         let mut marked = 0;
         for start in (0..bytes.len() - 71).step_by(67) {
             for len in [0, 7, 8, 9, 40, 70, 71] {
@@ -1283,7 +1271,7 @@ mod tests {
     /// the stretch it starts; the scan searches nowhere else.
     #[test]
     fn chains_find_every_sampled_gram() {
-        let old = noise(100_000, 0x2545_f491_4f6c_dd1d);
+        let old = deltaward_testkit::noise(100_000, 0x2545_f491_4f6c_dd1d);
         let (mut heads, mut links) = (Vec::new(), Vec::new());
         let chains = HashChain::build(&old, &mut heads, &mut links);
         let grams: Vec<usize> = (0..old.len() - GRAM + 1)
@@ -1313,7 +1301,7 @@ mod tests {
         assert_eq!(chains.search(&old, &old[..100]).1, 0);
 
         // Every gram sampled: each next byte is one that makes a sampled gram.
-        let mut old = noise(GRAM - 1, 7);
+        let mut old = deltaward_testkit::noise(GRAM - 1, 7);
         let mut pick = 0u8;
         while old.len() < 40_000 {
             let at = old.len() + 1 - GRAM;
