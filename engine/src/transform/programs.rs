@@ -619,7 +619,7 @@ impl Site {
     }
 }
 
-/// The sites of every program's code, sorted by key.
+/// The sites of every program's code, sorted by key (equal keys in any order).
 fn sites(data: &[u8], programs: &[Program]) -> Vec<Site> {
     // In the pieces the regions will have, so that a large program's code is
     // scanned in parallel.
@@ -662,11 +662,88 @@ fn sites(data: &[u8], programs: &[Program]) -> Vec<Site> {
                 .collect::<Vec<_>>()
         })
         .collect();
-    // By program and key only: what is learned from the sites depends only on the
-    // keys each program holds once, so equal keys may come in any order (one u128
-    // key sorts faster than a tuple with the end).
-    out.par_sort_unstable_by_key(|s| u128::from(s.program) << 64 | u128::from(s.key));
+    // What is learned from the sites depends only on the keys each program (or the
+    // whole image) holds once, so equal keys may come in any order.
+    sort_bucketed(&mut out, |s| s.key, |s| s.key);
     out
+}
+
+/// Sorts `items` by `order`, where `spread` is a number that never decreases
+/// along that order (a hash key, an address): one counting pass puts them in
+/// about `items / 16` buckets of equal ranges of `spread`, then each bucket is
+/// sorted, in parallel. The ranges span the middle 98 % of a sample of the
+/// values, and the values outside it go to the first and last bucket, so that a
+/// few far outliers (the targets of bytes that only look like a call) do not put
+/// the rest in one bucket. Never wrong, whatever the values: skewed ones only make
+/// some buckets large. Equal `order` keys end in any order. On qemu-ext4 the
+/// comparison sorts of the sites and samples took 15 % of the diff's CPU time.
+fn sort_bucketed<T: Copy + Send, K: Ord>(
+    items: &mut [T],
+    spread: impl Fn(&T) -> u64,
+    order: impl Fn(&T) -> K + Sync,
+) {
+    let n = items.len();
+    let mut sample: Vec<u64> = items.iter().step_by(n / 1024 + 1).map(&spread).collect();
+    sample.sort_unstable();
+    let trim = sample.len() / 100;
+    let (lo, hi) = match (sample.get(trim), sample.iter().rev().nth(trim)) {
+        (Some(&lo), Some(&hi)) if n >= 1 << 12 && lo < hi => (lo, hi),
+        _ => {
+            items.sort_unstable_by_key(&order);
+            return;
+        }
+    };
+    let bits = (n / 16).ilog2().min(20);
+    // The top `bits` bits of the range's offsets choose the bucket.
+    let shift = (64 - (hi - lo).leading_zeros()).saturating_sub(bits);
+    let bucket = |t: &T| ((spread(t).clamp(lo, hi) - lo) >> shift) as usize;
+    let mut starts = vec![0usize; (1 << bits) + 1];
+    for t in items.iter() {
+        starts[bucket(t) + 1] += 1;
+    }
+    for b in 1..starts.len() {
+        starts[b] += starts[b - 1];
+    }
+    let unsorted = items.to_vec();
+    let mut next = starts.clone();
+    for t in unsorted {
+        let b = bucket(&t);
+        items[next[b]] = t;
+        next[b] += 1;
+    }
+    let mut buckets = Vec::with_capacity(1 << bits);
+    let mut rest = items;
+    for w in starts.windows(2) {
+        let (this, tail) = std::mem::take(&mut rest).split_at_mut(w[1] - w[0]);
+        buckets.push(this);
+        rest = tail;
+    }
+    buckets
+        .into_par_iter()
+        .with_min_len(1 << 10)
+        .for_each(|b| b.sort_unstable_by_key(&order));
+}
+
+/// `sites` (sorted by key) regrouped by program, each program's in key order: a
+/// stable counting sort. Borrowed as they are when one program has them all.
+fn by_program_key(sites: &[Site], count: usize) -> std::borrow::Cow<'_, [Site]> {
+    if count <= 1 {
+        return std::borrow::Cow::Borrowed(sites);
+    }
+    let mut starts = vec![0usize; count + 1];
+    for s in sites {
+        starts[s.program as usize + 1] += 1;
+    }
+    for p in 1..starts.len() {
+        starts[p] += starts[p - 1];
+    }
+    let mut out = sites.to_vec();
+    for s in sites {
+        let at = &mut starts[s.program as usize];
+        out[*at] = *s;
+        *at += 1;
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Blanks every address field of `code` (x86-64 displacements; AArch64 branch and
@@ -697,21 +774,13 @@ fn blank_addresses(machine: Machine, code: &mut [u8]) -> Vec<(usize, i32)> {
     found
 }
 
-/// The sites of each program (of `count`), from [`sites`]' output.
+/// The sites of each program (of `count`), from [`by_program_key`]'s output.
 fn by_program(sites: &[Site], count: usize) -> Vec<&[Site]> {
     let mut out = vec![&sites[..0]; count];
     for run in sites.chunk_by(|a, b| a.program == b.program) {
         out[run[0].program as usize] = run;
     }
     out
-}
-
-/// The sites of all programs, sorted by key (equal keys in any order: only keys
-/// that one site holds count, in [`unique`]).
-fn by_key(sites: &[Site]) -> Vec<Site> {
-    let mut all = sites.to_vec();
-    all.par_sort_unstable_by_key(|s| s.key);
-    all
 }
 
 /// The sites (sorted by key) whose key no other site among them has.
@@ -754,7 +823,7 @@ fn most_common<K: Eq + Copy, V: Ord + Copy>(
 /// map changes difference only where two addresses in a row agree on the new one,
 /// so that one stray sample does not start a piece.
 fn elect(mut samples: Vec<(u64, u64)>) -> AddressMap {
-    samples.par_sort_unstable();
+    sort_bucketed(&mut samples, |s| s.0, |&s| s);
     let points: Vec<(u64, u64)> = most_common(&samples).collect();
     let mut out: Vec<(u64, u64)> = Vec::new();
     for (i, &(at, add)) in points.iter().enumerate() {
@@ -800,8 +869,7 @@ pub(super) fn learn(
     let mut partners: Vec<(u32, u32)> = if old_programs.len() == 1 && new_programs.len() == 1 {
         vec![(0, 0)]
     } else {
-        let (all_old, all_new) = rayon::join(|| by_key(&old_sites), || by_key(&new_sites));
-        pairs(&all_old, &all_new)
+        pairs(&old_sites, &new_sites)
             .iter()
             .map(|(o, n)| (o.program, n.program))
             .collect()
@@ -814,9 +882,13 @@ pub(super) fn learn(
     // Then its sites pair with those of its partner, each key unique in the two
     // programs only: programs built from the same sources (qemu's emulators of
     // each target) share much code, which the whole image holds more than once.
+    let (old_grouped, new_grouped) = rayon::join(
+        || by_program_key(&old_sites, old_programs.len()),
+        || by_program_key(&new_sites, new_programs.len()),
+    );
     let (old_each, new_each) = (
-        by_program(&old_sites, old_programs.len()),
-        by_program(&new_sites, new_programs.len()),
+        by_program(&old_grouped, old_programs.len()),
+        by_program(&new_grouped, new_programs.len()),
     );
     let samples: Vec<Vec<(u64, u64)>> = (0..old_programs.len())
         .into_par_iter()
@@ -880,6 +952,44 @@ pub(super) fn learn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whatever the values (hashes, clustered addresses with far outliers, all
+    /// equal, few), the bucketed sort orders as a comparison sort does.
+    #[test]
+    fn bucketed_sorts_order_as_comparison_sorts() {
+        let words = |n: usize, seed: u64| -> Vec<u64> {
+            deltaward_testkit::noise(n * 8, seed)
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().expect("eight bytes")))
+                .collect()
+        };
+        let w = words(200_000, 3);
+        let cases: Vec<Vec<(u64, u64)>> = vec![
+            // Hash keys, and a second field where keys repeat.
+            w.iter().map(|&k| (k, k % 7)).collect(),
+            w.iter().map(|&k| (k % 1000, k >> 60)).collect(),
+            // Addresses in a program, a few far away, and a bucket-sized cluster.
+            w.iter()
+                .enumerate()
+                .map(|(i, &k)| match i % 500 {
+                    0 => (k, 1),
+                    1..=30 => (0x40_1000, k % 3),
+                    _ => (0x40_0000 + k % 0x100_0000, k % 5),
+                })
+                .collect(),
+            vec![(9, 9); 10_000],
+            w.iter().take(5000).map(|&k| (k, 0)).collect(),
+            w.iter().take(100).map(|&k| (k, 0)).collect(),
+            Vec::new(),
+        ];
+        for (i, case) in cases.into_iter().enumerate() {
+            let mut expected = case.clone();
+            expected.sort_unstable();
+            let mut got = case;
+            sort_bucketed(&mut got, |s| s.0, |&s| s);
+            assert!(got == expected, "case {i}");
+        }
+    }
 
     /// The walk [`scan`] does, one byte at a time: what it must find.
     fn scan_by_bytes(code: &mut [u8], mut f: impl FnMut(usize, i32) -> i32) {
