@@ -63,6 +63,13 @@ fn equal_mask(a: u64, b: u64) -> u8 {
     ((equal >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u8
 }
 
+/// Bit `j` set where `old[o + j]` equals `new[n + j]`, for the 64 bytes from there.
+fn equal_bits(old: &[u8], o: usize, new: &[u8], n: usize) -> u64 {
+    (0..8).fold(0u64, |bits, k| {
+        bits | u64::from(equal_mask(word(old, o + 8 * k), word(new, n + 8 * k))) << (8 * k)
+    })
+}
+
 /// What up to eight compared bytes do to a score, in the order compared (for the
 /// extensions +1 for an equal byte and -1 for a different one; for their overlap,
 /// see [`OVERLAP_STRIDES`]): the sum, the highest prefix sum (of one byte or more)
@@ -747,6 +754,32 @@ fn scan<const BYTEWISE: bool>(
             let (mut score, mut peak) = (0i64, 0i64);
             let mut i = 0i64;
             while lastscan + i < scan && lastpos + i < oldsize {
+                if !BYTEWISE && lastscan + i + 64 <= scan && lastpos + i + 64 <= oldsize {
+                    // 64 bytes at a time: where all are equal the peak is at their
+                    // end, where none are the score only falls (it never exceeds
+                    // the peak); else eight strides as below.
+                    let (o, n) = ((lastpos + i) as usize, (lastscan + i) as usize);
+                    let bits = equal_bits(old, o, new, n);
+                    if bits == u64::MAX {
+                        score += 64;
+                        if score > peak {
+                            (peak, lenf) = (score, i + 64);
+                        }
+                    } else if bits == 0 {
+                        score -= 64;
+                    } else {
+                        for k in 0..8 {
+                            let st = STRIDES[usize::from((bits >> (8 * k)) as u8)];
+                            if score + i64::from(st.peak) > peak {
+                                peak = score + i64::from(st.peak);
+                                lenf = i + 8 * k + i64::from(st.at);
+                            }
+                            score += i64::from(st.sum);
+                        }
+                    }
+                    i += 64;
+                    continue;
+                }
                 if !BYTEWISE && lastscan + i + 8 <= scan && lastpos + i + 8 <= oldsize {
                     let (o, n) = ((lastpos + i) as usize, (lastscan + i) as usize);
                     let st = STRIDES[usize::from(equal_mask(word(old, o), word(new, n)))];
@@ -774,6 +807,31 @@ fn scan<const BYTEWISE: bool>(
                 let (mut score, mut peak) = (0i64, 0i64);
                 let mut i = 1i64;
                 while scan >= lastscan + i && pos >= i {
+                    if !BYTEWISE && scan >= lastscan + i + 63 && pos >= i + 63 {
+                        // 64 bytes at a time, as in the forward extension; bit 0 of
+                        // `bits` is the top byte.
+                        let (o, n) = ((pos - i - 63) as usize, (scan - i - 63) as usize);
+                        let bits = equal_bits(old, o, new, n).reverse_bits();
+                        if bits == u64::MAX {
+                            score += 64;
+                            if score > peak {
+                                (peak, lenb) = (score, i + 63);
+                            }
+                        } else if bits == 0 {
+                            score -= 64;
+                        } else {
+                            for k in 0..8 {
+                                let st = STRIDES[usize::from((bits >> (8 * k)) as u8)];
+                                if score + i64::from(st.peak) > peak {
+                                    peak = score + i64::from(st.peak);
+                                    lenb = i - 1 + 8 * k + i64::from(st.at);
+                                }
+                                score += i64::from(st.sum);
+                            }
+                        }
+                        i += 64;
+                        continue;
+                    }
                     if !BYTEWISE && scan >= lastscan + i + 7 && pos >= i + 7 {
                         // Compared from the top address down: byte 7 first.
                         let (o, n) = ((pos - i - 7) as usize, (scan - i - 7) as usize);
@@ -1170,6 +1228,71 @@ mod tests {
     /// The scan with its eight-byte skips gives what it gives byte by byte, on
     /// data where the skips are taken often: relocated tables, sparse edits,
     /// unrelated bytes, runs, and rotated images.
+    #[test]
+    fn the_extensions_tie_as_byte_steps_do() {
+        // On one alignment: 128 equal bytes, 64 of which none is equal, 64 equal
+        // again, then data from elsewhere in the window. The forward extension's
+        // score comes back to its first peak exactly, and a tie keeps the first:
+        // the add run ends at 128, as the byte loop has it.
+        let old = deltaward_testkit::noise(8192, 0x51);
+        let mut new = old[..256].to_vec();
+        for b in &mut new[128..192] {
+            *b = b.wrapping_add(1);
+        }
+        new.extend_from_slice(&old[4096..6144]);
+        let (mut heads, mut links) = (Vec::new(), Vec::new());
+        let chains = HashChain::build(&old, &mut heads, &mut links);
+        let (mut add_fast, mut add_slow) = (Vec::new(), Vec::new());
+        let fast = scan::<false>(&chains, &old, &new, &mut add_fast);
+        let slow = scan::<true>(&chains, &old, &new, &mut add_slow);
+        assert_eq!(fast, slow);
+        assert_eq!(add_fast, add_slow);
+        // The first control: 128 add bytes, then the 128 after them as extra.
+        let mut at = 0;
+        let mut control = || get_uvarint(&fast.0, &mut at).expect("a control");
+        assert_eq!((control(), control()), (128, 128));
+    }
+
+    #[test]
+    fn the_backward_extension_and_overlap_agree_with_byte_steps() {
+        // The window holds the new data's first 256 bytes twice: at 0, and before
+        // X with 64 of them changed. The scan follows the copy at 0, then searches
+        // at 256 (a sampled gram) and finds X; the backward extension on X's
+        // alignment and the overlap of the two extensions decide where the first
+        // add run ends and X's begins.
+        let controls = |changed: std::ops::Range<usize>| {
+            let mut old = deltaward_testkit::noise(16_384, 0x77);
+            let x = (4096..12_000)
+                .find(|&x| sampled(word(&old, x)))
+                .expect("a sampled gram");
+            let mut copy = old[..256].to_vec();
+            for b in &mut copy[changed] {
+                *b = b.wrapping_add(1);
+            }
+            old[x - 256..x].copy_from_slice(&copy);
+            let new = [&old[..256], &old[x..x + 2048]].concat();
+            let (mut heads, mut links) = (Vec::new(), Vec::new());
+            let chains = HashChain::build(&old, &mut heads, &mut links);
+            let (mut add_fast, mut add_slow) = (Vec::new(), Vec::new());
+            let fast = scan::<false>(&chains, &old, &new, &mut add_fast);
+            let slow = scan::<true>(&chains, &old, &new, &mut add_slow);
+            assert_eq!(fast, slow);
+            assert_eq!(add_fast, add_slow);
+            let mut at = 0;
+            let mut control = || get_uvarint(&fast.0, &mut at).expect("a control");
+            ((control(), control(), control()), 2 * (x as u64 - 256))
+        };
+        // Back from 256: 128 equal bytes (two 64-byte steps), 64 of which none is
+        // equal, 64 equal: the score ties its peak, and the first (128 back)
+        // stands. Both alignments hold the overlap: 128 add bytes, then X - 128.
+        let (got, seek) = controls(64..128);
+        assert_eq!(got, (128, 0, seek));
+        // Back from 256: 64 equal, 64 not, 128 equal: the extension reaches 0.
+        // Over that overlap the copy at 0 alone holds 128..192: 192 add bytes.
+        let (got, seek) = controls(128..192);
+        assert_eq!(got, (192, 0, seek));
+    }
+
     #[test]
     fn the_scan_skips_change_nothing() {
         let mut rand = deltaward_testkit::xorshift(0x0123_4567_89ab_cdef);
