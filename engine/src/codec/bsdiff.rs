@@ -70,6 +70,39 @@ fn equal_bits(old: &[u8], o: usize, new: &[u8], n: usize) -> u64 {
     })
 }
 
+/// Adds 64 compared bytes to an extension's `score` (`bits`: bit `j` set where the
+/// `j`-th byte compared is equal), raising `peak` where the score passes it; returns
+/// how many of the bytes reach the new peak first (1 to 64), if there is one. Where
+/// all are equal the peak is at their end; where none is the score only falls (it
+/// is never above the peak); else eight [`STRIDES`] lookups.
+fn score_64(bits: u64, score: &mut i64, peak: &mut i64) -> Option<i64> {
+    match bits {
+        u64::MAX => {
+            *score += 64;
+            (*score > *peak).then(|| {
+                *peak = *score;
+                64
+            })
+        }
+        0 => {
+            *score -= 64;
+            None
+        }
+        _ => {
+            let mut at = None;
+            for k in 0..8 {
+                let st = STRIDES[usize::from((bits >> (8 * k)) as u8)];
+                if *score + i64::from(st.peak) > *peak {
+                    *peak = *score + i64::from(st.peak);
+                    at = Some(8 * k + i64::from(st.at));
+                }
+                *score += i64::from(st.sum);
+            }
+            at
+        }
+    }
+}
+
 /// What up to eight compared bytes do to a score, in the order compared (for the
 /// extensions +1 for an equal byte and -1 for a different one; for their overlap,
 /// see [`OVERLAP_STRIDES`]): the sum, the highest prefix sum (of one byte or more)
@@ -755,27 +788,10 @@ fn scan<const BYTEWISE: bool>(
             let mut i = 0i64;
             while lastscan + i < scan && lastpos + i < oldsize {
                 if !BYTEWISE && lastscan + i + 64 <= scan && lastpos + i + 64 <= oldsize {
-                    // 64 bytes at a time: where all are equal the peak is at their
-                    // end, where none are the score only falls (it never exceeds
-                    // the peak); else eight strides as below.
                     let (o, n) = ((lastpos + i) as usize, (lastscan + i) as usize);
                     let bits = equal_bits(old, o, new, n);
-                    if bits == u64::MAX {
-                        score += 64;
-                        if score > peak {
-                            (peak, lenf) = (score, i + 64);
-                        }
-                    } else if bits == 0 {
-                        score -= 64;
-                    } else {
-                        for k in 0..8 {
-                            let st = STRIDES[usize::from((bits >> (8 * k)) as u8)];
-                            if score + i64::from(st.peak) > peak {
-                                peak = score + i64::from(st.peak);
-                                lenf = i + 8 * k + i64::from(st.at);
-                            }
-                            score += i64::from(st.sum);
-                        }
+                    if let Some(at) = score_64(bits, &mut score, &mut peak) {
+                        lenf = i + at;
                     }
                     i += 64;
                     continue;
@@ -812,22 +828,8 @@ fn scan<const BYTEWISE: bool>(
                         // `bits` is the top byte.
                         let (o, n) = ((pos - i - 63) as usize, (scan - i - 63) as usize);
                         let bits = equal_bits(old, o, new, n).reverse_bits();
-                        if bits == u64::MAX {
-                            score += 64;
-                            if score > peak {
-                                (peak, lenb) = (score, i + 63);
-                            }
-                        } else if bits == 0 {
-                            score -= 64;
-                        } else {
-                            for k in 0..8 {
-                                let st = STRIDES[usize::from((bits >> (8 * k)) as u8)];
-                                if score + i64::from(st.peak) > peak {
-                                    peak = score + i64::from(st.peak);
-                                    lenb = i - 1 + 8 * k + i64::from(st.at);
-                                }
-                                score += i64::from(st.sum);
-                            }
+                        if let Some(at) = score_64(bits, &mut score, &mut peak) {
+                            lenb = i - 1 + at;
                         }
                         i += 64;
                         continue;
