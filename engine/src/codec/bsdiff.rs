@@ -1227,9 +1227,19 @@ mod tests {
         sizes[0].max(sizes[1])
     }
 
-    /// The scan with its eight-byte skips gives what it gives byte by byte, on
-    /// data where the skips are taken often: relocated tables, sparse edits,
-    /// unrelated bytes, runs, and rotated images.
+    /// The controls of the hash-chain scan of `new` against `old`, after checking
+    /// that the scan gives what it gives byte by byte.
+    fn controls_checked(old: &[u8], new: &[u8]) -> Vec<u8> {
+        let (mut heads, mut links) = (Vec::new(), Vec::new());
+        let chains = HashChain::build(old, &mut heads, &mut links);
+        let (mut add_fast, mut add_slow) = (Vec::new(), Vec::new());
+        let fast = scan::<false>(&chains, old, new, &mut add_fast);
+        let slow = scan::<true>(&chains, old, new, &mut add_slow);
+        assert_eq!(fast, slow);
+        assert_eq!(add_fast, add_slow);
+        fast.0
+    }
+
     #[test]
     fn the_extensions_tie_as_byte_steps_do() {
         // On one alignment: 128 equal bytes, 64 of which none is equal, 64 equal
@@ -1242,16 +1252,10 @@ mod tests {
             *b = b.wrapping_add(1);
         }
         new.extend_from_slice(&old[4096..6144]);
-        let (mut heads, mut links) = (Vec::new(), Vec::new());
-        let chains = HashChain::build(&old, &mut heads, &mut links);
-        let (mut add_fast, mut add_slow) = (Vec::new(), Vec::new());
-        let fast = scan::<false>(&chains, &old, &new, &mut add_fast);
-        let slow = scan::<true>(&chains, &old, &new, &mut add_slow);
-        assert_eq!(fast, slow);
-        assert_eq!(add_fast, add_slow);
+        let controls = controls_checked(&old, &new);
         // The first control: 128 add bytes, then the 128 after them as extra.
         let mut at = 0;
-        let mut control = || get_uvarint(&fast.0, &mut at).expect("a control");
+        let mut control = || get_uvarint(&controls, &mut at).expect("a control");
         assert_eq!((control(), control()), (128, 128));
     }
 
@@ -1273,15 +1277,9 @@ mod tests {
             }
             old[x - 256..x].copy_from_slice(&copy);
             let new = [&old[..256], &old[x..x + 2048]].concat();
-            let (mut heads, mut links) = (Vec::new(), Vec::new());
-            let chains = HashChain::build(&old, &mut heads, &mut links);
-            let (mut add_fast, mut add_slow) = (Vec::new(), Vec::new());
-            let fast = scan::<false>(&chains, &old, &new, &mut add_fast);
-            let slow = scan::<true>(&chains, &old, &new, &mut add_slow);
-            assert_eq!(fast, slow);
-            assert_eq!(add_fast, add_slow);
+            let controls = controls_checked(&old, &new);
             let mut at = 0;
-            let mut control = || get_uvarint(&fast.0, &mut at).expect("a control");
+            let mut control = || get_uvarint(&controls, &mut at).expect("a control");
             ((control(), control(), control()), 2 * (x as u64 - 256))
         };
         // Back from 256: 128 equal bytes (two 64-byte steps), 64 of which none is
@@ -1295,6 +1293,9 @@ mod tests {
         assert_eq!(got, (192, 0, seek));
     }
 
+    /// The scan with its eight-byte skips gives what it gives byte by byte, on
+    /// data where the skips are taken often: relocated tables, sparse edits,
+    /// unrelated bytes, runs, and rotated images.
     #[test]
     fn the_scan_skips_change_nothing() {
         let mut rand = deltaward_testkit::xorshift(0x0123_4567_89ab_cdef);

@@ -43,8 +43,8 @@ const PIECE: u64 = 1 << 20;
 const CONTEXT: usize = 12;
 /// Most code bytes (per image) that learning reads, from the programs first in
 /// the image: a program has a site every 60 bytes or so (qemu-system-x86_64: 304,000
-/// in 5.8 MB), and each takes 24 bytes twice (by program and by key), so 64 MiB of
-/// code costs about 110 MB per image.
+/// in 5.8 MB), and each takes 24 bytes twice (sorted by key, and a copy to sort
+/// from or grouped by program), so 64 MiB of code costs about 110 MB per image.
 const MAX_LEARN_CODE: u64 = 64 << 20;
 /// Most sections an ELF file may have to be taken for a program.
 const MAX_SECTIONS: u64 = 4096;
