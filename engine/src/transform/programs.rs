@@ -635,7 +635,7 @@ fn sites(data: &[u8], programs: &[Program]) -> Vec<Site> {
             })
         })
         .collect();
-    let mut out: Vec<Site> = sections
+    let out: Vec<Site> = sections
         .par_iter()
         .flat_map_iter(|(program, machine, (range, vaddr))| {
             let (program, machine, vaddr) = (*program, *machine, *vaddr);
@@ -664,8 +664,7 @@ fn sites(data: &[u8], programs: &[Program]) -> Vec<Site> {
         .collect();
     // What is learned from the sites depends only on the keys each program (or the
     // whole image) holds once, so equal keys may come in any order.
-    sort_bucketed(&mut out, |s| s.key, |s| s.key);
-    out
+    sort_bucketed(out, |s| s.key, |s| s.key)
 }
 
 /// Sorts `items` by `order`, where `spread` is a number that never decreases
@@ -678,10 +677,10 @@ fn sites(data: &[u8], programs: &[Program]) -> Vec<Site> {
 /// some buckets large. Equal `order` keys end in any order. On qemu-ext4 the
 /// comparison sorts of the sites and samples took 15 % of the diff's CPU time.
 fn sort_bucketed<T: Copy + Send, K: Ord>(
-    items: &mut [T],
+    mut items: Vec<T>,
     spread: impl Fn(&T) -> u64,
     order: impl Fn(&T) -> K + Sync,
-) {
+) -> Vec<T> {
     let n = items.len();
     let mut sample: Vec<u64> = items.iter().step_by(n / 1024 + 1).map(&spread).collect();
     sample.sort_unstable();
@@ -690,29 +689,17 @@ fn sort_bucketed<T: Copy + Send, K: Ord>(
         (Some(&lo), Some(&hi)) if n >= 1 << 12 && lo < hi => (lo, hi),
         _ => {
             items.sort_unstable_by_key(&order);
-            return;
+            return items;
         }
     };
     let bits = (n / 16).ilog2().min(20);
     // The top `bits` bits of the range's offsets choose the bucket.
     let shift = (64 - (hi - lo).leading_zeros()).saturating_sub(bits);
     let bucket = |t: &T| ((spread(t).clamp(lo, hi) - lo) >> shift) as usize;
-    let mut starts = vec![0usize; (1 << bits) + 1];
-    for t in items.iter() {
-        starts[bucket(t) + 1] += 1;
-    }
-    for b in 1..starts.len() {
-        starts[b] += starts[b - 1];
-    }
-    let unsorted = items.to_vec();
-    let mut next = starts.clone();
-    for t in unsorted {
-        let b = bucket(&t);
-        items[next[b]] = t;
-        next[b] += 1;
-    }
+    let (mut sorted, starts) = scatter(&items, 1 << bits, bucket);
+    drop(items);
     let mut buckets = Vec::with_capacity(1 << bits);
-    let mut rest = items;
+    let mut rest = &mut sorted[..];
     for w in starts.windows(2) {
         let (this, tail) = std::mem::take(&mut rest).split_at_mut(w[1] - w[0]);
         buckets.push(this);
@@ -722,6 +709,32 @@ fn sort_bucketed<T: Copy + Send, K: Ord>(
         .into_par_iter()
         .with_min_len(1 << 10)
         .for_each(|b| b.sort_unstable_by_key(&order));
+    sorted
+}
+
+/// `items` in the order of their buckets (`bucket` gives each one below
+/// `buckets`), in their order within a bucket (a counting sort), and where each
+/// bucket starts (`buckets + 1` entries, the last the end).
+fn scatter<T: Copy>(
+    items: &[T],
+    buckets: usize,
+    bucket: impl Fn(&T) -> usize,
+) -> (Vec<T>, Vec<usize>) {
+    let mut starts = vec![0usize; buckets + 1];
+    for t in items {
+        starts[bucket(t) + 1] += 1;
+    }
+    for b in 1..starts.len() {
+        starts[b] += starts[b - 1];
+    }
+    let mut out = items.to_vec();
+    let mut next = starts.clone();
+    for t in items {
+        let at = &mut next[bucket(t)];
+        out[*at] = *t;
+        *at += 1;
+    }
+    (out, starts)
 }
 
 /// `sites` (sorted by key) regrouped by program, each program's in key order: a
@@ -730,20 +743,7 @@ fn by_program_key(sites: &[Site], count: usize) -> std::borrow::Cow<'_, [Site]> 
     if count <= 1 {
         return std::borrow::Cow::Borrowed(sites);
     }
-    let mut starts = vec![0usize; count + 1];
-    for s in sites {
-        starts[s.program as usize + 1] += 1;
-    }
-    for p in 1..starts.len() {
-        starts[p] += starts[p - 1];
-    }
-    let mut out = sites.to_vec();
-    for s in sites {
-        let at = &mut starts[s.program as usize];
-        out[*at] = *s;
-        *at += 1;
-    }
-    std::borrow::Cow::Owned(out)
+    std::borrow::Cow::Owned(scatter(sites, count, |s| s.program as usize).0)
 }
 
 /// Blanks every address field of `code` (x86-64 displacements; AArch64 branch and
@@ -822,8 +822,8 @@ fn most_common<K: Eq + Copy, V: Ord + Copy>(
 /// takes the difference most of its samples give (the smallest on a tie), and the
 /// map changes difference only where two addresses in a row agree on the new one,
 /// so that one stray sample does not start a piece.
-fn elect(mut samples: Vec<(u64, u64)>) -> AddressMap {
-    sort_bucketed(&mut samples, |s| s.0, |&s| s);
+fn elect(samples: Vec<(u64, u64)>) -> AddressMap {
+    let samples = sort_bucketed(samples, |s| s.0, |&s| s);
     let points: Vec<(u64, u64)> = most_common(&samples).collect();
     let mut out: Vec<(u64, u64)> = Vec::new();
     for (i, &(at, add)) in points.iter().enumerate() {
@@ -985,8 +985,7 @@ mod tests {
         for (i, case) in cases.into_iter().enumerate() {
             let mut expected = case.clone();
             expected.sort_unstable();
-            let mut got = case;
-            sort_bucketed(&mut got, |s| s.0, |&s| s);
+            let got = sort_bucketed(case, |s| s.0, |&s| s);
             assert!(got == expected, "case {i}");
         }
     }
