@@ -94,9 +94,12 @@ const LANE: usize = 64 << 10;
 /// indexes into `data`; the key identifies the 64 bytes ending there.
 ///
 /// Each byte's step depends on the one before, so one chain runs at the latency of
-/// a shift and an add: the range is taken in pieces of two lanes, hashed as two
-/// chains in one loop, which runs at nearly twice the rate. A key depends only on
-/// the 64 bytes ending at its position, so the lanes find what one pass would.
+/// a shift and an add: the range is taken in pieces of four lanes, hashed as four
+/// chains in one loop. A key depends only on the 64 bytes ending at its position,
+/// so the lanes find what one pass would. Four lanes scan 200 MB of kernel-tar in
+/// 104 ms against two lanes' 133 ms (3 rounds each); the candidate test stays one
+/// compare and branch per lane (a single test of the four hashes' minimum took more
+/// instructions, 116 ms).
 pub fn scan_anchors(data: &[u8], from: usize, to: usize, mut f: impl FnMut(usize, u64)) {
     let to = to.min(data.len());
     if from >= to {
@@ -111,37 +114,45 @@ pub fn scan_anchors(data: &[u8], from: usize, to: usize, mut f: impl FnMut(usize
             .iter()
             .fold(0u64, |h, &b| (h << 1).wrapping_add(GEAR[b as usize]))
     };
+    let step = |h: u64, b: u8| (h << 1).wrapping_add(GEAR[b as usize]);
     // Candidates (one position in 256 on most data, but one in two on some
-    // periodic data) are kept per piece, then the spacing rule is applied in order.
-    let mut cand_a = Vec::new();
-    let mut cand_b = Vec::new();
+    // periodic data) are kept per lane, then the spacing rule is applied in order.
+    let mut cands: [Vec<(usize, u64)>; 4] = Default::default();
     let mut piece = from;
     while piece < to {
-        let end = to.min(piece + 2 * LANE);
-        let mid = piece + (end - piece) / 2;
-        let (mut ha, mut hb) = (warm(piece), warm(mid));
-        let (lane_a, lane_b) = (&data[piece..mid], &data[mid..end]);
-        for (k, (&a, &b)) in lane_a.iter().zip(lane_b).enumerate() {
-            ha = (ha << 1).wrapping_add(GEAR[a as usize]);
-            hb = (hb << 1).wrapping_add(GEAR[b as usize]);
-            if ha & ANCHOR_MASK == 0 {
-                cand_a.push((piece + k, ha));
+        let end = to.min(piece + 4 * LANE);
+        let q = (end - piece) / 4;
+        let s = [piece, piece + q, piece + 2 * q, piece + 3 * q];
+        let [mut h0, mut h1, mut h2, mut h3] = s.map(warm);
+        let [l0, l1, l2, l3] = s.map(|s| &data[s..s + q]);
+        for (k, (((&a, &b), &c), &d)) in l0.iter().zip(l1).zip(l2).zip(l3).enumerate() {
+            (h0, h1, h2, h3) = (step(h0, a), step(h1, b), step(h2, c), step(h3, d));
+            if h0 & ANCHOR_MASK == 0 {
+                cands[0].push((s[0] + k, h0));
             }
-            if hb & ANCHOR_MASK == 0 {
-                cand_b.push((mid + k, hb));
+            if h1 & ANCHOR_MASK == 0 {
+                cands[1].push((s[1] + k, h1));
+            }
+            if h2 & ANCHOR_MASK == 0 {
+                cands[2].push((s[2] + k, h2));
+            }
+            if h3 & ANCHOR_MASK == 0 {
+                cands[3].push((s[3] + k, h3));
             }
         }
-        // The second lane is one byte longer when the piece's length is odd.
-        for (k, &b) in lane_b.iter().enumerate().skip(lane_a.len()) {
-            hb = (hb << 1).wrapping_add(GEAR[b as usize]);
-            if hb & ANCHOR_MASK == 0 {
-                cand_b.push((mid + k, hb));
+        // The last lane takes the piece's length past four equal lanes (0 to 3).
+        for (k, &b) in data[s[3] + q..end].iter().enumerate() {
+            h3 = step(h3, b);
+            if h3 & ANCHOR_MASK == 0 {
+                cands[3].push((s[3] + q + k, h3));
             }
         }
-        for (i, h) in cand_a.drain(..).chain(cand_b.drain(..)) {
-            if i >= next_allowed {
-                f(i, h);
-                next_allowed = i + ANCHOR_MIN_GAP;
+        for lane in &mut cands {
+            for (i, h) in lane.drain(..) {
+                if i >= next_allowed {
+                    f(i, h);
+                    next_allowed = i + ANCHOR_MIN_GAP;
+                }
             }
         }
         piece = end;
@@ -304,10 +315,10 @@ mod tests {
     }
 
     #[test]
-    fn two_chain_scan_finds_what_one_chain_finds() {
+    fn four_chain_scan_finds_what_one_chain_finds() {
         // Random bytes, and runs that make anchors cluster (the spacing rule).
         let mut x: u64 = 0x1234_5678;
-        let mut data: Vec<u8> = (0..300_000)
+        let mut data: Vec<u8> = (0..600_000)
             .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 7;
@@ -319,8 +330,10 @@ mod tests {
             data[i] = (i % 5) as u8;
         }
         // A two-byte period whose every other position is a candidate (the spacing
-        // rule then decides), across the lane boundary of the first piece
-        // (65,536) and the boundary between pieces (131,072).
+        // rule then decides), across the lane boundaries of the first piece
+        // (65,536, 131,072 and 196,608), the boundary between pieces (262,144),
+        // and the lane boundaries of a short last piece (from 524,288 to 600,000:
+        // 543,216, 562,144 and 581,072).
         let steady = |a: u8, b: u8| {
             (0..GEAR_HISTORY).fold(0u64, |h, k| {
                 let byte = if k % 2 == 0 { a } else { b };
@@ -331,13 +344,23 @@ mod tests {
             .flat_map(|a| (0..=255u8).map(move |b| (a, b)))
             .find(|&(a, b)| steady(a, b) & ANCHOR_MASK == 0)
             .expect("a periodic pattern that anchors");
-        for range in [60_000..70_000, 128_000..135_000] {
+        for range in [
+            60_000..70_000,
+            128_000..135_000,
+            196_000..197_000,
+            262_000..262_300,
+            543_000..543_500,
+            581_000..581_100,
+        ] {
             for i in range {
                 data[i] = if i % 2 == 0 { a } else { b };
             }
         }
         let cases = [
             (0, 300_000),
+            (0, 600_000),
+            (3, 524_290),
+            (524_287, 599_998),
             (0, 10),
             (5, 70),
             (63, 200),
@@ -348,6 +371,7 @@ mod tests {
             (1, 131_073),
             (12_345, 299_999),
             (200_000, 400_000),
+            (200_000, 700_000),
             (7, 7),
         ];
         for (from, to) in cases {
@@ -355,7 +379,23 @@ mod tests {
             scan_anchors(&data, from, to, |i, h| got.push((i, h)));
             assert_eq!(got, scan_reference(&data, from, to), "range {from}..{to}");
         }
-        assert!(scan_reference(&data, 0, 300_000).len() > 500);
+        // Ranges whose last lane is one to three bytes longer than the others, with
+        // an anchor in its last byte.
+        for &(p, _) in scan_reference(&data, 0, 600_000)
+            .iter()
+            .skip(100)
+            .step_by(400)
+        {
+            for len in [1_001, 1_002, 1_003] {
+                let (from, to) = (p + 1 - len, p + 1);
+                let mut got = Vec::new();
+                scan_anchors(&data, from, to, |i, h| got.push((i, h)));
+                let want = scan_reference(&data, from, to);
+                assert_eq!(want.last().map(|a| a.0), Some(p), "range {from}..{to}");
+                assert_eq!(got, want, "range {from}..{to}");
+            }
+        }
+        assert!(scan_reference(&data, 0, 600_000).len() > 1_000);
     }
 
     #[test]
