@@ -123,23 +123,7 @@ pub fn scan_anchors(data: &[u8], from: usize, to: usize, mut f: impl FnMut(usize
         let end = to.min(piece + 4 * LANE);
         let q = (end - piece) / 4;
         let s = [piece, piece + q, piece + 2 * q, piece + 3 * q];
-        let [mut h0, mut h1, mut h2, mut h3] = s.map(warm);
-        let [l0, l1, l2, l3] = s.map(|s| &data[s..s + q]);
-        for (k, (((&a, &b), &c), &d)) in l0.iter().zip(l1).zip(l2).zip(l3).enumerate() {
-            (h0, h1, h2, h3) = (step(h0, a), step(h1, b), step(h2, c), step(h3, d));
-            if h0 & ANCHOR_MASK == 0 {
-                cands[0].push((s[0] + k, h0));
-            }
-            if h1 & ANCHOR_MASK == 0 {
-                cands[1].push((s[1] + k, h1));
-            }
-            if h2 & ANCHOR_MASK == 0 {
-                cands[2].push((s[2] + k, h2));
-            }
-            if h3 & ANCHOR_MASK == 0 {
-                cands[3].push((s[3] + k, h3));
-            }
-        }
+        let mut h3 = four_lanes(data, s, q, s.map(warm), &mut cands);
         // The last lane takes the piece's length past four equal lanes (0 to 3).
         for (k, &b) in data[s[3] + q..end].iter().enumerate() {
             h3 = step(h3, b);
@@ -157,6 +141,39 @@ pub fn scan_anchors(data: &[u8], from: usize, to: usize, mut f: impl FnMut(usize
         }
         piece = end;
     }
+}
+
+/// The gear hashes of the four lanes `data[s[j]..s[j] + q]` from hashes `h`, their
+/// anchor candidates pushed to `cands`; returns the last lane's hash. Not inlined:
+/// inlined into the window placement (whose closure looks each anchor up), the
+/// loop kept its pointers on the stack and reloaded them at every byte.
+#[inline(never)]
+fn four_lanes(
+    data: &[u8],
+    s: [usize; 4],
+    q: usize,
+    h: [u64; 4],
+    cands: &mut [Vec<(usize, u64)>; 4],
+) -> u64 {
+    let step = |h: u64, b: u8| (h << 1).wrapping_add(GEAR[b as usize]);
+    let [mut h0, mut h1, mut h2, mut h3] = h;
+    let [l0, l1, l2, l3] = s.map(|s| &data[s..s + q]);
+    for (k, (((&a, &b), &c), &d)) in l0.iter().zip(l1).zip(l2).zip(l3).enumerate() {
+        (h0, h1, h2, h3) = (step(h0, a), step(h1, b), step(h2, c), step(h3, d));
+        if h0 & ANCHOR_MASK == 0 {
+            cands[0].push((s[0] + k, h0));
+        }
+        if h1 & ANCHOR_MASK == 0 {
+            cands[1].push((s[1] + k, h1));
+        }
+        if h2 & ANCHOR_MASK == 0 {
+            cands[2].push((s[2] + k, h2));
+        }
+        if h3 & ANCHOR_MASK == 0 {
+            cands[3].push((s[3] + k, h3));
+        }
+    }
+    h3
 }
 
 /// Anchor keys are already uniformly distributed hashes: use them as they are.
