@@ -91,12 +91,10 @@ fn score_64(bits: u64, score: &mut i64, peak: &mut i64) -> Option<i64> {
         _ => {
             let mut at = None;
             for k in 0..8 {
-                let st = STRIDES[usize::from((bits >> (8 * k)) as u8)];
-                if *score + i64::from(st.peak) > *peak {
-                    *peak = *score + i64::from(st.peak);
-                    at = Some(8 * k + i64::from(st.at));
+                let st = &STRIDES[usize::from((bits >> (8 * k)) as u8)];
+                if let Some(a) = st.add_to(score, peak) {
+                    at = Some(8 * k + a);
                 }
-                *score += i64::from(st.sum);
             }
             at
         }
@@ -112,6 +110,20 @@ struct Stride {
     sum: i8,
     peak: i8,
     at: u8,
+}
+
+impl Stride {
+    /// Adds the stride to `score`, raising `peak` where the score passes it on the
+    /// way; returns how many of its bytes reach the new peak first, if there is
+    /// one. The one step of the extensions, their overlap and [`score_64`].
+    fn add_to(&self, score: &mut i64, peak: &mut i64) -> Option<i64> {
+        let raised = *score + i64::from(self.peak) > *peak;
+        if raised {
+            *peak = *score + i64::from(self.peak);
+        }
+        *score += i64::from(self.sum);
+        raised.then_some(i64::from(self.at))
+    }
 }
 
 /// [`Stride`] for every mask of equal bytes, bit 0 compared first.
@@ -814,12 +826,10 @@ fn scan<const BYTEWISE: bool>(
                 }
                 if !BYTEWISE && lastscan + i + 8 <= scan && lastpos + i + 8 <= oldsize {
                     let (o, n) = ((lastpos + i) as usize, (lastscan + i) as usize);
-                    let st = STRIDES[usize::from(equal_mask(word(old, o), word(new, n)))];
-                    if score + i64::from(st.peak) > peak {
-                        peak = score + i64::from(st.peak);
-                        lenf = i + i64::from(st.at);
+                    let st = &STRIDES[usize::from(equal_mask(word(old, o), word(new, n)))];
+                    if let Some(at) = st.add_to(&mut score, &mut peak) {
+                        lenf = i + at;
                     }
-                    score += i64::from(st.sum);
                     i += 8;
                     continue;
                 }
@@ -854,12 +864,9 @@ fn scan<const BYTEWISE: bool>(
                         // Compared from the top address down: byte 7 first.
                         let (o, n) = ((pos - i - 7) as usize, (scan - i - 7) as usize);
                         let mask = equal_mask(word(old, o), word(new, n)).reverse_bits();
-                        let st = STRIDES[usize::from(mask)];
-                        if score + i64::from(st.peak) > peak {
-                            peak = score + i64::from(st.peak);
-                            lenb = i - 1 + i64::from(st.at);
+                        if let Some(at) = STRIDES[usize::from(mask)].add_to(&mut score, &mut peak) {
+                            lenb = i - 1 + at;
                         }
-                        score += i64::from(st.sum);
                         i += 8;
                         continue;
                     }
@@ -890,12 +897,10 @@ fn scan<const BYTEWISE: bool>(
                         let second = equal_mask(word(old, (ob + i) as usize), n);
                         for half in [0, 4] {
                             let m = ((first >> half) & 15) << 4 | ((second >> half) & 15);
-                            let st = OVERLAP_STRIDES[usize::from(m)];
-                            if score + i64::from(st.peak) > peak {
-                                peak = score + i64::from(st.peak);
-                                lens = i + half + i64::from(st.at);
+                            let st = &OVERLAP_STRIDES[usize::from(m)];
+                            if let Some(at) = st.add_to(&mut score, &mut peak) {
+                                lens = i + half + at;
                             }
-                            score += i64::from(st.sum);
                         }
                         i += 8;
                         continue;
