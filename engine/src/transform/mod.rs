@@ -50,7 +50,7 @@ pub const MAX_MAP_ENTRIES: usize = 1 << 21;
 const REGION_MEMORY: usize = 128;
 /// Version byte at the start of the decoded transform.
 const VERSION: u8 = 1;
-/// zstd level of the stored transform.
+/// zstd level of the stored transform unless the diff's level says otherwise.
 const LEVEL: i32 = 19;
 
 /// A piecewise renumbering of 32-bit values: each entry `(from, add)` adds `add`
@@ -296,9 +296,14 @@ impl SourceTransform {
     /// maps do not increase encodes to bytes that [`parse`](Self::parse) refuses,
     /// as does one past the format's limits: builders check with `parse`.
     pub fn to_bytes(&self) -> Vec<u8> {
+        self.to_bytes_at(LEVEL)
+    }
+
+    /// [`to_bytes`](Self::to_bytes) with the tables compressed at zstd `level`.
+    pub(crate) fn to_bytes_at(&self, level: i32) -> Vec<u8> {
         let b = self.tables();
         let settings = crate::codec::ZstdSettings {
-            level: LEVEL,
+            level,
             long_distance: false,
         };
         // Compressing a few hundred kilobytes without a window cannot fail short of
