@@ -305,9 +305,10 @@ const CHAIN_DEPTH: usize = 16;
 const MAX_MEASURE: usize = 1 << 12;
 /// A candidate at least this long ends the chain walk.
 const GOOD_ENOUGH: usize = 256;
-/// Largest head table: 2^18 entries (1 MiB of [`Packed`] heads), whatever the window. Filling a head
-/// table is a cache miss per window position when it outgrows the caches: at 2^22
-/// entries (16 MiB, an 8.5 MiB window) that was most of the bsdiff coder's time.
+/// Largest head table: 2^18 entries (1 MiB of [`Packed`] heads), whatever the
+/// window. Filling a head table is a cache miss per window position when it
+/// outgrows the caches: at 2^22 entries (16 MiB, an 8.5 MiB window) that was most
+/// of the bsdiff coder's time.
 /// Measured on kernel-tar at the default level, 3 alternating rounds, CPU time:
 /// 2^22 8.3 to 9.2 s, 2^20 7.0 to 8.1 s, 2^18 6.0 to 7.5 s, 2^16 6.3 to 7.6 s; patch
 /// bytes at 2^18 against 2^22: kernel-ext4 +0.10 %, kernel-tar +0.04 %, qemu-x86
