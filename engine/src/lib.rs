@@ -57,6 +57,7 @@ mod container;
 mod diff;
 mod error;
 pub mod format;
+mod grams;
 mod image;
 mod index;
 mod level;

@@ -37,7 +37,10 @@
 //! C is at most output length + 64 and R + L + E at most the output length.
 
 use super::zstd::{self, ZstdSettings};
-use crate::format::{bsdiff_max_control_len, bsdiff_max_decoded_len, FrameKind, BSDIFF_HEADER_LEN};
+use crate::{
+    format::{bsdiff_max_control_len, bsdiff_max_decoded_len, FrameKind, BSDIFF_HEADER_LEN},
+    grams::{self, Pick, GRAM},
+};
 
 const HEADER: usize = BSDIFF_HEADER_LEN as usize;
 
@@ -294,8 +297,6 @@ impl Finder for SuffixArray<'_> {
     }
 }
 
-/// Length of the strings the hash chains index.
-const GRAM: usize = 8;
 /// Candidates examined per search. With one gram in eight indexed, 16 against 8
 /// made the default level's patches smaller (kernel-tar -1.25 %, kernel-ext4
 /// -1.1 %, qemu-x86 -0.2 %) for no measurable time (5 alternating rounds, CPU time
@@ -405,30 +406,23 @@ fn packed_heads_suffice(len: usize) -> bool {
 /// scan searches only where the new data starts one. A match of `l` bytes holds
 /// `l - 7` grams, so a long one holds a sampled gram near its start, on both sides.
 fn sampled(w: u64) -> bool {
-    w.wrapping_mul(0xff51_afd7_ed55_8ccd) > u64::MAX - u64::MAX / SAMPLE_RATE as u64
+    Sampled::picks(w)
+}
+
+/// The rule of [`sampled`].
+struct Sampled;
+
+impl Pick for Sampled {
+    const SALT: u64 = 0;
+    const MUL: u64 = 0xff51_afd7_ed55_8ccd;
+    const MIN: u64 = u64::MAX - u64::MAX / SAMPLE_RATE as u64 + 1;
+    const MAX: u64 = u64::MAX;
 }
 
 /// Bit `j` set where the gram at `block[j..]` is sampled, for the `block.len() - 7`
 /// (at most 64) grams of `block`.
 fn sampled_mask(block: &[u8]) -> u64 {
-    const FULL: usize = 64 + GRAM - 1;
-    if let Ok(block) = <&[u8; FULL]>::try_from(block) {
-        // Eight grams at a time, with no branch and no bounds check per gram.
-        let mut mask = 0u64;
-        for j in (0..64).step_by(8) {
-            let mut byte = 0u64;
-            for k in 0..8 {
-                byte |= u64::from(sampled(word(block, j + k))) << k;
-            }
-            mask |= byte << j;
-        }
-        return mask;
-    }
-    let mut mask = 0u64;
-    for j in 0..block.len().saturating_sub(GRAM - 1).min(64) {
-        mask |= u64::from(sampled(word(block, j))) << j;
-    }
-    mask
+    grams::mask::<Sampled>(block)
 }
 
 /// The `bits`-bit hash of the gram that `g` starts with.
