@@ -1,7 +1,7 @@
 //! Indexes of the old image: a block index (XXH3-128 keys) for exact block matches, and a
 //! content-defined anchor index for locating where changed data came from.
 
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap, ops::Range};
 
 use rayon::prelude::*;
 
@@ -210,8 +210,11 @@ impl KeyHasher {
 /// which on 16 cores was longer than the parallel scan that found them.
 #[derive(Debug)]
 pub struct AnchorIndex {
-    shards: Vec<HashMap<u64, u64, std::hash::BuildHasherDefault<KeyHasher>>>,
+    shards: Vec<AnchorMap>,
 }
+
+/// One shard of an [`AnchorIndex`]: key to position.
+type AnchorMap = HashMap<u64, u64, std::hash::BuildHasherDefault<KeyHasher>>;
 
 /// One segment's anchors `(key, position)` grouped by shard, each group in
 /// position order, and where each shard's group starts.
@@ -236,57 +239,64 @@ impl AnchorIndex {
     /// there would all be one key, and reading them would fault their pages in).
     pub(crate) fn build(old: Input<'_>) -> Self {
         let data = old.data;
-        // Each segment's anchors in position order, grouped by shard (a stable
-        // counting sort), with where each shard's group starts.
-        let segments: Vec<ShardedAnchors> = (0..data.len().div_ceil(ANCHOR_SEGMENT))
-            .into_par_iter()
+        let segments: Vec<Range<u64>> = (0..data.len().div_ceil(ANCHOR_SEGMENT))
             .map(|seg| {
                 let from = seg * ANCHOR_SEGMENT;
-                let to = (from + ANCHOR_SEGMENT).min(data.len());
-                let mut found = Vec::with_capacity(ANCHOR_SEGMENT / 200);
-                for piece in old.data_pieces(from as u64, to as u64) {
-                    scan_anchors(
-                        data,
-                        piece.start as usize,
-                        piece.end as usize,
-                        |pos, key| found.push((key, pos as u64)),
-                    );
-                }
-                let mut starts = [0usize; ANCHOR_SHARDS + 1];
-                for &(key, _) in &found {
-                    starts[anchor_shard(key) + 1] += 1;
-                }
-                for s in 1..=ANCHOR_SHARDS {
-                    starts[s] += starts[s - 1];
-                }
-                let mut next = starts;
-                let mut grouped = vec![(0u64, 0u64); found.len()];
-                for e in found {
-                    let s = anchor_shard(e.0);
-                    grouped[next[s]] = e;
-                    next[s] += 1;
-                }
-                (grouped, starts)
+                from as u64..(from + ANCHOR_SEGMENT).min(data.len()) as u64
             })
             .collect();
+        let segments = scan_segments(old, &segments, &|r| {
+            Cow::Borrowed(&data[r.start as usize..r.end as usize])
+        });
         // Segments are in order and each group keeps position order, so the first
         // position of each key wins; a key seen again is marked as repeated.
         let shards = (0..ANCHOR_SHARDS)
             .into_par_iter()
-            .map(|s| {
-                let len = segments.iter().map(|(_, st)| st[s + 1] - st[s]).sum();
-                let mut map = HashMap::with_capacity_and_hasher(len, Default::default());
-                for (grouped, st) in &segments {
-                    for &(key, pos) in &grouped[st[s]..st[s + 1]] {
-                        map.entry(key)
-                            .and_modify(|first| *first |= REPEATED)
-                            .or_insert(pos);
-                    }
-                }
-                map
-            })
+            .map(|s| first_positions(&segments, s))
             .collect();
         Self { shards }
+    }
+
+    /// Adds the anchors of the parts of the old image that a source transform
+    /// rewrote (`rewritten`, in order), as the frames see them (`view(range)`):
+    /// where a transform moved a program's addresses to where the new build has
+    /// them, the new image's bytes are found in the rewritten ones, not in the
+    /// ones on disk. Keys the index has already keep their position. On
+    /// qemu-arm64 the default level's patch is 8 % smaller: frames found no
+    /// window, or a poor one, from the few anchors left in code whose every
+    /// branch changed.
+    pub(crate) fn add_rewritten<'v>(
+        &mut self,
+        old: Input<'_>,
+        rewritten: impl Iterator<Item = Range<u64>>,
+        view: &(dyn Fn(Range<u64>) -> Cow<'v, [u8]> + Sync),
+    ) {
+        // The rewritten ranges, joined, each with the positions after it whose
+        // history it holds, in pieces of at most a segment.
+        let len = old.data.len() as u64;
+        let mut joined: Vec<Range<u64>> = Vec::new();
+        for r in rewritten {
+            let r = r.start.min(len)..r.end.saturating_add(GEAR_HISTORY as u64).min(len);
+            match joined.last_mut() {
+                Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+                _ if r.start < r.end => joined.push(r),
+                _ => {}
+            }
+        }
+        let pieces: Vec<Range<u64>> = joined
+            .iter()
+            .flat_map(|r| {
+                (r.start..r.end)
+                    .step_by(ANCHOR_SEGMENT)
+                    .map(move |s| s..(s + ANCHOR_SEGMENT as u64).min(r.end))
+            })
+            .collect();
+        let segments = scan_segments(old, &pieces, view);
+        self.shards.par_iter_mut().enumerate().for_each(|(s, map)| {
+            for (key, pos) in first_positions(&segments, s) {
+                map.entry(key).or_insert(pos);
+            }
+        });
     }
 
     /// The old position of an anchor with this key, and whether the old image has
@@ -302,6 +312,66 @@ impl AnchorIndex {
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(HashMap::len).sum()
     }
+}
+
+/// The anchors of each of `segments` (ranges of `old`, in order) in the bytes
+/// that `bytes(range)` gives, leaving out `old`'s holes: per segment, the
+/// anchors `(key, position)` grouped by shard (a stable counting sort, so each
+/// group keeps position order), with where each shard's group starts.
+fn scan_segments<'b>(
+    old: Input<'_>,
+    segments: &[Range<u64>],
+    bytes: &(dyn Fn(Range<u64>) -> Cow<'b, [u8]> + Sync),
+) -> Vec<ShardedAnchors> {
+    segments
+        .par_iter()
+        .map(|seg| {
+            // The segment and the history before it; positions in `data` are
+            // offsets from `base`, and the scan finds what it would in the whole
+            // image.
+            let base = seg.start.saturating_sub(GEAR_HISTORY as u64);
+            let data = bytes(base..seg.end);
+            let mut found = Vec::with_capacity(ANCHOR_SEGMENT / 200);
+            for piece in old.data_pieces(seg.start, seg.end) {
+                scan_anchors(
+                    &data,
+                    (piece.start - base) as usize,
+                    (piece.end - base) as usize,
+                    |pos, key| found.push((key, pos as u64 + base)),
+                );
+            }
+            let mut starts = [0usize; ANCHOR_SHARDS + 1];
+            for &(key, _) in &found {
+                starts[anchor_shard(key) + 1] += 1;
+            }
+            for s in 1..=ANCHOR_SHARDS {
+                starts[s] += starts[s - 1];
+            }
+            let mut next = starts;
+            let mut grouped = vec![(0u64, 0u64); found.len()];
+            for e in found {
+                let s = anchor_shard(e.0);
+                grouped[next[s]] = e;
+                next[s] += 1;
+            }
+            (grouped, starts)
+        })
+        .collect()
+}
+
+/// Shard `s` of the anchors of `segments` (in position order): the first position
+/// of each key, marked [`REPEATED`] if the key comes again.
+fn first_positions(segments: &[ShardedAnchors], s: usize) -> AnchorMap {
+    let len = segments.iter().map(|(_, st)| st[s + 1] - st[s]).sum();
+    let mut map = HashMap::with_capacity_and_hasher(len, Default::default());
+    for (grouped, st) in segments {
+        for &(key, pos) in &grouped[st[s]..st[s + 1]] {
+            map.entry(key)
+                .and_modify(|first| *first |= REPEATED)
+                .or_insert(pos);
+        }
+    }
+    map
 }
 
 #[cfg(test)]
@@ -433,6 +503,55 @@ mod tests {
             "only {hits} of {} anchors found",
             idx.len()
         );
+    }
+
+    /// Anchors of rewritten ranges are found where the view has them, and only
+    /// there (and in the history after them); keys the raw image had keep their
+    /// position, whatever the view says.
+    #[test]
+    fn rewritten_ranges_add_the_views_anchors() {
+        let raw = noise(1 << 20, 11);
+        let mut view = raw.clone();
+        let rewritten = [200_000..300_000u64, 290_000..310_000, 700_000..701_000];
+        for r in &rewritten {
+            for b in &mut view[r.start as usize..r.end as usize] {
+                *b ^= 0x5a;
+            }
+        }
+        // The view also holds, in a rewritten range, a copy of raw bytes from
+        // elsewhere: their keys are the raw image's already.
+        view.copy_within(10_000..12_000, 250_000);
+        let input = Input::new(&raw, &[]);
+        let mut idx = AnchorIndex::build(input);
+        let before = idx.len();
+        idx.add_rewritten(input, rewritten.iter().cloned(), &|r| {
+            Cow::Borrowed(&view[r.start as usize..r.end as usize])
+        });
+        let mut in_view = Vec::new();
+        scan_anchors(&view, 0, view.len(), |p, k| in_view.push((p, k)));
+        let inside = |p: usize| {
+            rewritten
+                .iter()
+                .any(|r| (r.start as usize..r.end as usize + GEAR_HISTORY).contains(&p))
+        };
+        let mut added = 0;
+        for &(p, key) in &in_view {
+            let raw_pos = AnchorIndex::build(input).lookup(key);
+            match (inside(p), raw_pos) {
+                (_, Some((q, _))) => assert_eq!(idx.lookup(key).map(|f| f.0), Some(q)),
+                (true, None) => {
+                    assert_eq!(idx.lookup(key).map(|f| f.0), Some(p as u64), "at {p}");
+                    added += 1;
+                }
+                (false, None) => assert_eq!(idx.lookup(key), None, "at {p}"),
+            }
+        }
+        assert!(added > 300, "{added} anchors added");
+        assert_eq!(idx.len(), before + added);
+        // The raw image's anchors in the rewritten ranges stay.
+        scan_anchors(&raw, 200_000, 300_000, |p, k| {
+            assert_eq!(idx.lookup(k).map(|f| f.0), Some(p as u64));
+        });
     }
 
     #[test]
