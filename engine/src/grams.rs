@@ -1,12 +1,13 @@
 //! Grams picked by a multiplicative hash, 64 positions at a time: the bsdiff coder's
-//! sampled grams (which its hash chains index) and the anchors of the anchor index.
+//! sampled grams, which its hash chains index.
 //!
 //! A gram is eight bytes, read as a little-endian word `w`; a [`Pick`] says whether
 //! a gram is picked from `(w ^ SALT) * MUL` alone, so every position is independent
 //! of the others. On x86-64 processors with AVX-512 (F and DQ, checked at run time)
 //! the 64-bit multiplies run eight at a time (`vpmullq`): a block of 64 grams takes
 //! about 35 instructions instead of about 350. Elsewhere the same code runs as
-//! scalar multiplies, which is as fast as the rolling hash it replaced.
+//! scalar multiplies. (Anchors picked this way were tried and not taken: see
+//! docs/BENCHMARKS.md, fifteenth round.)
 
 /// Bytes in a gram.
 pub(crate) const GRAM: usize = 8;
