@@ -16,30 +16,16 @@ pub(crate) const GRAM: usize = 8;
 /// bytes.
 pub(crate) const BLOCK: usize = 64 + GRAM - 1;
 
-/// A rule for picking grams: `(w ^ SALT) * MUL`, wrapping, at least `MIN` and at
-/// most `MAX`.
+/// A rule for picking grams.
 pub(crate) trait Pick {
-    /// Mixed into the gram before the multiply (so that a run of zeros is not picked
-    /// by every rule that takes small products).
-    const SALT: u64;
-    /// An odd multiplier.
-    const MUL: u64;
-    /// The smallest product picked.
-    const MIN: u64;
-    /// The largest product picked.
-    const MAX: u64;
-
-    /// Whether the gram `w` is picked.
-    #[inline(always)]
-    fn picks(w: u64) -> bool {
-        let h = (w ^ Self::SALT).wrapping_mul(Self::MUL);
-        (Self::MIN..=Self::MAX).contains(&h)
-    }
+    /// Whether the gram whose little-endian word is `w` is picked. Inlined into the
+    /// AVX-512 path, so it must be cheap and branch-free.
+    fn picks(w: u64) -> bool;
 }
 
 /// The little-endian word of `b[at..at + 8]`.
 #[inline(always)]
-fn word(b: &[u8; BLOCK], at: usize) -> u64 {
+pub(crate) fn word(b: &[u8], at: usize) -> u64 {
     let mut w = [0u8; GRAM];
     w.copy_from_slice(&b[at..at + GRAM]);
     u64::from_le_bytes(w)
@@ -86,10 +72,8 @@ pub(crate) fn mask<P: Pick>(data: &[u8]) -> u64 {
         return block_mask::<P>(block);
     }
     let mut mask = 0u64;
-    for (j, w) in data.windows(GRAM).take(64).enumerate() {
-        let mut g = [0u8; GRAM];
-        g.copy_from_slice(w);
-        mask |= u64::from(P::picks(u64::from_le_bytes(g))) << j;
+    for j in 0..data.len().saturating_sub(GRAM - 1).min(64) {
+        mask |= u64::from(P::picks(word(data, j))) << j;
     }
     mask
 }
@@ -100,10 +84,9 @@ mod tests {
 
     struct Eighth;
     impl Pick for Eighth {
-        const SALT: u64 = 0x5555;
-        const MUL: u64 = 0xff51_afd7_ed55_8ccd;
-        const MIN: u64 = u64::MAX - u64::MAX / 8 + 1;
-        const MAX: u64 = u64::MAX;
+        fn picks(w: u64) -> bool {
+            (w ^ 0x5555).wrapping_mul(0xff51_afd7_ed55_8ccd) > u64::MAX - u64::MAX / 8
+        }
     }
 
     /// A mask marks exactly the grams that the rule picks, in whole blocks (where
@@ -118,11 +101,7 @@ mod tests {
             for len in [0, 7, 8, 9, 40, 70, 71, 72, 200] {
                 let data = &bytes[start..start + len];
                 let expected = (0..len.saturating_sub(GRAM - 1).min(64))
-                    .filter(|&j| {
-                        let mut g = [0u8; GRAM];
-                        g.copy_from_slice(&data[j..j + GRAM]);
-                        Eighth::picks(u64::from_le_bytes(g))
-                    })
+                    .filter(|&j| Eighth::picks(word(data, j)))
                     .fold(0u64, |m, j| m | 1 << j);
                 assert_eq!(mask::<Eighth>(data), expected, "at {start}, {len} bytes");
                 if let Some(block) = data.first_chunk::<BLOCK>() {

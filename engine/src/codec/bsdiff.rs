@@ -39,20 +39,13 @@
 use super::zstd::{self, ZstdSettings};
 use crate::{
     format::{bsdiff_max_control_len, bsdiff_max_decoded_len, FrameKind, BSDIFF_HEADER_LEN},
-    grams::{self, Pick, GRAM},
+    grams::{self, word, Pick, GRAM},
 };
 
 const HEADER: usize = BSDIFF_HEADER_LEN as usize;
 
 fn max_control_len(target_len: usize) -> usize {
     bsdiff_max_control_len(target_len as u64) as usize
-}
-
-/// The little-endian word of the eight bytes of `b` at `at`.
-fn word(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
 }
 
 /// A mask of the eight byte positions that hold equal bytes in `a` and `b`: bit `j`
@@ -405,18 +398,19 @@ fn packed_heads_suffice(len: usize) -> bool {
 /// sampled ones, about one in [`SAMPLE_RATE`]: the chains index only those, and the
 /// scan searches only where the new data starts one. A match of `l` bytes holds
 /// `l - 7` grams, so a long one holds a sampled gram near its start, on both sides.
+#[inline(always)]
 fn sampled(w: u64) -> bool {
-    Sampled::picks(w)
+    w.wrapping_mul(0xff51_afd7_ed55_8ccd) > u64::MAX - u64::MAX / SAMPLE_RATE as u64
 }
 
-/// The rule of [`sampled`].
+/// The rule of [`sampled`], for [`grams::mask`].
 struct Sampled;
 
 impl Pick for Sampled {
-    const SALT: u64 = 0;
-    const MUL: u64 = 0xff51_afd7_ed55_8ccd;
-    const MIN: u64 = u64::MAX - u64::MAX / SAMPLE_RATE as u64 + 1;
-    const MAX: u64 = u64::MAX;
+    #[inline(always)]
+    fn picks(w: u64) -> bool {
+        sampled(w)
+    }
 }
 
 /// Bit `j` set where the gram at `block[j..]` is sampled, for the `block.len() - 7`
