@@ -390,8 +390,12 @@ fn build(
         },
     );
     let results = results?;
-    drop(anchors);
-    let output_hashes = timed("output hashes", || output_hashes(new, &planned));
+    // Unmapping the rewritten view (about 20 ms for 400 MiB, on one thread) and
+    // freeing the anchors go beside the output hashes rather than before them.
+    let ((), output_hashes) = rayon::join(
+        || drop((view, anchors)),
+        || timed("output hashes", || output_hashes(new, &planned)),
+    );
     let (frames, payloads, payload_len) =
         timed("assemble", || assemble(&planned, results, output_hashes));
     let manifest = Manifest {
