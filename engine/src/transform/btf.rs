@@ -171,7 +171,7 @@ const MAX_STRING: usize = 1024;
 pub(crate) fn string_at(strings: &[u8], at: usize) -> Option<&[u8]> {
     let rest = strings.get(at..)?;
     let window = rest.get(..rest.len().min(MAX_STRING + 1))?;
-    let end = window.iter().position(|&c| c == 0)?;
+    let end = memchr::memchr(0, window)?;
     window.get(..end)
 }
 
