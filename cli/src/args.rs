@@ -99,8 +99,8 @@ impl TrustedKeyFiles {
 /// Diff effort.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LevelArg {
-    /// zstd coder first, bsdiff-style only where zstd did poorly, small windows: the
-    /// fastest diff.
+    /// zstd coder first, bsdiff-style where zstd did poorly or first where the
+    /// frame's code looks moved, small windows: the fastest diff.
     Fast,
     /// bsdiff-style and zstd coders, hash-chain matching.
     Default,
@@ -121,7 +121,7 @@ impl From<LevelArg> for Level {
 /// How hard the diff works and on how many threads.
 #[derive(Args, Debug)]
 pub struct Effort {
-    /// Effort: fast (zstd coder, bsdiff-style only where zstd did poorly), default
+    /// Effort: fast (zstd coder, bsdiff-style where zstd did poorly or code moved), default
     /// (bsdiff-style and zstd coders, hash-chain matching) or best (suffix-array
     /// matching, zstd 19, larger windows).
     #[arg(long, value_enum, default_value = "default")]

@@ -188,6 +188,18 @@ const UNIQUE_WEIGHT: u64 = 1024;
 /// held its moved code (242 KB -> 444 KB).
 const TRIM_SHARE: u64 = 200;
 
+/// Where a frame's window lies in the old image, and how many of the frame's
+/// anchors it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Placement {
+    pub(crate) start: u64,
+    pub(crate) len: u64,
+    /// Anchors of the frame's new bytes.
+    pub(crate) anchors: u64,
+    /// Of those, the ones found in the old image inside the window.
+    pub(crate) inside: u64,
+}
+
 pub(crate) fn select_window(
     anchors: &AnchorIndex,
     old_len: u64,
@@ -195,18 +207,25 @@ pub(crate) fn select_window(
     t0: usize,
     t1: usize,
     max_window: u64,
-) -> (u64, u64) {
+) -> Placement {
     // Anchors the old image has more than once point at their first copy, which
     // may be another program built from the same sources: unique anchors weigh
     // more when placing the window.
     let mut hits: Vec<(u64, u64)> = Vec::new();
+    let mut count = 0u64;
     scan_anchors(new, t0, t1, |_, key| {
+        count += 1;
         if let Some((p, once)) = anchors.lookup(key) {
             hits.push((p, if once { UNIQUE_WEIGHT } else { 1 }));
         }
     });
     if hits.is_empty() || max_window == 0 {
-        return (0, 0);
+        return Placement {
+            start: 0,
+            len: 0,
+            anchors: count,
+            inside: 0,
+        };
     }
     hits.sort_unstable();
     let max_window = window_cap(max_window, (t1 - t0) as u64);
@@ -250,7 +269,14 @@ pub(crate) fn select_window(
     let lo = hits[best_i].0.saturating_sub(WINDOW_PAD);
     let hi = (hits[best_j].0 + WINDOW_PAD).min(old_len);
     let len = (hi - lo).min(max_window);
-    (lo, len)
+    let inside =
+        (hits.partition_point(|h| h.0 < lo + len) - hits.partition_point(|h| h.0 < lo)) as u64;
+    Placement {
+        start: lo,
+        len,
+        anchors: count,
+        inside,
+    }
 }
 
 #[cfg(test)]
@@ -299,9 +325,51 @@ mod tests {
         let old = [&s[..], &p, &s, &q].concat();
         let new = [&s[..], &q].concat();
         let index = AnchorIndex::build(Input::new(&old, &[]));
-        let (lo, len) = select_window(&index, old.len() as u64, &new, 0, new.len(), 2 << 20);
+        let Placement { start: lo, len, .. } =
+            select_window(&index, old.len() as u64, &new, 0, new.len(), 2 << 20);
         assert!(lo > 2 << 20, "window at {lo} (+{len}): the first copy");
         assert!(lo + len >= (4 << 20) + (256 << 10) - WINDOW_PAD);
+    }
+
+    #[test]
+    fn placements_count_the_frames_anchors_and_those_in_the_window() {
+        // Old: C, filler, then A. New: A, C, then B, which the old image lacks. The
+        // window (2 MiB) holds A, not C, 5 MiB before it.
+        let (a, b, c, filler) = (
+            deltaward_testkit::noise(1 << 20, 80),
+            deltaward_testkit::noise(1 << 20, 90),
+            deltaward_testkit::noise(256 << 10, 110),
+            deltaward_testkit::noise(4 << 20, 100),
+        );
+        let old = [&c[..], &filler, &a].concat();
+        let new = [&a[..], &c, &b].concat();
+        let index = AnchorIndex::build(Input::new(&old, &[]));
+        let count = |from: usize, to: usize| {
+            let mut n = 0u64;
+            scan_anchors(&new, from, to, |_, _| n += 1);
+            n
+        };
+        let whole = select_window(&index, old.len() as u64, &new, 0, new.len(), 2 << 20);
+        assert_eq!(whole.anchors, count(0, new.len()));
+        assert!(whole.start >= (c.len() + filler.len()) as u64 - WINDOW_PAD);
+        // A's anchors, but for those whose 64 bytes reach into C.
+        let in_a = count(0, a.len());
+        assert!(
+            (in_a - 1..=in_a).contains(&whole.inside),
+            "{} inside, A has {in_a}",
+            whole.inside
+        );
+        // B alone: anchors, none of them in the old image.
+        let b_only = select_window(
+            &index,
+            old.len() as u64,
+            &new,
+            a.len() + c.len(),
+            new.len(),
+            2 << 20,
+        );
+        assert_eq!(b_only.anchors, count(a.len() + c.len(), new.len()));
+        assert_eq!((b_only.inside, b_only.len), (0, 0));
     }
 
     #[test]
@@ -312,7 +380,8 @@ mod tests {
         let filler = deltaward_testkit::noise(1 << 20, 50);
         let old = [&a[1 << 20..(1 << 20) + 8192], &filler[..], &a[..]].concat();
         let index = AnchorIndex::build(Input::new(&old, &[]));
-        let (lo, len) = select_window(&index, old.len() as u64, &a, 0, a.len(), 16 << 20);
+        let Placement { start: lo, len, .. } =
+            select_window(&index, old.len() as u64, &a, 0, a.len(), 16 << 20);
         let a_at = (1 << 20) + 8192;
         assert!(lo + WINDOW_PAD >= a_at, "window at {lo} (+{len})");
         assert!(
@@ -331,7 +400,8 @@ mod tests {
         let image = [&head[..], &run, &a].concat();
         let index = AnchorIndex::build(Input::new(&image, &[]));
         let n = image.len();
-        let (lo, len) = select_window(&index, n as u64, &image, 0, n, 16 << 20);
+        let Placement { start: lo, len, .. } =
+            select_window(&index, n as u64, &image, 0, n, 16 << 20);
         assert_eq!(lo, 0, "window at {lo} (+{len}) of {n}");
     }
 
