@@ -702,7 +702,7 @@ mod tests {
                 dense: false,
                 zstd_first: false,
                 zstd_level: default.zstd_level,
-                // zstd only where bsdiff left between a twelfth and a third.
+                // zstd only where bsdiff left between an eighth and a third.
                 retry_ceiling: Some(3),
             }
         );

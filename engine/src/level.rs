@@ -10,7 +10,7 @@ pub enum Level {
     /// zstd first, the bsdiff-style coder where zstd did poorly, or first where
     /// the frame's anchors say its code moved; small windows: the fastest diff.
     Fast,
-    /// The bsdiff-style coder, and zstd where bsdiff leaves between a twelfth and a
+    /// The bsdiff-style coder, and zstd where bsdiff leaves between an eighth and a
     /// third of the frame; the smaller payload per frame. Frames whose bytes look
     /// incompressible (compressed data) go to zstd first, as at `Fast`.
     #[default]
@@ -146,7 +146,15 @@ impl BuildOptions {
                 // +1,201 bytes (0.015 %); zstd 6 would save 182 bytes more for 3 x
                 // the time of zstd 3.
                 dense_zstd_level: Some(3),
-                retry_ratio: 12,
+                // zstd where bsdiff left at least an eighth (a twelfth before, 5
+                // alternating rounds): the same patches on every pair, CPU time
+                // kernel-tar -3.7 %, kernel-ext4 -2.4 %, qemu-ext4 -6.7 %. zstd 6 had
+                // won only where bsdiff left 0.125 to 0.19 of the frame, and lost on
+                // all six frames between a twelfth and an eighth (bsdiff 0.084 to
+                // 0.102, zstd 0.108 to 0.145). In the twelfth round an eighth cost
+                // qemu-arm64 4.9 %; its frames have left less than a twelfth since
+                // the rewritten programs' anchors.
+                retry_ratio: 8,
                 // zstd not where bsdiff left more than a third: in the traces of
                 // kernel-ext4, kernel-tar and shifted-ext4 (new pair), zstd was
                 // never smaller on the eight such frames (0.37 to 0.94 of the
