@@ -33,6 +33,7 @@ fn stages(c: &mut Criterion) {
     g.sample_size(10);
     for (name, finder, level) in [
         ("bsdiff-hashchain", MatchFinder::HashChain, 3),
+        ("bsdiff-sparsehashchain", MatchFinder::SparseHashChain, 3),
         ("bsdiff-suffixarray", MatchFinder::SuffixArray, 19),
     ] {
         let zstd = ZstdSettings {

@@ -25,10 +25,10 @@ fuzz_target!(|data: &[u8]| {
     if data.is_empty() {
         return; // frames are never empty
     }
-    let finder = if input.flags & 8 != 0 {
-        MatchFinder::SuffixArray
-    } else {
-        MatchFinder::HashChain
+    let finder = match (input.flags & 8 != 0, input.flags & 16 != 0) {
+        (true, _) => MatchFinder::SuffixArray,
+        (false, false) => MatchFinder::HashChain,
+        (false, true) => MatchFinder::SparseHashChain,
     };
     // None: over the control-stream bound (the builder would keep zstd's payload).
     if let Ok(Some((kind, payload))) =

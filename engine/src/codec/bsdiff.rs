@@ -213,6 +213,9 @@ pub enum MatchFinder {
     /// string: several times
     /// faster to build and query, a little less thorough.
     HashChain,
+    /// [`MatchFinder::HashChain`] over one string in sixteen: faster again, and a
+    /// little less thorough again.
+    SparseHashChain,
 }
 
 /// A finder of long matches of a new-data suffix in the window.
@@ -370,7 +373,7 @@ impl Head for Wide {
     }
 }
 
-struct HashChain<'s, H> {
+struct HashChain<'s, H, const RATE: u64> {
     bits: u32,
     /// Per hash, its [`Head`].
     heads: &'s [H],
@@ -378,45 +381,50 @@ struct HashChain<'s, H> {
     links: &'s [[u32; 2]],
 }
 
-/// One in about this many grams is sampled (see [`sampled`]).
-const SAMPLE_RATE: usize = 8;
+/// One in about this many grams is sampled (see [`sampled`]) by
+/// [`MatchFinder::HashChain`].
+const SAMPLE_RATE: u64 = 8;
 
-/// Most chain entries for a window of `grams` grams: twice the sampled grams' share.
-/// Data whose grams are sampled more often than that (a pattern repeated with a
-/// sampled gram at every position) is indexed up to here, so that the links take at
-/// most two bytes per window byte.
-fn link_cap(grams: usize) -> usize {
-    grams / SAMPLE_RATE * 2 + 1
+/// And by [`MatchFinder::SparseHashChain`].
+const SPARSE_SAMPLE_RATE: u64 = 16;
+
+/// Most chain entries for a window of `grams` grams sampled one in `rate`: twice
+/// the sampled grams' share. Data whose grams are sampled more often than that (a
+/// pattern repeated with a sampled gram at every position) is indexed up to here, so
+/// that the links take at most two bytes per window byte.
+fn link_cap(grams: usize, rate: u64) -> usize {
+    grams / rate as usize * 2 + 1
 }
 
 /// Whether [`Packed`] heads can name every chain entry of a window of `len` bytes.
-fn packed_heads_suffice(len: usize) -> bool {
-    link_cap(len.saturating_sub(GRAM - 1)) <= Packed::MAX_ENTRIES
+fn packed_heads_suffice(len: usize, rate: u64) -> bool {
+    link_cap(len.saturating_sub(GRAM - 1), rate) <= Packed::MAX_ENTRIES
 }
 
 /// Whether the gram `w` (the little-endian word of its eight bytes) is one of the
-/// sampled ones, about one in [`SAMPLE_RATE`]: the chains index only those, and the
-/// scan searches only where the new data starts one. A match of `l` bytes holds
-/// `l - 7` grams, so a long one holds a sampled gram near its start, on both sides.
+/// sampled ones, about one in `RATE`: the chains index only those, and the scan
+/// searches only where the new data starts one. A match of `l` bytes holds `l - 7`
+/// grams, so a long one holds a sampled gram near its start, on both sides. The
+/// grams one in 16 picks are among those one in 8 picks.
 #[inline(always)]
-fn sampled(w: u64) -> bool {
-    w.wrapping_mul(0xff51_afd7_ed55_8ccd) > u64::MAX - u64::MAX / SAMPLE_RATE as u64
+fn sampled<const RATE: u64>(w: u64) -> bool {
+    w.wrapping_mul(0xff51_afd7_ed55_8ccd) > u64::MAX - u64::MAX / RATE
 }
 
 /// The rule of [`sampled`], for [`grams::mask`].
-struct Sampled;
+struct Sampled<const RATE: u64>;
 
-impl Pick for Sampled {
+impl<const RATE: u64> Pick for Sampled<RATE> {
     #[inline(always)]
     fn picks(w: u64) -> bool {
-        sampled(w)
+        sampled::<RATE>(w)
     }
 }
 
 /// Bit `j` set where the gram at `block[j..]` is sampled, for the `block.len() - 7`
 /// (at most 64) grams of `block`.
-fn sampled_mask(block: &[u8]) -> u64 {
-    grams::mask::<Sampled>(block)
+fn sampled_mask<const RATE: u64>(block: &[u8]) -> u64 {
+    grams::mask::<Sampled<RATE>>(block)
 }
 
 /// The `bits`-bit hash of the gram that `g` starts with.
@@ -424,7 +432,7 @@ fn gram_hash(g: &[u8], bits: u32) -> usize {
     (word(g, 0).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize
 }
 
-impl<H: Head> HashChain<'_, H> {
+impl<H: Head, const RATE: u64> HashChain<'_, H, RATE> {
     fn hash(&self, g: &[u8]) -> usize {
         gram_hash(g, self.bits)
     }
@@ -435,20 +443,20 @@ impl<H: Head> HashChain<'_, H> {
         old: &[u8],
         heads: &'s mut Vec<H>,
         links: &'s mut Vec<[u32; 2]>,
-    ) -> HashChain<'s, H> {
+    ) -> HashChain<'s, H, RATE> {
         let grams = old.len().saturating_sub(GRAM - 1);
-        let slots = (grams / SAMPLE_RATE).max(1);
+        let slots = (grams / RATE as usize).max(1);
         let bits = (usize::BITS - slots.leading_zeros()).clamp(10, MAX_HEAD_BITS);
         heads.clear();
         heads.resize(1 << bits, H::EMPTY);
         links.clear();
-        let cap = link_cap(grams).min(H::MAX_ENTRIES);
+        let cap = link_cap(grams, RATE).min(H::MAX_ENTRIES);
         let mut i = 0;
         'blocks: while i < grams {
             // The sampled grams of the next 64 positions, as a mask: no branch per
             // position.
             let n = (grams - i).min(64);
-            let mut mask = sampled_mask(&old[i..i + n + GRAM - 1]);
+            let mut mask = sampled_mask::<RATE>(&old[i..i + n + GRAM - 1]);
             while mask != 0 {
                 if links.len() >= cap {
                     break 'blocks;
@@ -473,9 +481,9 @@ impl<H: Head> HashChain<'_, H> {
     }
 }
 
-impl<H: Head> Finder for HashChain<'_, H> {
+impl<H: Head, const RATE: u64> Finder for HashChain<'_, H, RATE> {
     fn skips(&self, new: &[u8]) -> bool {
-        new.len() < GRAM || !sampled(word(new, 0))
+        new.len() < GRAM || !sampled::<RATE>(word(new, 0))
     }
 
     fn search(&self, old: &[u8], new: &[u8]) -> (usize, usize) {
@@ -622,13 +630,9 @@ pub fn encode_with(
                     .map_err(|_| "suffix array construction failed")?;
                 diff(&SuffixArray { sa, old }, old, new, &mut add)
             }
-            MatchFinder::HashChain if packed_heads_suffice(old.len()) => {
-                let finder = HashChain::build(old, &mut scratch.heads, &mut scratch.links);
-                diff(&finder, old, new, &mut add)
-            }
-            MatchFinder::HashChain => {
-                let finder = HashChain::build(old, &mut scratch.wide_heads, &mut scratch.links);
-                diff(&finder, old, new, &mut add)
+            MatchFinder::HashChain => hash_chain_diff::<SAMPLE_RATE>(scratch, old, new, &mut add),
+            MatchFinder::SparseHashChain => {
+                hash_chain_diff::<SPARSE_SAMPLE_RATE>(scratch, old, new, &mut add)
             }
         }
     };
@@ -639,6 +643,23 @@ pub fn encode_with(
     };
     scratch.add = add;
     out
+}
+
+/// The scan over hash chains of one gram in `RATE`, with packed heads where they
+/// can name every entry.
+fn hash_chain_diff<const RATE: u64>(
+    scratch: &mut Scratch,
+    old: &[u8],
+    new: &[u8],
+    add: &mut Vec<u8>,
+) -> (Vec<u8>, Vec<u8>) {
+    if packed_heads_suffice(old.len(), RATE) {
+        let finder = HashChain::<_, RATE>::build(old, &mut scratch.heads, &mut scratch.links);
+        diff(&finder, old, new, add)
+    } else {
+        let finder = HashChain::<_, RATE>::build(old, &mut scratch.wide_heads, &mut scratch.links);
+        diff(&finder, old, new, add)
+    }
 }
 
 /// Lays out and compresses the three streams: as kind 4 where the add bytes' runs
@@ -1267,6 +1288,7 @@ mod tests {
             (200_000, MatchFinder::HashChain),
             (5_000, MatchFinder::HashChain),
             (120_000, MatchFinder::SuffixArray),
+            (200_000, MatchFinder::SparseHashChain),
         ] {
             let old = bytes(len);
             let mut new = old.clone();
@@ -1283,10 +1305,14 @@ mod tests {
     }
 
     fn round_trip(old: &[u8], new: &[u8]) -> usize {
-        let mut sizes = [0; 2];
-        for (i, finder) in [MatchFinder::SuffixArray, MatchFinder::HashChain]
-            .into_iter()
-            .enumerate()
+        let mut sizes = [0; 3];
+        for (i, finder) in [
+            MatchFinder::SuffixArray,
+            MatchFinder::HashChain,
+            MatchFinder::SparseHashChain,
+        ]
+        .into_iter()
+        .enumerate()
         {
             let payload = encode(old, new, finder, Z)
                 .expect("encode")
@@ -1296,14 +1322,14 @@ mod tests {
             assert_eq!(out, new, "{finder:?}");
             sizes[i] = payload.bytes.len();
         }
-        sizes[0].max(sizes[1])
+        sizes.into_iter().max().unwrap_or(0)
     }
 
     /// The controls of the hash-chain scan of `new` against `old`, after checking
     /// that the scan gives what it gives byte by byte.
     fn controls_checked(old: &[u8], new: &[u8]) -> Vec<u8> {
         let (mut heads, mut links) = (Vec::<Packed>::new(), Vec::new());
-        let chains = HashChain::build(old, &mut heads, &mut links);
+        let chains = HashChain::<_, SAMPLE_RATE>::build(old, &mut heads, &mut links);
         let (mut add_fast, mut add_slow) = (Vec::new(), Vec::new());
         let fast = scan::<false>(&chains, old, new, &mut add_fast);
         let slow = scan::<true>(&chains, old, new, &mut add_slow);
@@ -1341,7 +1367,7 @@ mod tests {
         let controls = |changed: std::ops::Range<usize>| {
             let mut old = deltaward_testkit::noise(16_384, 0x77);
             let x = (4096..12_000)
-                .find(|&x| sampled(word(&old, x)))
+                .find(|&x| sampled::<SAMPLE_RATE>(word(&old, x)))
                 .expect("a sampled gram");
             let mut copy = old[..256].to_vec();
             for b in &mut copy[changed] {
@@ -1424,7 +1450,7 @@ mod tests {
                 new.rotate_left(third);
             }
             let (mut heads, mut links) = (Vec::<Packed>::new(), Vec::new());
-            let chains = HashChain::build(&old, &mut heads, &mut links);
+            let chains = HashChain::<_, SAMPLE_RATE>::build(&old, &mut heads, &mut links);
             let mut sa = vec![0i32; old.len()];
             libsais::SuffixArrayConstruction::for_text(&old)
                 .in_borrowed_buffer(&mut sa)
@@ -1445,24 +1471,47 @@ mod tests {
     }
 
     /// A block's mask marks exactly the grams that `sampled` picks, in whole blocks
-    /// and in the short last one.
+    /// and in the short last one, at both rates; the sparse rate's grams are among
+    /// the other's.
     #[test]
     fn sampled_masks_mark_what_sampled_picks() {
         let bytes = deltaward_testkit::noise(4096, 0x9e37_79b9_7f4a_7c15);
-        let mut marked = 0;
+        let starts = (bytes.len() - 71).div_ceil(67) as u32;
+        let (mut marked, mut sparse) = (0, 0);
         for start in (0..bytes.len() - 71).step_by(67) {
             for len in [0, 7, 8, 9, 40, 70, 71] {
                 let block = &bytes[start..start + len];
-                let expected = (0..len.saturating_sub(GRAM - 1))
-                    .filter(|&j| sampled(word(block, j)))
-                    .fold(0u64, |m, j| m | 1 << j);
-                assert_eq!(sampled_mask(block), expected, "at {start}, {len} bytes");
-                marked += expected.count_ones();
+                let picks = |rate_8: bool| {
+                    (0..len.saturating_sub(GRAM - 1))
+                        .filter(|&j| {
+                            let w = word(block, j);
+                            if rate_8 {
+                                sampled::<SAMPLE_RATE>(w)
+                            } else {
+                                sampled::<SPARSE_SAMPLE_RATE>(w)
+                            }
+                        })
+                        .fold(0u64, |m, j| m | 1 << j)
+                };
+                let (every_8th, every_16th) = (picks(true), picks(false));
+                assert_eq!(
+                    sampled_mask::<SAMPLE_RATE>(block),
+                    every_8th,
+                    "at {start}, {len} bytes"
+                );
+                assert_eq!(
+                    sampled_mask::<SPARSE_SAMPLE_RATE>(block),
+                    every_16th,
+                    "at {start}, {len} bytes"
+                );
+                assert_eq!(every_16th & !every_8th, 0, "at {start}, {len} bytes");
+                marked += every_8th.count_ones();
+                sparse += every_16th.count_ones();
             }
         }
-        // About one gram in eight of the 229 bytes of grams per start.
-        let starts = (bytes.len() - 71).div_ceil(67) as u32;
+        // About one gram in eight (and in sixteen) of the 163 grams per start.
         assert!((starts * 20..starts * 40).contains(&marked), "{marked}");
+        assert!((starts * 8..starts * 16).contains(&sparse), "{sparse}");
     }
 
     /// The chains hold every sampled gram of the window, and a search from one finds
@@ -1476,9 +1525,9 @@ mod tests {
     fn chains_find_every_sampled_gram_with<H: Head>() {
         let old = deltaward_testkit::noise(100_000, 0x2545_f491_4f6c_dd1d);
         let (mut heads, mut links) = (Vec::<H>::new(), Vec::new());
-        let chains = HashChain::build(&old, &mut heads, &mut links);
+        let chains = HashChain::<_, SAMPLE_RATE>::build(&old, &mut heads, &mut links);
         let grams: Vec<usize> = (0..old.len() - GRAM + 1)
-            .filter(|&p| sampled(word(&old, p)))
+            .filter(|&p| sampled::<SAMPLE_RATE>(word(&old, p)))
             .collect();
         assert_eq!(chains.links.len(), grams.len());
         for &p in &grams {
@@ -1486,7 +1535,7 @@ mod tests {
             assert!(!chains.skips(new));
             assert_eq!(chains.search(&old, new), (p, new.len()), "at {p}");
         }
-        let unsampled = (0..old.len() - GRAM).find(|&p| !sampled(word(&old, p)));
+        let unsampled = (0..old.len() - GRAM).find(|&p| !sampled::<SAMPLE_RATE>(word(&old, p)));
         assert!(chains.skips(&old[unsampled.expect("an unsampled gram")..]));
     }
 
@@ -1500,11 +1549,11 @@ mod tests {
 
     fn dense_windows_are_indexed_within_bounds_with<H: Head>() {
         let b = (0..=255u8)
-            .find(|&b| sampled(u64::from_le_bytes([b; 8])))
+            .find(|&b| sampled::<SAMPLE_RATE>(u64::from_le_bytes([b; 8])))
             .expect("a sampled run");
         let old = vec![b; 50_000];
         let (mut heads, mut links) = (Vec::<H>::new(), Vec::new());
-        let chains = HashChain::build(&old, &mut heads, &mut links);
+        let chains = HashChain::<_, SAMPLE_RATE>::build(&old, &mut heads, &mut links);
         assert_eq!(chains.links.len(), COMMON_GRAM);
         assert_eq!(chains.search(&old, &old[..100]).1, 0);
 
@@ -1514,7 +1563,7 @@ mod tests {
         while old.len() < 40_000 {
             let at = old.len() + 1 - GRAM;
             old.push(pick);
-            while !sampled(word(&old, at)) {
+            while !sampled::<SAMPLE_RATE>(word(&old, at)) {
                 pick = pick.wrapping_add(97);
                 if let Some(last) = old.last_mut() {
                     *last = pick;
@@ -1522,9 +1571,9 @@ mod tests {
             }
         }
         let (mut heads, mut links) = (Vec::<H>::new(), Vec::new());
-        let chains = HashChain::build(&old, &mut heads, &mut links);
+        let chains = HashChain::<_, SAMPLE_RATE>::build(&old, &mut heads, &mut links);
         let grams = old.len() - GRAM + 1;
-        assert_eq!(chains.links.len(), link_cap(grams));
+        assert_eq!(chains.links.len(), link_cap(grams, SAMPLE_RATE));
         assert!(chains.links.len() < grams / 3);
     }
 
@@ -1536,7 +1585,7 @@ mod tests {
         let mut old = deltaward_testkit::noise(200_000, 0x5851_f42d_4c95_7f2d);
         // A sampled 64-byte stretch repeated 1,000 times, another 3 times.
         let at = (0..old.len() - GRAM)
-            .find(|&p| sampled(word(&old, p)))
+            .find(|&p| sampled::<SAMPLE_RATE>(word(&old, p)))
             .expect("a sampled gram");
         let unit = old[at..at + 64].to_vec();
         for (copies, from) in [(1_000, 10_000), (3, 150_000)] {
@@ -1550,8 +1599,8 @@ mod tests {
             Vec::new(),
             Vec::new(),
         );
-        let p = HashChain::build(&old, &mut packed, &mut links_p);
-        let w = HashChain::build(&old, &mut wide, &mut links_w);
+        let p = HashChain::<_, SAMPLE_RATE>::build(&old, &mut packed, &mut links_p);
+        let w = HashChain::<_, SAMPLE_RATE>::build(&old, &mut wide, &mut links_w);
         assert_eq!(p.links, w.links);
         assert_eq!(p.heads.len(), w.heads.len());
         for (h, (a, b)) in p.heads.iter().zip(w.heads).enumerate() {
@@ -1567,9 +1616,11 @@ mod tests {
         for (entry, count) in [(0, 0), (1, 1), (Packed::MAX_ENTRIES as u32, 511)] {
             assert_eq!(Packed::set(entry, count).get(), (entry, count));
         }
-        let window = (Packed::MAX_ENTRIES - 1) / 2 * SAMPLE_RATE + GRAM - 1;
-        assert!(packed_heads_suffice(window));
-        assert!(!packed_heads_suffice(window + SAMPLE_RATE));
+        for rate in [SAMPLE_RATE, SPARSE_SAMPLE_RATE] {
+            let window = (Packed::MAX_ENTRIES - 1) / 2 * rate as usize + GRAM - 1;
+            assert!(packed_heads_suffice(window, rate));
+            assert!(!packed_heads_suffice(window + rate as usize, rate));
+        }
     }
 
     /// Every entry of the stride tables is what scoring its bytes one by one gives.
