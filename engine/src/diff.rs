@@ -228,11 +228,11 @@ impl CoderOrder {
 /// Whether the window holds more than a sixteenth and less than half of the
 /// frame's anchors (of at least [`MOVED_MIN_ANCHORS`]): the frame's bytes are in the
 /// window, but so changed between its anchors that most of their 64-byte strings
-/// are new (relocated code, renumbered tables). At `fast` (both coders run on every
-/// frame to see), zstd left at least 1/16 of the frame on 38 of kernel-tar's 52
-/// such frames, bsdiff was smaller on 49 and left less than 1/16 on 40 (which then
-/// need no zstd run); kernel-ext4 34, 46 and 36 of 47, qemu-arm64 5, 5 and 4 of 5.
-/// On the other frames zstd left that much on 5 of kernel-tar's 78 and 8 of
+/// are new (relocated code, renumbered tables). A probe that ran both coders on
+/// every frame at `fast`: zstd left at least 1/16 of the frame on 38 of kernel-tar's
+/// 52 such frames, bsdiff was smaller on 49 and left less than 1/16 on 40 (which
+/// then need no zstd run); kernel-ext4 34, 46 and 36 of 47, qemu-arm64 5, 5 and 4
+/// of 5. On the other frames zstd left that much on 5 of kernel-tar's 78 and 8 of
 /// kernel-ext4's 68. Up to 6/10 instead of a half: kernel-tar's patch 7 % smaller
 /// for 6 % more CPU time; 4/10: larger and slower.
 fn looks_moved(placed: &Placement) -> bool {

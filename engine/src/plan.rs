@@ -200,6 +200,8 @@ pub(crate) struct Placement {
     pub(crate) inside: u64,
 }
 
+/// Places the window of the frame `new[t0..t1]` where the frame's anchors point
+/// most densely in the old image, and counts the anchors and those it holds.
 pub(crate) fn select_window(
     anchors: &AnchorIndex,
     old_len: u64,
