@@ -2,7 +2,7 @@
 //! sampled grams, which its hash chains index.
 //!
 //! A gram is eight bytes, read as a little-endian word `w`; a [`Pick`] says whether
-//! a gram is picked from `(w ^ SALT) * MUL` alone, so every position is independent
+//! a gram is picked from a product of `w` alone, so every position is independent
 //! of the others. On x86-64 processors with AVX-512 (F and DQ, checked at run time)
 //! the 64-bit multiplies run eight at a time (`vpmullq`): a block of 64 grams takes
 //! about 35 instructions instead of about 350. Elsewhere the same code runs as

@@ -1470,6 +1470,13 @@ mod tests {
         assert_eq!(cases, 48);
     }
 
+    /// The grams of `block` that `sampled` picks, one by one, as a mask.
+    fn picked<const RATE: u64>(block: &[u8]) -> u64 {
+        (0..block.len().saturating_sub(GRAM - 1))
+            .filter(|&j| sampled::<RATE>(word(block, j)))
+            .fold(0u64, |m, j| m | 1 << j)
+    }
+
     /// A block's mask marks exactly the grams that `sampled` picks, in whole blocks
     /// and in the short last one, at both rates; the sparse rate's grams are among
     /// the other's.
@@ -1481,19 +1488,10 @@ mod tests {
         for start in (0..bytes.len() - 71).step_by(67) {
             for len in [0, 7, 8, 9, 40, 70, 71] {
                 let block = &bytes[start..start + len];
-                let picks = |rate_8: bool| {
-                    (0..len.saturating_sub(GRAM - 1))
-                        .filter(|&j| {
-                            let w = word(block, j);
-                            if rate_8 {
-                                sampled::<SAMPLE_RATE>(w)
-                            } else {
-                                sampled::<SPARSE_SAMPLE_RATE>(w)
-                            }
-                        })
-                        .fold(0u64, |m, j| m | 1 << j)
-                };
-                let (every_8th, every_16th) = (picks(true), picks(false));
+                let (every_8th, every_16th) = (
+                    picked::<SAMPLE_RATE>(block),
+                    picked::<SPARSE_SAMPLE_RATE>(block),
+                );
                 assert_eq!(
                     sampled_mask::<SAMPLE_RATE>(block),
                     every_8th,
