@@ -20,8 +20,10 @@
 #                              of the kernel images);
 #   DIR/qemu-arm64.{old,new}   the same program from the same two versions built for
 #                              AArch64 (the arm64 packages, fetched with curl from
-#                              the mirror apt names for the amd64 ones; skipped, with
-#                              a warning, when they are not there);
+#                              the mirror apt names for the amd64 ones, or else found
+#                              by source version in that mirror's arm64 indexes, as
+#                              arm64 rebuilds can carry another +bN; skipped, with a
+#                              warning, when they are not there);
 #   DIR/shifted-ext4.{old,new} kernel-ext4.old, and kernel-ext4.new moved 4,219 bytes
 #                              later (an unaligned shift: the head of vmlinuz.new in
 #                              front, the same length cut from the end).
@@ -127,6 +129,32 @@ exe_pair() {
   cat "$tmp/versions" "$tmp/qemu-versions" >"$out/VERSIONS"
 }
 
+# A stalled mirror fails a fetch (under 1 KB/s for 60 s, or 15 minutes in all)
+# instead of hanging the script.
+fetch() { curl -fsSL --connect-timeout 30 --speed-limit 1024 --speed-time 60 --max-time 900 "$@"; }
+
+# The arm64 build of qemu-system-x86 VERSION (an amd64 version apt offers), as a URI
+# found in the arm64 package indexes of the repositories apt uses: a binary-only
+# rebuild can carry another +bN suffix on arm64 than on amd64, or the local amd64
+# index can lag the mirror's, so the match is on the source version.
+arm64_uri() {
+  local source=${1%+b[0-9]*} repo release
+  source=${source#*:}
+  while read -r repo release; do
+    fetch "${repo%/}/dists/$release/main/binary-arm64/Packages.xz" 2>/dev/null | xz -dc 2>/dev/null |
+      awk -v RS= -v FS='\n' -v src="$source" -v repo="${repo%/}" '
+        /(^|\n)Package: qemu-system-x86(\n|$)/ {
+          v = ""; f = ""
+          for (i = 1; i <= NF; i++) {
+            if ($i ~ /^Version: /) { v = substr($i, 10); sub(/^[0-9]+:/, "", v) }
+            if ($i ~ /^Filename: /) f = substr($i, 11)
+          }
+          if (f != "" && (v == src || index(v, src "+b") == 1)) print repo "/" f
+        }'
+  done < <(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 'Identifier: Packages' 2>/dev/null | sort -u) |
+    sort -V | tail -n 1
+}
+
 arm64_pair() {
   local versions side=old version uri
   mapfile -t versions < <(pick_versions qemu-system-x86)
@@ -137,12 +165,13 @@ arm64_pair() {
     uri=$(apt-get download --print-uris -qq "qemu-system-x86=$version" 2>/dev/null |
       awk -F"'" 'NR == 1 {print $2}' | sed 's/_amd64\.deb$/_arm64.deb/')
     mkdir -p "$tmp/arm64-$side"
-    # A stalled mirror fails the fetch (under 1 KB/s for 60 s, or 15 minutes in
-    # all) instead of hanging the script.
-    if [ -z "$uri" ] || ! curl -fsSL --connect-timeout 30 --speed-limit 1024 --speed-time 60 \
-      --max-time 900 -o "$tmp/arm64-$side/q.deb" "$uri"; then
-      echo "make-pairs: warning: could not fetch the arm64 build of qemu-system-x86 $version (${uri:-no URI from apt}); no qemu-arm64 pair" >&2
-      return 0
+    if [ -z "$uri" ] || ! fetch -o "$tmp/arm64-$side/q.deb" "$uri" 2>/dev/null; then
+      uri=$(arm64_uri "$version")
+      if [ -z "$uri" ] || ! fetch -o "$tmp/arm64-$side/q.deb" "$uri"; then
+        echo "make-pairs: warning: could not fetch the arm64 build of qemu-system-x86 $version (${uri:-none in the arm64 indexes}); no qemu-arm64 pair" >&2
+        rm -f "$out/qemu-arm64.old.partial" "$out/qemu-arm64.new.partial"
+        return 0
+      fi
     fi
     dpkg-deb -x "$tmp/arm64-$side/q.deb" "$tmp/arm64-$side/tree"
     cp "$tmp/arm64-$side/tree/usr/bin/qemu-system-x86_64" "$out/qemu-arm64.$side.partial"
