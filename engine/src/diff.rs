@@ -135,10 +135,13 @@ fn encode_delta<'v>(
     // where zstd did poorly (relocated code). The smaller payload is kept.
     let poor = |e: &Encoded| {
         let len = e.payload.len() as u64;
-        len.saturating_mul(params.retry_ratio) >= data.len() as u64
-            && order
-                .retry_ceiling
-                .is_none_or(|c| len.saturating_mul(c) <= data.len() as u64)
+        match order.retry {
+            Retry::Never => false,
+            Retry::Poor { ceiling } => {
+                len.saturating_mul(params.retry_ratio) >= data.len() as u64
+                    && ceiling.is_none_or(|c| len.saturating_mul(c) <= data.len() as u64)
+            }
+        }
     };
     // The first coder's payload unless the second's is strictly smaller.
     let smaller = |first: Encoded, second: Encoded| {
@@ -190,7 +193,17 @@ struct CoderOrder {
     dense: bool,
     zstd_first: bool,
     zstd_level: i32,
-    retry_ceiling: Option<u64>,
+    retry: Retry,
+}
+
+/// When a frame's second coder runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Never: the first coder's payload is kept.
+    Never,
+    /// Where the first coder's payload is at least 1/`retry_ratio` of the frame
+    /// and, where set, at most 1/`ceiling` of it.
+    Poor { ceiling: Option<u64> },
 }
 
 impl CoderOrder {
@@ -199,27 +212,35 @@ impl CoderOrder {
     /// zstd left between 1/ratio and a quarter of the frame: approximate matches,
     /// which bsdiff is for, do not occur in compressed data, and above a quarter
     /// zstd found little of the frame in the window. Where the level runs zstd
-    /// first, frames that [`looks_moved`] go to bsdiff first, and to zstd only where
-    /// bsdiff left at least 1/ratio of the frame.
+    /// first, frames that [`looks_moved`] go to bsdiff first, and never to zstd:
+    /// on such frames zstd was smaller on 3 of kernel-tar's 52 in the probe that
+    /// chose them, and the runs where bsdiff left a sixteenth or more (`fast`'s
+    /// retry band) changed kernel-tar's patch by 112 bytes and qemu-x86's and
+    /// qemu-arm64's not at all, for 20 % of qemu-arm64's wall time (BENCHMARKS.md,
+    /// seventeenth round).
     fn of(params: &LevelParams, data: &[u8], placed: &Placement) -> Self {
         match params.dense_zstd_level {
             Some(level) if looks_incompressible(data) => Self {
                 dense: true,
                 zstd_first: true,
                 zstd_level: params.zstd_level.min(level),
-                retry_ceiling: Some(NEW_DATA_CEILING),
+                retry: Retry::Poor {
+                    ceiling: Some(NEW_DATA_CEILING),
+                },
             },
             _ if params.zstd_first && params.bsdiff && looks_moved(placed) => Self {
                 dense: false,
                 zstd_first: false,
                 zstd_level: params.zstd_level,
-                retry_ceiling: None,
+                retry: Retry::Never,
             },
             _ => Self {
                 dense: false,
                 zstd_first: params.zstd_first,
                 zstd_level: params.zstd_level,
-                retry_ceiling: params.retry_ceiling,
+                retry: Retry::Poor {
+                    ceiling: params.retry_ceiling,
+                },
             },
         }
     }
@@ -349,7 +370,7 @@ fn build(
                 || {
                     timed("learn transform", || {
                         opts.transform
-                            .then(|| transform::learn(old_in, new_in, params.own_maps))
+                            .then(|| transform::learn(old_in, new_in, params.learning))
                             .flatten()
                     })
                 },
@@ -693,7 +714,9 @@ mod tests {
                 dense: true,
                 zstd_first: true,
                 zstd_level: 3,
-                retry_ceiling: Some(NEW_DATA_CEILING),
+                retry: Retry::Poor {
+                    ceiling: Some(NEW_DATA_CEILING)
+                },
             }
         );
         assert_eq!(
@@ -703,7 +726,7 @@ mod tests {
                 zstd_first: false,
                 zstd_level: default.zstd_level,
                 // zstd only where bsdiff left between an eighth and a third.
-                retry_ceiling: Some(3),
+                retry: Retry::Poor { ceiling: Some(3) },
             }
         );
         // Best keeps its order (bsdiff first, zstd 19) for the smallest patch, and
@@ -734,13 +757,15 @@ mod tests {
             dense: false,
             zstd_first: false,
             zstd_level: fast.zstd_level,
-            retry_ceiling: None,
+            retry: Retry::Never,
         };
         let as_the_level = CoderOrder {
             dense: false,
             zstd_first: true,
             zstd_level: fast.zstd_level,
-            retry_ceiling: fast.retry_ceiling,
+            retry: Retry::Poor {
+                ceiling: fast.retry_ceiling,
+            },
         };
         for (anchors, inside, order) in [
             (4096, 257, bsdiff_first),

@@ -1,7 +1,7 @@
 //! Effort levels and the tuning table behind them: which coders run, at which zstd
 //! levels, with which windows and frame lengths.
 
-use crate::{codec::bsdiff::MatchFinder, format};
+use crate::{codec::bsdiff::MatchFinder, format, transform::Learning};
 
 /// How hard the diff works.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -128,7 +128,13 @@ impl BuildOptions {
                 retry_ratio: 16,
                 retry_ceiling: Some(NEW_DATA_CEILING),
                 // Own maps: on kernel-ext4, 0.15 s more diff for 4 % smaller patches.
-                own_maps: false,
+                // Programs' address maps: learning them, rewriting the old programs
+                // and indexing them again took 40 % of the CPU time on qemu-x86, for
+                // 28 % smaller patches (see BENCHMARKS.md, seventeenth round).
+                learning: Learning {
+                    own_maps: false,
+                    programs: false,
+                },
                 // The tables of kernel-tar at `fast`: 143,512 bytes at zstd 3 in
                 // 4 ms, 142,043 at 19 in 26 ms.
                 transform_zstd_level: 3,
@@ -166,7 +172,7 @@ impl BuildOptions {
                 // bsdiff left 0.12 to 0.21 of the frame. Same patches, a zstd 6 run
                 // of 3 to 4 MB less per such frame.
                 retry_ceiling: Some(3),
-                own_maps: true,
+                learning: Learning::ALL,
                 // The tables of kernel-tar (654 KB with own maps): 445,964 bytes at
                 // zstd 6 in 14 ms, 435,917 at 19 in 141 ms; kernel-ext4 (307 KB)
                 // 198,628 and 193,189 bytes, 9 and 63 ms. 10 KB (0.05 %) of patch
@@ -191,7 +197,7 @@ impl BuildOptions {
                 dense_zstd_level: None,
                 retry_ratio: 12,
                 retry_ceiling: None,
-                own_maps: true,
+                learning: Learning::ALL,
                 transform_zstd_level: 19,
                 max_window: 64 << 20,
                 frame_len: 4 << 20,
@@ -259,9 +265,9 @@ pub(crate) struct LevelParams {
     /// And only when it is at most 1/ceiling of the frame, where set: above that the
     /// data is new or incompressible, and neither coder does better.
     pub(crate) retry_ceiling: Option<u64>,
-    /// Whether the source transform learns maps of their own for modules whose
-    /// BTF the new build reordered.
-    pub(crate) own_maps: bool,
+    /// What the source transform learns: maps of their own for modules whose BTF
+    /// the new build reordered, the programs' address maps.
+    pub(crate) learning: Learning,
     /// zstd level of the source transform's stored tables.
     pub(crate) transform_zstd_level: i32,
     pub(crate) max_window: u64,

@@ -126,7 +126,7 @@ pub mod fuzzing {
             crate::sparse::Input::new(old, &[]),
             crate::sparse::Input::new(new, &[]),
         );
-        let Some(t) = crate::transform::learn(o, n, true) else {
+        let Some(t) = crate::transform::learn(o, n, crate::transform::Learning::ALL) else {
             return 0;
         };
         assert!(t.regions.windows(2).all(|w| w[0].0.end <= w[1].0.start));

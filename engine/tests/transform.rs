@@ -212,12 +212,35 @@ fn programs(m: Machine) -> (Vec<u8>, Vec<u8>) {
     (old_img, new_img)
 }
 
+/// `fast` learns no address maps: on qemu-x86 they took 40 % of its CPU time.
+/// It still applies exactly, and the same program at the default level does get
+/// its map (the test below).
+#[test]
+fn the_fast_level_learns_no_programs_address_maps() {
+    let keys = kit::keys();
+    for m in [Machine::X86_64, Machine::Aarch64] {
+        let (old, new) = programs(m);
+        let patch = kit::build(
+            &old,
+            &new,
+            &keys.secret,
+            &BuildOptions::default().level(Level::Fast),
+        );
+        assert!(kit::manifest(&patch).transform.is_none(), "{m:?}");
+        assert_eq!(
+            kit::apply_bytes(&old, &patch, &keys.trusted).expect("applies"),
+            new,
+            "{m:?}"
+        );
+    }
+}
+
 #[test]
 fn a_program_whose_code_moved_costs_little_and_applies_exactly() {
     let keys = kit::keys();
     for (m, level) in [Machine::X86_64, Machine::Aarch64]
         .into_iter()
-        .flat_map(|m| [Level::Fast, Level::Default, Level::Best].map(|l| (m, l)))
+        .flat_map(|m| [Level::Default, Level::Best].map(|l| (m, l)))
     {
         let (old, new) = programs(m);
         let opts = BuildOptions::default().level(level);
@@ -232,18 +255,11 @@ fn a_program_whose_code_moved_costs_little_and_applies_exactly() {
         let rela = regions(&t, |k| matches!(k, RegionKind::Rela { .. }));
         let pointers = regions(&t, |k| matches!(k, RegionKind::Pointers { .. }));
         assert_eq!((code, rela, pointers), (1, 1, 1), "{m:?} {level:?}");
-        // Measured, with / without the transform: x86-64 3,761 / 39,029 bytes at
-        // fast, 3,417 / 38,534 at default, 3,375 / 38,121 at best; AArch64
-        // 12,361 / 37,283, 6,370 / 37,116 and 6,413 / 37,344. AArch64 at fast was
-        // 12,361 / 62,002 before the hash chains' scan counted every untaken search
-        // as a miss, which shrank the patches without the transform.
-        let most = if (m, level) == (Machine::Aarch64, Level::Fast) {
-            0.4
-        } else {
-            0.25
-        };
+        // Measured, with / without the transform: x86-64 3,417 / 38,534 bytes at
+        // default, 3,375 / 38,121 at best; AArch64 6,370 / 37,116 and 6,413 /
+        // 37,344.
         assert!(
-            (with.len() as f64) < without.len() as f64 * most,
+            (with.len() as f64) < without.len() as f64 * 0.25,
             "{m:?} {level:?}: {} bytes with the transform, {} without",
             with.len(),
             without.len()

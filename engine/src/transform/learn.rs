@@ -597,17 +597,39 @@ fn pair_in_order(old: &[u64], new: &[u64]) -> Vec<(u32, u32)> {
     pairs
 }
 
+/// What learning looks for, beyond the kernel modules' shared renumbering.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Learning {
+    /// Maps of their own for modules whose BTF the new build reordered.
+    pub(crate) own_maps: bool,
+    /// The programs' address maps (x86-64 and AArch64 code, pointers, relocations).
+    pub(crate) programs: bool,
+}
+
+impl Learning {
+    /// Everything learning can find.
+    pub(crate) const ALL: Self = Self {
+        own_maps: true,
+        programs: true,
+    };
+}
+
 /// Learns the source transform: the kernel modules' renumbering from the modules
-/// that both images hold, and the programs' address maps from the x86-64 programs
-/// both hold. `None` when there is nothing to rewrite.
-pub(crate) fn learn(old: Input<'_>, new: Input<'_>, own_maps: bool) -> Option<SourceTransform> {
+/// that both images hold, and the programs' address maps from the x86-64 and
+/// AArch64 programs both hold, where `what` asks for them. `None` when there is
+/// nothing to rewrite.
+pub(crate) fn learn(old: Input<'_>, new: Input<'_>, what: Learning) -> Option<SourceTransform> {
     let ((old_mods, old_programs), (new_mods, new_programs)) =
         timed("learn: find ELF files", || {
             rayon::join(|| elf_files(old), || elf_files(new))
         });
     let (modules, programs) = rayon::join(
-        || learn_modules(old, new, &old_mods, &new_mods, own_maps),
-        || super::programs::learn(old, new, &old_programs, &new_programs),
+        || learn_modules(old, new, &old_mods, &new_mods, what.own_maps),
+        || {
+            what.programs
+                .then(|| super::programs::learn(old, new, &old_programs, &new_programs))
+                .flatten()
+        },
     );
     let mut transform = match (modules, programs) {
         (None, None) => return None,

@@ -32,7 +32,7 @@ use rayon::prelude::*;
 
 use crate::format::{FormatError, Limit, Region};
 
-pub(crate) use learn::{learn, overlay, rewrite_copy};
+pub(crate) use learn::{learn, overlay, rewrite_copy, Learning};
 pub use programs::AddressMap;
 
 /// Largest stored (compressed) source transform section.
