@@ -10,7 +10,7 @@ use crate::{
     codec::{bsdiff, zstd, ZstdSettings},
     container::Patch,
     error::{Error, Result},
-    format::{empty_hash, Digest, Frame, FrameKind, Manifest},
+    format::{self, empty_hash, Digest, Frame, FrameKind, Manifest},
     image::Image,
     index::{AnchorIndex, BlockIndex},
     level::{BuildOptions, LevelParams, NEW_DATA_CEILING},
@@ -353,7 +353,6 @@ fn build(
     opts: &BuildOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Patch> {
-    let params = opts.params();
     let bs = opts.block_size as usize;
     if bs == 0 || !bs.is_power_of_two() || !(512..=1 << 20).contains(&bs) {
         return Err(Error::InvalidOption {
@@ -362,19 +361,76 @@ fn build(
         });
     }
     let (old, new) = (old_in.data, new_in.data);
+    // The images' hashes are needed only in the manifest: they run beside every
+    // other phase, and fill the cores where those leave one idle (a phase's end,
+    // the last frames) rather than holding up the first frame.
+    let ((source_hash, target_hash), framed) = rayon::join(
+        || timed("hash", || rayon::join(|| old_in.hash(), || new_in.hash())),
+        || frames(old_in, old_image, new_in, opts, progress),
+    );
+    let Framed {
+        frames,
+        payloads,
+        payload_len,
+        transform,
+        stored_transform,
+    } = framed?;
+    let manifest = Manifest {
+        source_size: old.len() as u64,
+        source_hash,
+        target_size: new.len() as u64,
+        target_hash,
+        block_size: opts.block_size,
+        max_window: frames
+            .iter()
+            .filter(|f| f.kind.has_payload())
+            .map(|f| f.source_len)
+            .max()
+            .unwrap_or(0),
+        max_frame_len: frames.iter().map(|f| f.target_len).max().unwrap_or(0),
+        payload_len,
+        tool: format!("deltaward {}", env!("CARGO_PKG_VERSION")),
+        options: opts.describe(),
+        frames,
+        transform,
+    };
+    Ok(Patch {
+        manifest,
+        payloads,
+        stored_transform,
+    })
+}
+
+/// What [`frames`] makes: the frames of the manifest, their payloads, the
+/// transform and its stored form.
+struct Framed {
+    frames: Vec<Frame>,
+    payloads: Vec<Vec<u8>>,
+    payload_len: u64,
+    transform: Option<format::SourceTransform>,
+    stored_transform: Option<Vec<u8>>,
+}
+
+/// Everything of [`build`] but the images' hashes: learning, indexing, planning,
+/// rewriting the old image and encoding the frames.
+fn frames(
+    old_in: Input<'_>,
+    old_image: Option<&Image>,
+    new_in: Input<'_>,
+    opts: &BuildOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Framed> {
+    let params = opts.params();
+    let bs = opts.block_size as usize;
+    let (old, new) = (old_in.data, new_in.data);
     let started = Instant::now();
-    let (((source_hash, target_hash), learned), (blocks, mut anchors)) = rayon::join(
+    let (learned, (blocks, mut anchors)) = rayon::join(
         || {
-            rayon::join(
-                || timed("hash", || rayon::join(|| old_in.hash(), || new_in.hash())),
-                || {
-                    timed("learn transform", || {
-                        opts.transform
-                            .then(|| transform::learn(old_in, new_in, params.learning))
-                            .flatten()
-                    })
-                },
-            )
+            timed("learn transform", || {
+                opts.transform
+                    .then(|| transform::learn(old_in, new_in, params.learning))
+                    .flatten()
+            })
         },
         || {
             let (index, anchors) = rayon::join(
@@ -387,7 +443,7 @@ fn build(
     );
     tracing::debug!(
         ms = started.elapsed().as_millis() as u64,
-        "diff phase: hash, learn, index and classify (in parallel)"
+        "diff phase: learn, index and classify (in parallel)"
     );
     let planned = timed("plan", || {
         plan(&blocks, bs as u64, new.len() as u64, params.frame_len)
@@ -449,28 +505,11 @@ fn build(
     );
     let (frames, payloads, payload_len) =
         timed("assemble", || assemble(&planned, results, output_hashes));
-    let manifest = Manifest {
-        source_size: old.len() as u64,
-        source_hash,
-        target_size: new.len() as u64,
-        target_hash,
-        block_size: opts.block_size,
-        max_window: frames
-            .iter()
-            .filter(|f| f.kind.has_payload())
-            .map(|f| f.source_len)
-            .max()
-            .unwrap_or(0),
-        max_frame_len: frames.iter().map(|f| f.target_len).max().unwrap_or(0),
-        payload_len,
-        tool: format!("deltaward {}", env!("CARGO_PKG_VERSION")),
-        options: opts.describe(),
+    Ok(Framed {
         frames,
-        transform,
-    };
-    Ok(Patch {
-        manifest,
         payloads,
+        payload_len,
+        transform,
         stored_transform,
     })
 }
