@@ -99,8 +99,9 @@ impl TrustedKeyFiles {
 /// Diff effort.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LevelArg {
-    /// zstd coder first, bsdiff-style where zstd did poorly or first where the
-    /// frame's code looks moved, small windows: the fastest diff.
+    /// zstd coder first, bsdiff-style where zstd did poorly or alone where the
+    /// frame's code looks moved, small windows, no programs' address maps: the
+    /// fastest diff.
     Fast,
     /// bsdiff-style and zstd coders, hash-chain matching.
     Default,

@@ -7,8 +7,10 @@ use crate::{codec::bsdiff::MatchFinder, format, transform::Learning};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Level {
-    /// zstd first, the bsdiff-style coder where zstd did poorly, or first where
-    /// the frame's anchors say its code moved; small windows: the fastest diff.
+    /// zstd first, the bsdiff-style coder where zstd did poorly, or alone where
+    /// the frame's anchors say its code moved; small windows; the source
+    /// transform renumbers kernel modules but learns no programs' address maps:
+    /// the fastest diff.
     Fast,
     /// The bsdiff-style coder, and zstd where bsdiff leaves between an eighth and a
     /// third of the frame; the smaller payload per frame. Frames whose bytes look
